@@ -1,0 +1,183 @@
+"""Yu & Koltun's context module and its identity initialisation."""
+
+import keras
+import numpy as np
+
+from kronecker_zoo import kernels as kernel_math
+
+VARIANTS = ("basic", "large")
+YU_KOLTUN_DILATIONS = (1, 1, 2, 4, 8, 16, 1)
+
+
+@keras.saving.register_keras_serializable(package="kronecker_zoo")
+class ContextIdentity(keras.initializers.Initializer):
+    """Yu & Koltun's identity initialisation for a ``(kh, kw, c_in, c_out)`` kernel.
+
+    ``k[t, a, b] = C / c_out`` if ``t`` is the centre tap and
+    ``floor(a * C / c_in) == floor(b * C / c_out)``, else 0, plus Gaussian noise of
+    standard deviation ``noise_stddev``. With ``c_in == c_out == C`` this is the
+    identity; across widths it maps channel blocks so that a chain of such layers
+    (with ReLUs, on non-negative inputs) passes a ``C``-channel input through.
+
+    Args:
+        base_channels: int. ``C``, the channels of the module's input and output.
+        noise_stddev: float. Defaults to `0.0`.
+        seed: int or `None`, for the noise.
+    """
+
+    def __init__(self, base_channels, noise_stddev=0.0, seed=None):
+        self.base_channels = int(base_channels)
+        self.noise_stddev = float(noise_stddev)
+        self.seed = seed
+
+    def __call__(self, shape, dtype=None):
+        kh, kw, c_in, c_out = shape
+        c = self.base_channels
+        a = np.arange(c_in)[:, None]
+        b = np.arange(c_out)[None, :]
+        block = (a * c // c_in) == (b * c // c_out)
+        kernel = np.zeros(shape, "float64")
+        kernel[kh // 2, kw // 2] = block * (c / c_out)
+        if self.noise_stddev:
+            rng = np.random.default_rng(self.seed)
+            kernel += rng.normal(0.0, self.noise_stddev, size=shape)
+        return keras.ops.convert_to_tensor(kernel, dtype=dtype or "float32")
+
+    def get_config(self):
+        return {"base_channels": self.base_channels, "noise_stddev": self.noise_stddev,
+                "seed": self.seed}
+
+
+def context_widths(channels, variant, num_layers):
+    """Output width of each dilated layer: ``C`` (basic) or Yu & Koltun's large widths.
+
+    Large, for the default 7 layers: ``2C, 2C, 4C, 8C, 16C, 32C, 32C``; in general
+    ``2C, 2C, 4C, ...`` doubling, the last layer keeping its predecessor's width.
+    """
+    if variant == "basic":
+        return [channels] * num_layers
+    multipliers = [2 ** max(1, i) for i in range(num_layers)]
+    if num_layers > 1:
+        multipliers[-1] = multipliers[-2]
+    return [channels * m for m in multipliers]
+
+
+@keras.saving.register_keras_serializable(package="kronecker_zoo")
+class ContextModule(keras.layers.Layer):
+    """Yu & Koltun's multi-scale context module (ICLR 2016).
+
+    ``3x3`` convolutions + ReLU at ``dilations`` (default ``1, 1, 2, 4, 8, 16, 1``,
+    receptive field 67), then a ``1x1`` convolution back to ``channels`` (no ReLU).
+    "basic": ``channels`` everywhere; "large": widths ``2C, 2C, 4C, 8C, 16C, 32C,
+    32C`` (see `context_widths`). With the default identity initialisation a fresh
+    module returns its input unchanged for non-negative inputs with ``channels``
+    channels (e.g. score maps after a ReLU or softmax); "large" adds noise of
+    ``noise_stddev`` (default ``1e-3``) to break symmetry, "basic" none.
+
+    Args:
+        channels: int. ``C``: output channels (and the input's, for the identity).
+        variant: `"basic"` or `"large"`. Defaults to `"basic"`.
+        dilations: sequence of int. Defaults to `(1, 1, 2, 4, 8, 16, 1)`.
+        kernel_initializer: `"identity"` (Yu & Koltun) or any Keras initializer.
+        noise_stddev: float or `None` (variant default). Noise of the identity init.
+        seed: int or `None`. Seed of that noise.
+
+    Input shape: `(batch, height, width, in)`. Output: `(batch, height, width, C)`.
+    """
+
+    def __init__(
+        self,
+        channels,
+        variant="basic",
+        dilations=YU_KOLTUN_DILATIONS,
+        kernel_initializer="identity",
+        noise_stddev=None,
+        seed=None,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        if isinstance(channels, bool) or not isinstance(channels, int) or channels < 1:
+            raise ValueError(
+                f"`channels` must be a positive int. Received: channels={channels!r}")
+        if variant not in VARIANTS:
+            raise ValueError(f"`variant` must be one of {VARIANTS}. Received: variant={variant!r}")
+        dilations = tuple(dilations)
+        if not dilations or any(
+                isinstance(d, bool) or not isinstance(d, int) or d < 1 for d in dilations):
+            raise ValueError(
+                "`dilations` must be a non-empty sequence of positive ints. "
+                f"Received: dilations={dilations!r}"
+            )
+        self.channels = channels
+        self.variant = variant
+        self.dilations = dilations
+        self.noise_stddev = noise_stddev
+        self.seed = seed
+        self.identity_init = kernel_initializer == "identity"
+        self.kernel_initializer = (
+            "identity" if self.identity_init else keras.initializers.get(kernel_initializer)
+        )
+        noise = noise_stddev if noise_stddev is not None else (
+            1e-3 if variant == "large" else 0.0)
+        widths = context_widths(channels, variant, len(dilations))
+        self.convs = []
+        for i, (width, rate) in enumerate(zip(widths + [channels], dilations + (None,))):
+            last = rate is None
+            if self.identity_init:
+                init = ContextIdentity(channels, noise, None if seed is None else seed + i)
+            else:
+                init = self.kernel_initializer
+            self.convs.append(
+                keras.layers.Conv2D(
+                    width,
+                    1 if last else 3,
+                    dilation_rate=1 if last else rate,
+                    padding="same",
+                    activation=None if last else "relu",
+                    kernel_initializer=init,
+                    name=f"context_{'out' if last else i}",
+                )
+            )
+        self.input_spec = keras.layers.InputSpec(ndim=4)
+
+    @property
+    def receptive_field(self):
+        """Receptive field of the module, in pixels (67 for the default dilations)."""
+        return kernel_math.receptive_field([3] * len(self.dilations) + [1],
+                                           list(self.dilations) + [1])
+
+    def build(self, input_shape):
+        if len(input_shape) != 4:
+            raise ValueError(
+                "ContextModule expects a 4-D input (batch, height, width, channels). "
+                f"Received input_shape={tuple(input_shape)}"
+            )
+        shape = tuple(input_shape)
+        for conv in self.convs:
+            conv.build(shape)
+            shape = conv.compute_output_shape(shape)
+
+    def call(self, inputs):
+        x = inputs
+        for conv in self.convs:
+            x = conv(x)
+        return x
+
+    def compute_output_shape(self, input_shape):
+        return tuple(input_shape[:3]) + (self.channels,)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                "channels": self.channels,
+                "variant": self.variant,
+                "dilations": list(self.dilations),
+                "kernel_initializer": (
+                    "identity" if self.identity_init
+                    else keras.initializers.serialize(self.kernel_initializer)),
+                "noise_stddev": self.noise_stddev,
+                "seed": self.seed,
+            }
+        )
+        return config

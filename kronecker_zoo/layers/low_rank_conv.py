@@ -1,0 +1,164 @@
+"""LowRankConv2D: the rank-r separable baseline (Jaderberg et al., 2014)."""
+
+import keras
+from keras import ops
+
+from kronecker_zoo import ops as kz_ops
+from kronecker_zoo.kernels import _pair
+from kronecker_zoo.layers.factor_init import factor_initializers
+from kronecker_zoo.layers.kronecker_conv import check_valid_extent
+
+
+@keras.saving.register_keras_serializable(package="kronecker_zoo")
+class LowRankConv2D(keras.layers.Layer):
+    """Convolution with a rank-``r`` spatially separable kernel.
+
+    ``W[i, j, c, o] = sum_{r < rank} V[i, 0, c, r] * H[0, j, r, o]``: a
+    ``kh x 1`` convolution from ``in`` to ``rank`` channels, then a ``1 x kw``
+    convolution from ``rank`` to ``filters`` channels (no bias or activation in
+    between), which equals one convolution with ``W`` everywhere, borders
+    included. Parameters: ``rank * (kh * in + kw * filters)``, linear in the
+    kernel extent (a Kronecker kernel's are logarithmic).
+
+    Args:
+        filters: int. Output channels.
+        kernel_size: int or pair ``(kh, kw)``.
+        rank: int. Number of separable terms (intermediate channels).
+        strides: int or pair. Defaults to `1`.
+        padding: `"same"` or `"valid"`. Defaults to `"same"`.
+        use_bias, activation, kernel_initializer, bias_initializer,
+        kernel_regularizer, bias_regularizer, kernel_constraint, bias_constraint:
+            as in `keras.layers.Conv2D`; the kernel initializer describes the full
+            kernel ``W`` (see `KroneckerConv2D`).
+
+    Input shape: `(batch, height, width, in)`.
+    Output shape: `(batch, new_height, new_width, filters)`.
+    """
+
+    def __init__(
+        self,
+        filters,
+        kernel_size,
+        rank,
+        strides=1,
+        padding="same",
+        use_bias=True,
+        activation=None,
+        kernel_initializer="glorot_uniform",
+        bias_initializer="zeros",
+        kernel_regularizer=None,
+        bias_regularizer=None,
+        kernel_constraint=None,
+        bias_constraint=None,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        for name, value in (("filters", filters), ("rank", rank)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"`{name}` must be a positive int. Received: {name}={value!r}")
+        self.filters = filters
+        self.kernel_size = _pair(kernel_size, "kernel_size")
+        self.rank = rank
+        self.strides = _pair(strides, "strides")
+        self.padding, _ = kz_ops.normalize_padding(padding)
+        self.use_bias = use_bias
+        self.activation = keras.activations.get(activation)
+        self.kernel_initializer = keras.initializers.get(kernel_initializer)
+        self.bias_initializer = keras.initializers.get(bias_initializer)
+        self.kernel_regularizer = keras.regularizers.get(kernel_regularizer)
+        self.bias_regularizer = keras.regularizers.get(bias_regularizer)
+        self.kernel_constraint = keras.constraints.get(kernel_constraint)
+        self.bias_constraint = keras.constraints.get(bias_constraint)
+        self.input_spec = keras.layers.InputSpec(ndim=4)
+
+    def build(self, input_shape):
+        if len(input_shape) != 4:
+            raise ValueError(
+                "LowRankConv2D expects a 4-D input (batch, height, width, channels). "
+                f"Received input_shape={tuple(input_shape)}"
+            )
+        check_valid_extent(self, input_shape, self.kernel_size)
+        in_channels = input_shape[-1]
+        kh, kw = self.kernel_size
+        shapes = [(kh, 1, in_channels, self.rank), (1, kw, self.rank, self.filters)]
+        full_shape = (kh, kw, in_channels, self.filters)
+        # The rank sum is carried by the contraction over the middle channels.
+        inits = factor_initializers(self.kernel_initializer, full_shape, shapes, self.rank)
+        self.vertical, self.horizontal = [
+            self.add_weight(
+                name=name,
+                shape=shape,
+                initializer=init,
+                regularizer=self.kernel_regularizer,
+                constraint=self.kernel_constraint,
+            )
+            for name, shape, init in zip(("vertical", "horizontal"), shapes, inits)
+        ]
+        self.bias = (
+            self.add_weight(
+                name="bias",
+                shape=(self.filters,),
+                initializer=self.bias_initializer,
+                regularizer=self.bias_regularizer,
+                constraint=self.bias_constraint,
+            )
+            if self.use_bias
+            else None
+        )
+        self.input_spec = keras.layers.InputSpec(ndim=4, axes={-1: in_channels})
+
+    @property
+    def kernel(self):
+        """The materialised kernel ``(kh, kw, in, filters)``."""
+        return ops.einsum("hcr,wro->hwco", self.vertical[:, 0], self.horizontal[0])
+
+    def call(self, inputs):
+        sh, sw = self.strides
+        x = ops.conv(inputs, self.vertical, strides=(sh, 1), padding=self.padding)
+        x = ops.conv(x, self.horizontal, strides=(1, sw), padding=self.padding)
+        if self.use_bias:
+            x = x + self.bias
+        return self.activation(x)
+
+    def compute_output_shape(self, input_shape):
+        h = kz_ops.conv_output_length(input_shape[1], self.kernel_size[0],
+                                      self.strides[0], self.padding)
+        w = kz_ops.conv_output_length(input_shape[2], self.kernel_size[1],
+                                      self.strides[1], self.padding)
+        return (input_shape[0], h, w, self.filters)
+
+    def dense_equivalent_params(self):
+        """Parameters of a plain Conv2D with the same kernel extent and channels."""
+        kh, kw = self.kernel_size
+        cin = int(self.vertical.shape[2])
+        return kh * kw * cin * self.filters + (self.filters if self.use_bias else 0)
+
+    def macs(self, input_hw):
+        """Multiply-accumulates per example at spatial input size ``(H, W)``."""
+        kh, kw = self.kernel_size
+        cin = int(self.vertical.shape[2])
+        mid_h = kz_ops.conv_output_length(input_hw[0], kh, self.strides[0], self.padding)
+        out_w = kz_ops.conv_output_length(input_hw[1], kw, self.strides[1], self.padding)
+        return mid_h * input_hw[1] * kh * cin * self.rank + mid_h * out_w * kw * self.rank * (
+            self.filters)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                "filters": self.filters,
+                "kernel_size": self.kernel_size,
+                "rank": self.rank,
+                "strides": self.strides,
+                "padding": self.padding,
+                "use_bias": self.use_bias,
+                "activation": keras.activations.serialize(self.activation),
+                "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),
+                "bias_initializer": keras.initializers.serialize(self.bias_initializer),
+                "kernel_regularizer": keras.regularizers.serialize(self.kernel_regularizer),
+                "bias_regularizer": keras.regularizers.serialize(self.bias_regularizer),
+                "kernel_constraint": keras.constraints.serialize(self.kernel_constraint),
+                "bias_constraint": keras.constraints.serialize(self.bias_constraint),
+            }
+        )
+        return config

@@ -1,0 +1,275 @@
+"""Stateless tensor ops behind the layers: factored Kronecker convolution and matmul.
+
+Everything here is written with ``keras.ops`` (TensorFlow and JAX backends) and
+holds no Keras state. The plan functions are plain Python over shapes; the same
+plan drives execution and the multiply-accumulate (MAC) counts of reports.
+
+Factored convolution, for a kernel ``W = F_0 (x) ... (x) F_{m-1}`` with factor
+``F_k`` of shape ``(kh_k, kw_k, in_k, out_k)`` (``F_0`` outermost): with the
+channel index split as ``c = (c_0, ..., c_{m-1})``,
+
+    y[p, (o_0..o_{m-1})] = sum_{u_k, c_k} x[p + sum_k d_k u_k, (c_0..c_{m-1})]
+                                          * prod_k F_k[u_k, c_k, o_k],
+
+where ``d_k = prod_{l > k} (kh_l, kw_l)``. It runs as a cascade: the innermost
+factor convolves the input with all other channel axes folded into the batch,
+then each outer factor convolves at dilation ``d_k``. With the input padded once
+(exactly as a plain convolution with ``W`` would pad it) and every step "valid",
+the cascade equals the plain convolution everywhere, borders included.
+"""
+
+import dataclasses
+import math
+
+from keras import ops
+
+from kronecker_zoo.kernels import _pair
+
+PADDINGS = ("same", "valid")
+PADDING_MODES = ("zeros", "reflect", "symmetric")
+
+
+def normalize_padding(padding, padding_mode="zeros"):
+    """Validate ``padding`` ("same"/"valid") and ``padding_mode``; return both."""
+    if not isinstance(padding, str) or padding.lower() not in PADDINGS:
+        raise ValueError(
+            f"`padding` must be one of {PADDINGS}. Received: padding={padding!r}"
+        )
+    if padding_mode not in PADDING_MODES:
+        raise ValueError(
+            f"`padding_mode` must be one of {PADDING_MODES}. "
+            f"Received: padding_mode={padding_mode!r}"
+        )
+    return padding.lower(), padding_mode
+
+
+def conv_output_length(length, kernel_extent, stride, padding):
+    """Output length of a convolution (``None`` stays ``None``), as in Keras."""
+    if length is None:
+        return None
+    if padding == "same":
+        return -(-length // stride)
+    return max(length - kernel_extent, -1) // stride + 1
+
+
+def same_padding_amounts(length, kernel_extent, stride):
+    """``(before, after)`` zero padding of TF/Keras "same" along one axis.
+
+    ``out = ceil(n / s)``, ``total = max((out - 1) * s + k - n, 0)``,
+    ``before = total // 2``. ``length`` may be a dynamic scalar tensor.
+    """
+    if stride == 1:
+        total = kernel_extent - 1
+        return total // 2, total - total // 2
+    if isinstance(length, int):
+        out = -(-length // stride)
+        total = max((out - 1) * stride + kernel_extent - length, 0)
+        return total // 2, total - total // 2
+    out = (length + stride - 1) // stride
+    total = ops.maximum((out - 1) * stride + kernel_extent - length, 0)
+    return total // 2, total - total // 2
+
+
+def pad_input(x, kernel_extent, strides, padding, padding_mode):
+    """Pad ``x`` (N, H, W, C) once, as a plain conv with that extent would."""
+    if padding == "valid":
+        return x
+    shape = ops.shape(x)
+    top, bottom = same_padding_amounts(shape[1], kernel_extent[0], strides[0])
+    left, right = same_padding_amounts(shape[2], kernel_extent[1], strides[1])
+    widths = [(0, 0), (top, bottom), (left, right), (0, 0)]
+    if padding_mode == "zeros":
+        return ops.pad(x, widths)
+    return ops.pad(x, widths, mode=padding_mode)
+
+
+@dataclasses.dataclass(frozen=True)
+class FactoredStep:
+    """One convolution of the factored cascade.
+
+    ``axis`` is the channel axis the step contracts (``in_k -> out_k``);
+    ``groups`` how many independent channel groups are folded into the batch;
+    ``conv_strides`` are passed to the convolution (only when its dilation is 1)
+    and ``slice_strides`` subsample its output (``[::s]``) otherwise.
+    """
+
+    axis: int
+    kernel_size: tuple
+    in_channels: int
+    out_channels: int
+    dilation: tuple
+    conv_strides: tuple
+    slice_strides: tuple
+    groups: int
+
+    def extent(self):
+        return tuple((k - 1) * d + 1 for k, d in zip(self.kernel_size, self.dilation))
+
+
+def factored_conv_plan(factor_shapes, strides=(1, 1)):
+    """The cascade that executes ``conv(x, F_0 (x) ... (x) F_{m-1}, strides)``.
+
+    Args:
+        factor_shapes: m >= 2 shapes ``(kh, kw, in, out)``, outermost first.
+        strides: ``(sh, sw)`` of the equivalent plain convolution.
+
+    Returns:
+        A list of ``FactoredStep``, innermost factor first. The stride is applied
+        as early as the dilations allow: right after step ``k`` when every later
+        step's dilation is a multiple of the stride (those dilations are then
+        divided by it), else on the final output.
+    """
+    shapes = [tuple(int(v) for v in s) for s in factor_shapes]
+    m = len(shapes)
+    sh, sw = strides
+    dil = []
+    for k in range(m):
+        dil.append((math.prod(s[0] for s in shapes[k + 1:]),
+                    math.prod(s[1] for s in shapes[k + 1:])))
+    # Earliest step (in execution order m-1, ..., 0) after which striding is exact.
+    stride_after = 0
+    for k in range(m - 1, 0, -1):
+        if dil[k - 1][0] % sh == 0 and dil[k - 1][1] % sw == 0:
+            stride_after = k
+            break
+    steps = []
+    for k in range(m - 1, -1, -1):
+        kh, kw, cin, cout = shapes[k]
+        d = dil[k]
+        if k < stride_after:
+            d = (d[0] // sh, d[1] // sw)
+        groups = math.prod(s[2] for s in shapes[:k]) * math.prod(s[3] for s in shapes[k + 1:])
+        conv_s, slice_s = (1, 1), (1, 1)
+        if k == stride_after and (sh, sw) != (1, 1):
+            if d == (1, 1):
+                conv_s = (sh, sw)
+            else:
+                slice_s = (sh, sw)
+        steps.append(FactoredStep(k, (kh, kw), cin, cout, d, conv_s, slice_s, groups))
+    return steps
+
+
+def factored_conv_macs(input_hw, factor_shapes, rank=1, strides=(1, 1), padding="same"):
+    """MACs per example of the factored execution on an ``(H, W)`` input."""
+    kernel = (math.prod(s[0] for s in factor_shapes), math.prod(s[1] for s in factor_shapes))
+    h, w = input_hw
+    if padding == "same":
+        h += sum(same_padding_amounts(h, kernel[0], strides[0]))
+        w += sum(same_padding_amounts(w, kernel[1], strides[1]))
+    total = 0
+    for step in factored_conv_plan(factor_shapes, strides):
+        eh, ew = step.extent()
+        h = (h - eh) // step.conv_strides[0] + 1
+        w = (w - ew) // step.conv_strides[1] + 1
+        total += step.groups * h * w * step.kernel_size[0] * step.kernel_size[1] * (
+            step.in_channels * step.out_channels)
+        h = -(-h // step.slice_strides[0])
+        w = -(-w // step.slice_strides[1])
+    return rank * total
+
+
+def dense_conv_macs(input_hw, kernel_size, in_channels, out_channels, strides=(1, 1),
+                    padding="same"):
+    """MACs per example of one plain convolution."""
+    oh = conv_output_length(input_hw[0], kernel_size[0], strides[0], padding)
+    ow = conv_output_length(input_hw[1], kernel_size[1], strides[1], padding)
+    return oh * ow * kernel_size[0] * kernel_size[1] * in_channels * out_channels
+
+
+def _axis_perm(current, target):
+    return [current.index(name) for name in target]
+
+
+def factored_conv2d_single(x, factors, strides=(1, 1)):
+    """Factored "valid" convolution of an already padded input, one rank term.
+
+    Args:
+        x: (N, H, W, prod in_k) tensor, padded as needed.
+        factors: m >= 2 kernels ``(kh_k, kw_k, in_k, out_k)``, outermost first.
+        strides: ``(sh, sw)`` of the equivalent plain convolution.
+
+    Returns:
+        (N, H', W', prod out_k): ``conv(x, kron(*factors), strides, "valid")``.
+    """
+    shapes = [tuple(int(v) for v in f.shape) for f in factors]
+    m = len(shapes)
+    plan = factored_conv_plan(shapes, strides)
+    sizes = [s[2] for s in shapes]  # current size of each channel axis
+    batch = ops.shape(x)[0]
+    h, w = ops.shape(x)[1], ops.shape(x)[2]
+    # (N, H*W, c_0, ..., c_{m-1}) -> (N, c_0..c_{m-2}, H*W, c_{m-1})
+    t = ops.reshape(x, [batch, h * w] + sizes)
+    current = ["N", "S"] + list(range(m))
+    for step in plan:
+        a = step.axis
+        others = [k for k in range(m) if k != a]
+        target = ["N"] + others + ["S", a]
+        perm = _axis_perm(current, target)
+        if perm != list(range(len(perm))):
+            t = ops.transpose(t, perm)
+        t = ops.reshape(t, [-1, h, w, sizes[a]])
+        t = ops.conv(t, factors[a], strides=step.conv_strides, padding="valid",
+                     dilation_rate=step.dilation)
+        if step.slice_strides != (1, 1):
+            t = t[:, :: step.slice_strides[0], :: step.slice_strides[1], :]
+        sizes[a] = shapes[a][3]
+        h, w = ops.shape(t)[1], ops.shape(t)[2]
+        t = ops.reshape(t, [batch] + [sizes[k] for k in others] + [h * w, sizes[a]])
+        current = target
+    target = ["N", "S"] + list(range(m))
+    t = ops.transpose(t, _axis_perm(current, target))
+    return ops.reshape(t, [batch, h, w, math.prod(sizes)])
+
+
+def kronecker_conv2d(x, factors, strides=(1, 1), padding="same", padding_mode="zeros"):
+    """Factored Kronecker convolution: ``conv(x, sum_r kron(F_0[r], ..., F_{m-1}[r]))``.
+
+    Args:
+        x: (N, H, W, C_in) input, ``C_in = prod in_k``.
+        factors: m >= 2 tensors of shape ``(rank, kh_k, kw_k, in_k, out_k)``.
+        strides: int or ``(sh, sw)``.
+        padding: "same" or "valid", with Keras/TF semantics for the full kernel.
+        padding_mode: "zeros", "reflect" or "symmetric" for "same" padding.
+
+    Returns:
+        (N, H', W', prod out_k), never forming the full kernel.
+    """
+    strides = _pair(strides, "strides")
+    padding, padding_mode = normalize_padding(padding, padding_mode)
+    extent = (math.prod(int(f.shape[1]) for f in factors),
+              math.prod(int(f.shape[2]) for f in factors))
+    x = pad_input(x, extent, strides, padding, padding_mode)
+    rank = int(factors[0].shape[0])
+    y = None
+    for r in range(rank):
+        term = factored_conv2d_single(x, [f[r] for f in factors], strides)
+        y = term if y is None else y + term
+    return y
+
+
+def kronecker_matmul(x, factors):
+    """``x @ sum_r kron(F_0[r], ..., F_{m-1}[r])`` without forming the matrix.
+
+    Args:
+        x: (..., prod in_k) tensor.
+        factors: m >= 2 tensors of shape ``(rank, in_k, out_k)``, outermost first.
+
+    Returns:
+        (..., prod out_k). Runs as m small contractions over the reshaped input
+        ``(B, in_0, ..., in_{m-1})``, the rank axis shared by all of them.
+    """
+    m = len(factors)
+    ins = [int(f.shape[1]) for f in factors]
+    outs = [int(f.shape[2]) for f in factors]
+    lead = ops.shape(x)[:-1]
+    t = ops.reshape(x, [-1] + ins)
+    letters = "abcdefghijklmnopqrstuvwxyz"
+    in_l, out_l = letters[:m], letters[m:2 * m]
+    axes = list(in_l)
+    # contract the innermost axis first; the rank axis 'R' appears at the first step
+    for k in range(m - 1, -1, -1):
+        src = "Z" + ("R" if k < m - 1 else "") + "".join(axes)
+        axes[k] = out_l[k]
+        dst = "Z" + ("R" if k > 0 else "") + "".join(axes)
+        t = ops.einsum(f"{src},R{in_l[k]}{out_l[k]}->{dst}", t, factors[k])
+    return ops.reshape(t, list(lead) + [math.prod(outs)])
