@@ -7,7 +7,7 @@
 
 __version__ = "0.1.0"
 
-from kronecker_zoo import kernels, layers, ops
+from kronecker_zoo import data, kernels, layers, ops
 from kronecker_zoo.kernels import collapse, dilate, kron, receptive_field
 from kronecker_zoo.layers import (
     ContextModule,
@@ -24,6 +24,7 @@ __all__ = [
     "KroneckerDense",
     "LowRankConv2D",
     "collapse",
+    "data",
     "dilate",
     "kernels",
     "kron",

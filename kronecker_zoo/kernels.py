@@ -40,7 +40,7 @@ def _pair(value, name):
         value = (int(value), int(value))
     try:
         pair = tuple(int(v) for v in value)
-    except TypeError:
+    except (TypeError, ValueError):
         raise ValueError(
             f"`{name}` must be a positive int or a pair of positive ints. "
             f"Received: {name}={value!r}"

@@ -51,7 +51,9 @@ class DilatedStack(keras.layers.Layer):
 
     Borders: with ``padding="same"`` each layer zero-pads its own input (Keras'
     usual behaviour), so near the borders the stack differs from the collapsed
-    convolution. With ``pad_once=True`` the input is padded once, by the stack's
+    convolution (and, with even kernel sizes, everywhere: each layer's "same"
+    padding puts the extra row after the data, and those offsets add up
+    differently from the collapsed kernel's). With ``pad_once=True`` the input is padded once, by the stack's
     receptive field, and every layer runs "valid": the linear stack then equals
     the collapsed convolution with "same" padding everywhere, borders included.
 

@@ -37,7 +37,25 @@ def normalize_factors(factors, ndim, name="factors"):
 
 
 def check_valid_extent(layer, input_shape, extent):
-    """Raise if a "valid" convolution of ``extent`` does not fit the input."""
+    """Raise if a "valid" convolution of ``extent`` does not fit the input, or if
+    mirrored "same" padding would need more rows than the input has."""
+    mode = getattr(layer, "padding_mode", "zeros")
+    if layer.padding == "same" and mode != "zeros":
+        for axis, name in ((1, "height"), (2, "width")):
+            size = input_shape[axis]
+            if size is None:
+                continue
+            pad = max(kz_ops.same_padding_amounts(size, extent[axis - 1],
+                                                  layer.strides[axis - 1]))
+            limit = size - 1 if mode == "reflect" else size
+            if pad > limit:
+                raise ValueError(
+                    f"{layer.__class__.__name__} with padding_mode={mode!r} pads the "
+                    f"{name} by {pad}, which needs an input {name} of at least "
+                    f"{pad + (1 if mode == 'reflect' else 0)}. "
+                    f"Received input_shape={tuple(input_shape)}"
+                )
+        return
     if layer.padding != "valid":
         return
     for axis, name in ((1, "height"), (2, "width")):

@@ -1,0 +1,139 @@
+"""Speed of factored vs materialised Kronecker convolution vs a plain Conv2D.
+
+    python benchmarks/kronecker_conv_speed.py [--repeats 30] [--json out.json]
+
+For each case it times, in one process and interleaved (so machine noise hits all
+variants alike), the forward pass and the forward+backward pass of:
+- KroneckerConv2D(execution="factored")     the cascade of small convolutions
+- KroneckerConv2D(execution="materialized") forms the kernel, one convolution
+- keras.layers.Conv2D                       holding the same (materialised) kernel
+and prints each speedup over the materialised execution next to the ratio of
+multiply-accumulates. Target (issue 2): factored speedup >= 50% of the MAC ratio
+on the headline case (9x9 = 3x3 (x) 3x3, 64 -> 64 = 8 (x) 8, batch 8, 64x64).
+TensorFlow backend; graphs compiled with tf.function.
+"""
+
+import argparse
+import json
+import os
+import platform
+import time
+
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+from kronecker_zoo.layers import KroneckerConv2D  # noqa: E402
+
+CASES = [
+    # name, factors, batch, size, strides
+    ("9x9 64->64 = (3x3,8->8) (x) (3x3,8->8)", [(3, 3, 8, 8), (3, 3, 8, 8)], 8, 64, 1),
+    ("9x9 64->64, stride 2", [(3, 3, 8, 8), (3, 3, 8, 8)], 8, 64, 2),
+    ("27x27 64->64 = three (3x3,4->4)", [(3, 3, 4, 4)] * 3, 8, 64, 1),
+    ("5x5 128->128 = (5x5,16->16) (x) (1x1,8->8)", [(5, 5, 16, 16), (1, 1, 8, 8)], 8, 32, 1),
+]
+
+
+def _timer(fn, x):
+    def run():
+        start = time.perf_counter()
+        out = fn(x)
+        (out[0] if isinstance(out, (tuple, list)) else out).numpy()
+        return time.perf_counter() - start
+    return run
+
+
+def bench_case(name, factors, batch, size, strides, repeats):
+    kh = int(np.prod([f[0] for f in factors]))
+    kw = int(np.prod([f[1] for f in factors]))
+    cin = int(np.prod([f[2] for f in factors]))
+    cout = int(np.prod([f[3] for f in factors]))
+    x = tf.random.normal((batch, size, size, cin), seed=0)
+    fact = KroneckerConv2D(cout, (kh, kw), factors, strides=strides, execution="factored")
+    mat = KroneckerConv2D(cout, (kh, kw), factors, strides=strides, execution="materialized")
+    fact.build(x.shape)
+    mat.build(x.shape)
+    mat.set_weights(fact.get_weights())
+    plain = keras.layers.Conv2D(cout, (kh, kw), strides=strides, padding="same")
+    plain.build(x.shape)
+    plain.set_weights([keras.ops.convert_to_numpy(fact.kernel), fact.get_weights()[-1]])
+    layers = {"factored": fact, "materialized": mat, "Conv2D": plain}
+
+    def forward(layer):
+        return tf.function(lambda t: layer(t))
+
+    def train_step(layer):
+        @tf.function
+        def step(t):
+            with tf.GradientTape() as tape:
+                loss = tf.reduce_sum(tf.square(layer(t)))
+            return tape.gradient(loss, layer.trainable_variables)
+        return step
+
+    outputs = {k: forward(layer)(x).numpy() for k, layer in layers.items()}
+    scale = float(np.abs(outputs["Conv2D"]).max())
+    max_err = max(float(np.abs(outputs[k] - outputs["Conv2D"]).max()) for k in outputs)
+    times = {}
+    for mode, make in (("forward", forward), ("train", train_step)):
+        runners = {k: _timer(make(layer), x) for k, layer in layers.items()}
+        for run in runners.values():  # warm up: trace + first runs
+            for _ in range(3):
+                run()
+        samples = {k: [] for k in runners}
+        for _ in range(repeats):
+            for k, run in runners.items():
+                samples[k].append(run())
+        times[mode] = {k: float(np.median(v)) * 1000 for k, v in samples.items()}
+    macs = fact.macs((size, size), execution=None)
+    return {
+        "case": name, "batch": batch, "size": size, "strides": strides,
+        "params_factored": int(fact.count_params()), "params_dense": int(plain.count_params()),
+        "macs_factored": macs["factored"], "macs_materialized": macs["materialized"],
+        "mac_ratio": macs["materialized"] / macs["factored"],
+        "max_abs_err_rel": max_err / scale, "ms": times,
+    }
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=30)
+    parser.add_argument("--json", help="also write the results to this JSON file")
+    parser.add_argument("--cases", type=int, default=len(CASES),
+                        help="run only the first N cases")
+    args = parser.parse_args()
+    print(f"# {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+          f"TF {tf.__version__}, Keras {keras.__version__}; median of {args.repeats} runs")
+    header = ("| case | params (kron / dense) | MAC ratio | fwd ms: factored / materialized / "
+              "Conv2D | fwd speedup | % of MAC ratio | train ms: factored / materialized "
+              "| train speedup | max rel. err |")
+    print(header)
+    print("|---" * 9 + "|")
+    results = []
+    for case in CASES[: args.cases]:
+        r = bench_case(*case, repeats=args.repeats)
+        results.append(r)
+        f, t = r["ms"]["forward"], r["ms"]["train"]
+        speed = f["materialized"] / f["factored"]
+        train_speed = t["materialized"] / t["factored"]
+        r["forward_speedup"], r["train_speedup"] = speed, train_speed
+        r["fraction_of_mac_ratio"] = speed / r["mac_ratio"]
+        print(f"| {r['case']} | {r['params_factored']:,} / {r['params_dense']:,} | "
+              f"{r['mac_ratio']:.1f}x | {f['factored']:.1f} / {f['materialized']:.1f} / "
+              f"{f['Conv2D']:.1f} | {speed:.1f}x | {100 * speed / r['mac_ratio']:.0f}% | "
+              f"{t['factored']:.1f} / {t['materialized']:.1f} | {train_speed:.1f}x | "
+              f"{r['max_abs_err_rel']:.1e} |", flush=True)
+    head = results[0]
+    verdict = "meets" if head["fraction_of_mac_ratio"] >= 0.5 else "falls short of"
+    print(f"\nHeadline case: factored forward speedup {head['forward_speedup']:.1f}x is "
+          f"{100 * head['fraction_of_mac_ratio']:.0f}% of the MAC ratio "
+          f"{head['mac_ratio']:.1f}x: {verdict} the 50% target.")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(results, f, indent=2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Sets up a fresh Debian machine for kronecker_zoo and runs one job.
+#   bash run.sh demo    the main job: a demo of what the library does, on real data
+#   bash run.sh test    the full test suite (what CI runs)
+#   bash run.sh bench   the speed benchmark of the factored execution
+# It installs what it needs: the Debian package dataset-fashion-mnist (as root),
+# a virtual environment in .venv, and the package with its test extras.
+set -euo pipefail
+cd "$(dirname "$0")"
+
+install_data() {
+  local marker=/usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz
+  [ -f "$marker" ] && return 0
+  if [ "$(id -u)" = 0 ]; then
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist >/dev/null
+  elif command -v sudo >/dev/null 2>&1; then
+    sudo apt-get update -qq
+    sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist >/dev/null
+  else
+    echo "run.sh: not root and no sudo: install the Debian package dataset-fashion-mnist," \
+         "or let kronecker_zoo download Fashion-MNIST through Keras." >&2
+  fi
+}
+
+install_python() {
+  [ -x .venv/bin/python ] || "${PYTHON:-python3}" -m venv .venv
+  .venv/bin/python -m pip install -q --disable-pip-version-check --upgrade pip
+  .venv/bin/python -m pip install -q --disable-pip-version-check ".[test]"
+}
+
+job="${1:-demo}"
+shift || true
+install_data
+install_python
+export TF_CPP_MIN_LOG_LEVEL="${TF_CPP_MIN_LOG_LEVEL:-2}"
+case "$job" in
+  demo)  exec .venv/bin/python -m kronecker_zoo.demo "$@" ;;
+  test)  exec .venv/bin/python -m pytest -q "$@" ;;
+  bench) exec .venv/bin/python benchmarks/kronecker_conv_speed.py "$@" ;;
+  *) echo "usage: bash run.sh demo|test|bench" >&2; exit 2 ;;
+esac

@@ -1,0 +1,563 @@
+"""Tests of KroneckerConv2D against an independent NumPy reference convolution."""
+
+import math
+
+import keras
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from kronecker_zoo.layers import KroneckerConv2D
+from tests import reference as ref
+from tests.layer_checks import (
+    check_config_round_trip,
+    check_fit_step,
+    check_saving_round_trip,
+    random_input,
+)
+
+EXECUTIONS = ("factored", "materialized")
+
+
+def tolerance(expected):
+    """Absolute tolerance for float32 layer outputs vs the float64 reference.
+
+    The layer computes in float32 (unit round-off 2**-24 ~ 6e-8). Each output is a
+    sum of at most kh*kw*in <= 27*27*27 ~ 2e4 products (the largest case the tests
+    draw); with random-signed terms the accumulated error grows like
+    sqrt(#terms) * eps * (term scale), i.e. ~1e-5 of the output scale, and even the
+    pessimistic linear bound stays well under 1e-3. 1e-4 of max(1, max|ref|) is
+    therefore safely above round-off, while any indexing/padding/stride error moves
+    outputs by O(1) of their scale and fails it.
+    """
+    return 1e-4 * max(1.0, float(np.max(np.abs(expected)))) if np.size(expected) else 1e-4
+
+
+def to_numpy(t):
+    return np.asarray(keras.ops.convert_to_numpy(t))
+
+
+def kernel_hw(factors):
+    return math.prod(f[0] for f in factors), math.prod(f[1] for f in factors)
+
+
+def make_layer(factors, input_shape, rank=1, strides=1, padding="same", padding_mode="zeros",
+               execution="factored", use_bias=True, seed=0, weights=None):
+    """A built KroneckerConv2D with random (or given) weights."""
+    layer = KroneckerConv2D(
+        math.prod(f[3] for f in factors),
+        kernel_hw(factors),
+        factors,
+        rank=rank,
+        strides=strides,
+        padding=padding,
+        padding_mode=padding_mode,
+        execution=execution,
+        use_bias=use_bias,
+    )
+    layer.build(input_shape)
+    if weights is None:
+        g = np.random.default_rng(seed)
+        weights = [g.standard_normal(w.shape).astype("float32") for w in layer.get_weights()]
+    layer.set_weights(weights)
+    return layer
+
+
+def factor_arrays(layer, factors, rank):
+    """The layer's factor weights, checked to be (rank, kh, kw, in, out) each."""
+    weights = layer.get_weights()
+    fs = weights[: len(factors)]
+    for f, shape in zip(fs, factors):
+        assert f.shape == (rank,) + tuple(shape)
+    return fs
+
+
+def reference_output(layer, x, factors, rank, strides, padding, padding_mode, use_bias=True):
+    kernel = ref.kron_kernel(factor_arrays(layer, factors, rank))
+    y = ref.conv2d(x, kernel, strides=strides, padding=padding, padding_mode=padding_mode)
+    if use_bias:
+        y = y + layer.get_weights()[len(factors)].astype(np.float64)
+    return y, kernel
+
+
+def keras_conv2d_output(x, kernel, bias, strides, padding, padding_mode):
+    """Plain keras Conv2D holding ``kernel``; non-zero padding modes pre-pad in NumPy."""
+    kh, kw, _, cout = kernel.shape
+    if padding == "same" and padding_mode != "zeros":
+        x = ref.pad_same(x, (kh, kw), strides, 1, padding_mode)
+        padding = "valid"
+    conv = keras.layers.Conv2D(cout, (kh, kw), strides=strides, padding=padding,
+                               use_bias=bias is not None)
+    conv.build(x.shape)
+    conv.set_weights([kernel.astype("float32")] + ([bias] if bias is not None else []))
+    return to_numpy(conv(x.astype("float32")))
+
+
+def check_layer_against_reference(factors, input_hw, rank=1, strides=1, padding="same",
+                                  padding_mode="zeros", seed=0, batch=2, use_bias=True):
+    cin = math.prod(f[2] for f in factors)
+    input_shape = (batch,) + tuple(input_hw) + (cin,)
+    x = random_input(input_shape, seed=seed + 1)
+    expected = None
+    for execution in EXECUTIONS:
+        layer = make_layer(factors, input_shape, rank, strides, padding, padding_mode,
+                           execution, use_bias=use_bias, seed=seed)
+        assert layer.resolved_execution == execution
+        got = to_numpy(layer(x))
+        if expected is None:
+            expected, kernel = reference_output(layer, x, factors, rank, strides, padding,
+                                                padding_mode, use_bias)
+            bias = layer.get_weights()[len(factors)] if use_bias else None
+            plain = keras_conv2d_output(x, kernel, bias, strides, padding, padding_mode)
+            tol = tolerance(expected)
+            assert plain.shape == expected.shape
+            np.testing.assert_allclose(plain, expected, rtol=0, atol=tol)
+        assert got.shape == expected.shape, execution
+        assert got.shape == tuple(layer.compute_output_shape(input_shape))
+        np.testing.assert_allclose(got, expected, rtol=0, atol=tol, err_msg=execution)
+        np.testing.assert_allclose(got, plain, rtol=0, atol=tol, err_msg=execution)
+
+
+# -- the reference itself --------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "kernel_shape,strides,dilation,padding,input_hw",
+    [
+        ((3, 3, 2, 3), 1, 1, "same", (7, 8)),
+        ((4, 2, 2, 3), 2, 1, "same", (9, 8)),
+        ((2, 4, 3, 2), (2, 3), 1, "same", (10, 11)),
+        ((5, 4, 2, 2), 3, 1, "same", (4, 5)),  # kernel larger than input
+        ((3, 2, 2, 2), 1, (2, 3), "same", (9, 10)),
+        ((3, 3, 2, 2), (3, 2), 1, "valid", (11, 10)),
+        ((2, 3, 2, 2), 1, 2, "valid", (9, 10)),
+    ],
+)
+def test_reference_conv_matches_keras_conv2d(kernel_shape, strides, dilation, padding, input_hw):
+    """Sanity of the test oracle on the cases Keras itself covers (zero padding)."""
+    g = np.random.default_rng(0)
+    kernel = g.standard_normal(kernel_shape).astype("float32")
+    x = g.standard_normal((2,) + input_hw + (kernel_shape[2],)).astype("float32")
+    conv = keras.layers.Conv2D(kernel_shape[3], kernel_shape[:2], strides=strides,
+                               dilation_rate=dilation, padding=padding, use_bias=False)
+    conv.build(x.shape)
+    conv.set_weights([kernel])
+    expected = ref.conv2d(x, kernel, strides, dilation, padding)
+    got = to_numpy(conv(x))
+    assert got.shape == expected.shape
+    np.testing.assert_allclose(got, expected, rtol=0, atol=tolerance(expected))
+
+
+def test_reference_same_padding_amounts():
+    # TF: out = ceil(n / s); total = max((out - 1) * s + k - n, 0); before = total // 2
+    assert ref.same_pad_amounts(10, 4, 1) == (1, 2)
+    assert ref.same_pad_amounts(10, 4, 2) == (1, 1)
+    assert ref.same_pad_amounts(10, 3, 3) == (1, 1)
+    assert ref.same_pad_amounts(9, 3, 3) == (0, 0)
+    assert ref.same_pad_amounts(5, 4, 3) == (1, 1)
+    assert ref.same_pad_amounts(6, 4, 3) == (0, 1)
+    assert ref.same_pad_amounts(9, 3, 1, 4) == (4, 4)
+
+
+# -- the core property: output == conv with the materialised kernel ---------------
+
+CORE_CASES = [
+    # factors, input_hw, rank, strides, padding, padding_mode
+    ([(3, 3, 2, 2), (3, 3, 2, 2)], (11, 12), 1, 1, "same", "zeros"),  # odd 9x9
+    ([(2, 2, 2, 1), (2, 1, 1, 3)], (9, 8), 1, 1, "same", "zeros"),  # even 4x2
+    ([(2, 2, 2, 1), (2, 1, 1, 3)], (9, 8), 2, 2, "same", "zeros"),
+    ([(2, 3, 1, 2), (1, 2, 2, 1), (2, 1, 2, 2)], (13, 14), 3, (2, 3), "same", "reflect"),
+    ([(2, 3, 1, 2), (1, 2, 2, 1), (2, 1, 2, 2)], (13, 14), 1, (2, 3), "same", "symmetric"),
+    ([(2, 2, 1, 2), (2, 2, 2, 2)], (10, 9), 2, 2, "same", "reflect"),  # even 4x4
+    ([(2, 2, 1, 2), (2, 2, 2, 2)], (10, 9), 2, 2, "same", "symmetric"),
+    ([(3, 1, 2, 2), (1, 3, 2, 1)], (8, 10), 1, 3, "same", "zeros"),
+    ([(3, 1, 2, 2), (1, 3, 2, 1)], (8, 10), 2, 3, "same", "reflect"),
+    ([(3, 3, 2, 2), (1, 2, 1, 2)], (7, 11), 3, 3, "valid", "zeros"),
+    ([(3, 2, 1, 2), (2, 2, 2, 1), (1, 2, 1, 2)], (9, 12), 2, (2, 3), "valid", "zeros"),
+    ([(3, 3, 1, 1), (3, 3, 1, 1), (1, 1, 2, 2)], (9, 9), 1, 1, "valid", "zeros"),  # 9x9 exact
+    ([(3, 3, 1, 1), (3, 3, 1, 1)], (9, 9), 1, 2, "same", "symmetric"),
+    ([(1, 1, 2, 3), (1, 1, 2, 2)], (5, 6), 2, 1, "same", "zeros"),  # 1x1
+]
+
+
+@pytest.mark.parametrize("factors,input_hw,rank,strides,padding,padding_mode", CORE_CASES)
+def test_layer_matches_reference(factors, input_hw, rank, strides, padding, padding_mode):
+    check_layer_against_reference(factors, input_hw, rank, strides, padding, padding_mode)
+
+
+def test_layer_without_bias_matches_reference():
+    check_layer_against_reference([(2, 3, 2, 2), (2, 1, 2, 2)], (8, 9), rank=2, strides=2,
+                                  padding="same", padding_mode="reflect", use_bias=False)
+
+
+factor_shape = st.tuples(st.integers(1, 3), st.integers(1, 3), st.integers(1, 3),
+                         st.integers(1, 3))
+
+
+@st.composite
+def conv_cases(draw):
+    factors = draw(st.lists(factor_shape, min_size=2, max_size=3))
+    rank = draw(st.integers(1, 2))
+    strides = draw(st.sampled_from([1, 2, (1, 2), (2, 1)]))
+    padding = draw(st.sampled_from(["same", "valid"]))
+    padding_mode = draw(st.sampled_from(["zeros", "reflect", "symmetric"])) if (
+        padding == "same") else "zeros"
+    kh, kw = kernel_hw(factors)
+    input_hw = (draw(st.integers(kh, kh + 3)), draw(st.integers(kw, kw + 3)))
+    seed = draw(st.integers(0, 1000))
+    return factors, input_hw, rank, strides, padding, padding_mode, seed
+
+
+@given(conv_cases())
+def test_layer_matches_reference_property(case):
+    factors, input_hw, rank, strides, padding, padding_mode, seed = case
+    check_layer_against_reference(factors, input_hw, rank, strides, padding, padding_mode,
+                                  seed=seed, batch=1)
+
+
+# -- gradients -------------------------------------------------------------------
+
+
+def tf_or_skip():
+    if keras.backend.backend() != "tensorflow":
+        pytest.skip("uses tf.GradientTape / tf.function")
+    import tensorflow as tf
+
+    return tf
+
+
+@pytest.mark.parametrize(
+    "factors,input_hw,rank,strides,padding,padding_mode",
+    [
+        ([(3, 3, 2, 2), (3, 3, 2, 2)], (11, 10), 1, 1, "same", "zeros"),
+        ([(2, 3, 1, 2), (1, 2, 2, 1), (2, 1, 2, 2)], (13, 14), 2, (2, 3), "same", "reflect"),
+        ([(2, 2, 2, 1), (2, 1, 1, 3)], (9, 8), 2, 2, "same", "symmetric"),
+        ([(3, 2, 1, 2), (2, 2, 2, 1)], (9, 8), 2, (2, 1), "valid", "zeros"),
+    ],
+)
+def test_gradients_factored_equal_materialized(factors, input_hw, rank, strides, padding,
+                                               padding_mode):
+    tf = tf_or_skip()
+    cin = math.prod(f[2] for f in factors)
+    input_shape = (2,) + input_hw + (cin,)
+    x = tf.constant(random_input(input_shape, seed=7))
+    grads = {}
+    weights = None
+    for execution in EXECUTIONS:
+        layer = make_layer(factors, input_shape, rank, strides, padding, padding_mode,
+                           execution, seed=3, weights=weights)
+        weights = layer.get_weights()
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            y = layer(x)
+            cotangent = np.random.default_rng(11).standard_normal(y.shape).astype("float32")
+            loss = tf.reduce_sum(y * cotangent)
+        variables = list(layer.factor_weights) + [layer.bias]
+        grads[execution] = [to_numpy(g) for g in tape.gradient(loss, [x] + variables)]
+    names = ["input"] + [f"factor_{k}" for k in range(len(factors))] + ["bias"]
+    for name, ga, gb in zip(names, grads["factored"], grads["materialized"]):
+        assert ga.shape == gb.shape, name
+        assert np.any(ga != 0), name
+        np.testing.assert_allclose(ga, gb, rtol=0, atol=tolerance(gb), err_msg=name)
+
+
+# -- kernel property and initialisation -----------------------------------------------
+
+
+@pytest.mark.parametrize("rank", [1, 2, 3])
+def test_kernel_property_is_sum_of_krons(rank):
+    factors = [(2, 3, 2, 1), (3, 1, 1, 2), (1, 2, 2, 2)]
+    layer = make_layer(factors, (None, 6, 6, 4), rank=rank, seed=rank)
+    expected = ref.kron_kernel(layer.get_weights()[:3])
+    got = to_numpy(layer.kernel)
+    assert got.shape == (6, 6, 4, 4) == expected.shape
+    np.testing.assert_allclose(got, expected, rtol=1e-6, atol=1e-6)
+
+
+BIG_FACTORS = [(3, 3, 16, 8), (3, 3, 16, 8)]  # kernel (9, 9, 256, 64)
+FAN_IN, FAN_OUT = 9 * 9 * 256, 9 * 9 * 64
+
+
+@pytest.mark.parametrize(
+    "initializer,expected_var,rank",
+    [
+        (keras.initializers.GlorotUniform(seed=1), 2.0 / (FAN_IN + FAN_OUT), 1),
+        (keras.initializers.HeNormal(seed=2), 2.0 / FAN_IN, 1),
+        (keras.initializers.HeNormal(seed=3), 2.0 / FAN_IN, 2),
+        (keras.initializers.LecunNormal(seed=4), 1.0 / FAN_IN, 1),
+        (keras.initializers.VarianceScaling(2.0, "fan_out", "uniform", seed=5), 2.0 / FAN_OUT, 1),
+    ],
+)
+def test_initializer_gives_full_kernel_variance(initializer, expected_var, rank):
+    layer = KroneckerConv2D(64, 9, BIG_FACTORS, rank=rank, kernel_initializer=initializer)
+    layer.build((None, 16, 16, 256))
+    kernel = to_numpy(layer.kernel).astype(np.float64)
+    assert kernel.shape == (9, 9, 256, 64)
+    var = float(np.mean(kernel ** 2))  # zero-mean by construction
+    assert abs(var / expected_var - 1) < 0.2, (var, expected_var)
+    assert abs(np.mean(kernel)) < 0.05 * math.sqrt(expected_var)
+
+
+def test_non_variance_scaling_initializer_applies_per_factor():
+    layer = KroneckerConv2D(4, 4, [(2, 2, 2, 2), (2, 2, 2, 2)], rank=2, kernel_initializer="ones")
+    layer.build((None, 8, 8, 4))
+    for w in layer.factor_weights:
+        np.testing.assert_array_equal(to_numpy(w), 1.0)
+    np.testing.assert_array_equal(to_numpy(layer.kernel), 2.0)  # sum of two all-ones krons
+
+
+# -- execution="auto" and MAC counts -------------------------------------------------
+
+
+def hand_factored_macs_9x9_64():
+    # inner step: 3x3 conv 8->8, 8 groups, on the 72x72 padded input -> 70x70 valid
+    # outer step: 3x3 conv 8->8 at dilation 3, 8 groups, 70x70 -> 64x64
+    return 8 * 70 * 70 * 3 * 3 * 8 * 8 + 8 * 64 * 64 * 3 * 3 * 8 * 8
+
+
+def test_macs_hand_count():
+    layer = KroneckerConv2D(64, 9, [(3, 3, 8, 8), (3, 3, 8, 8)], execution="factored")
+    counts = layer.macs((64, 64), execution=None)
+    assert counts["factored"] == hand_factored_macs_9x9_64()
+    assert counts["materialized"] == 64 * 64 * 81 * 64 * 64
+    assert layer.macs((64, 64), execution="factored") == counts["factored"]
+    assert layer.macs((64, 64)) == counts["factored"]  # the configured execution
+    layer_m = KroneckerConv2D(64, 9, [(3, 3, 8, 8), (3, 3, 8, 8)], execution="materialized")
+    assert layer_m.macs((64, 64)) == counts["materialized"]
+
+
+def test_macs_rank_and_valid_and_strides():
+    factors = [(3, 3, 8, 8), (3, 3, 8, 8)]
+    one = KroneckerConv2D(64, 9, factors, rank=1).macs((64, 64), execution=None)
+    three = KroneckerConv2D(64, 9, factors, rank=3).macs((64, 64), execution=None)
+    assert three["factored"] == 3 * one["factored"]
+    assert three["materialized"] == one["materialized"]
+    valid = KroneckerConv2D(64, 9, factors, padding="valid").macs((64, 64), execution=None)
+    # valid: inner 64 -> 62, outer 62 -> 56
+    assert valid["factored"] == 8 * 9 * 64 * (62 * 62 + 56 * 56)
+    assert valid["materialized"] == 56 * 56 * 81 * 64 * 64
+    strided = KroneckerConv2D(64, 9, factors, strides=3).macs((64, 64), execution=None)
+    # same, stride 3: out 22, total pad = 21*3 + 9 - 64 = 8 -> 72; the stride 3 divides
+    # the outer dilation, so the inner 3x3 conv strides: (72-3)//3+1 = 24, outer 24 -> 22
+    assert strided["factored"] == 8 * 9 * 64 * (24 * 24 + 22 * 22)
+    assert strided["materialized"] == 22 * 22 * 81 * 64 * 64
+
+
+AUTO_CASES = [
+    # factors, input shape at build
+    ([(3, 3, 8, 8), (3, 3, 8, 8)], (None, 64, 64, 64)),
+    ([(1, 1, 8, 1), (3, 3, 1, 8)], (None, 64, 64, 8)),
+    ([(1, 1, 1, 64), (3, 3, 64, 64)], (None, 64, 64, 64)),
+    ([(3, 3, 8, 8), (3, 3, 8, 8)], (None, None, None, 64)),  # nominal size
+    ([(1, 1, 8, 1), (3, 3, 1, 8)], (None, 16, 24, 8)),
+]
+
+
+def test_auto_execution_picks_the_cheaper():
+    chosen = []
+    for factors, input_shape in AUTO_CASES:
+        kh, kw = kernel_hw(factors)
+        layer = KroneckerConv2D(math.prod(f[3] for f in factors), (kh, kw), factors)
+        layer.build(input_shape)
+        hw = tuple(64 if d is None else d for d in input_shape[1:3])
+        counts = layer.macs(hw, execution=None)
+        assert counts["factored"] != counts["materialized"]
+        best = min(counts, key=counts.get)
+        assert layer.resolved_execution == best, (factors, counts)
+        assert layer.macs(hw) == counts[best]
+        chosen.append(best)
+    assert chosen[0] == "factored"  # 9x9 (3x3, 8, 8) x (3x3, 8, 8)
+    assert chosen[1] == "materialized"  # factoring a 3x3 8->8 conv costs more MACs
+    assert set(chosen) == {"factored", "materialized"}
+
+
+def test_auto_execution_output_matches_reference():
+    factors = [(1, 1, 2, 1), (3, 3, 1, 2)]
+    layer = KroneckerConv2D(2, 3, factors, execution="auto")
+    x = random_input((2, 7, 7, 2), seed=5)
+    y = to_numpy(layer(x))
+    assert layer.resolved_execution in EXECUTIONS
+    expected = ref.conv2d(x, ref.kron_kernel(layer.get_weights()[:2]), padding="same")
+    expected = expected + layer.get_weights()[2]
+    np.testing.assert_allclose(y, expected, rtol=0, atol=tolerance(expected))
+
+
+# -- config, saving, models, training ----------------------------------------------------
+
+
+def full_kwargs():
+    return dict(
+        filters=6,
+        kernel_size=(4, 3),
+        factors=[(2, 3, 2, 3), (2, 1, 2, 2)],
+        rank=2,
+        strides=(2, 1),
+        padding="same",
+        padding_mode="reflect",
+        execution="factored",
+        use_bias=False,
+        activation="relu",
+        kernel_initializer=keras.initializers.HeNormal(seed=3),
+        bias_initializer="ones",
+        kernel_regularizer=keras.regularizers.L2(1e-3),
+        bias_regularizer=keras.regularizers.L1(1e-3),
+        kernel_constraint=keras.constraints.MaxNorm(2.0),
+        bias_constraint=keras.constraints.NonNeg(),
+    )
+
+
+def test_config_covers_init_and_round_trips():
+    check_config_round_trip(KroneckerConv2D, full_kwargs(), (2, 9, 8, 4))
+    kwargs = full_kwargs()
+    kwargs.update(use_bias=True, execution="materialized", padding="valid", rank=1)
+    check_config_round_trip(KroneckerConv2D, kwargs, (2, 9, 8, 4))
+
+
+def test_from_config_after_build_keeps_the_computation():
+    kwargs = full_kwargs()
+    kwargs.update(use_bias=True, activation=None)
+    layer = KroneckerConv2D(**kwargs)
+    x = random_input((2, 9, 8, 4))
+    layer(x)
+    clone = KroneckerConv2D.from_config(layer.get_config())
+    clone(x)
+    clone.set_weights(layer.get_weights())
+    expected = ref.conv2d(x, ref.kron_kernel(layer.get_weights()[:2]), (2, 1), 1, "same",
+                          "reflect") + layer.get_weights()[2]
+    np.testing.assert_allclose(to_numpy(clone(x)), expected, rtol=0, atol=tolerance(expected))
+
+
+@pytest.mark.parametrize("execution", ["factored", "materialized", "auto"])
+def test_keras_saving_round_trip(execution, tmp_path):
+    def factory():
+        return KroneckerConv2D(6, (4, 3), [(2, 3, 2, 3), (2, 1, 2, 2)], rank=2, strides=2,
+                               padding_mode="symmetric", execution=execution)
+
+    loaded = check_saving_round_trip(factory, (2, 10, 9, 4), tmp_path)
+    layer = loaded.layers[-1]
+    assert isinstance(layer, KroneckerConv2D)
+    assert layer.execution == execution
+    if execution == "auto":
+        assert layer.resolved_execution in EXECUTIONS
+    else:
+        assert layer.resolved_execution == execution
+
+
+@pytest.mark.parametrize("execution", EXECUTIONS)
+def test_fit_step_lowers_loss(execution):
+    check_fit_step(
+        lambda: KroneckerConv2D(4, 4, [(2, 2, 2, 2), (2, 2, 2, 2)], rank=2, execution=execution),
+        (4, 8, 8, 4),
+    )
+
+
+@pytest.mark.parametrize("execution", EXECUTIONS)
+def test_functional_model_with_unknown_spatial_size(execution):
+    factors = [(2, 3, 1, 2), (2, 1, 2, 2)]
+    inputs = keras.Input((None, None, 2))
+    layer = KroneckerConv2D(4, (4, 3), factors, strides=2, padding_mode="reflect",
+                            execution=execution)
+    model = keras.Model(inputs, layer(inputs))
+    g = np.random.default_rng(0)
+    model.set_weights([g.standard_normal(w.shape).astype("float32") for w in model.get_weights()])
+    kernel = ref.kron_kernel(layer.get_weights()[:2])
+    bias = layer.get_weights()[2]
+    for hw in [(9, 11), (16, 13)]:
+        x = random_input((2,) + hw + (2,), seed=hw[0])
+        expected = ref.conv2d(x, kernel, 2, 1, "same", "reflect") + bias
+        for y in (to_numpy(model(x)), model.predict(x, verbose=0)):
+            assert y.shape == expected.shape
+            np.testing.assert_allclose(y, expected, rtol=0, atol=tolerance(expected))
+
+
+@pytest.mark.parametrize("execution", EXECUTIONS)
+def test_graph_mode_with_dynamic_shapes(execution):
+    """Traced once with (None, None, None, C): the dynamic "same" padding path."""
+    tf = tf_or_skip()
+    factors = [(2, 2, 2, 1), (2, 1, 1, 2)]
+    layer = make_layer(factors, (None, None, None, 2), strides=(2, 3), padding_mode="symmetric",
+                       execution=execution, seed=4)
+    fn = tf.function(layer, input_signature=[tf.TensorSpec((None, None, None, 2), tf.float32)])
+    kernel = ref.kron_kernel(layer.get_weights()[:2])
+    for hw in [(7, 10), (12, 9)]:
+        x = random_input((1,) + hw + (2,), seed=sum(hw))
+        expected = ref.conv2d(x, kernel, (2, 3), 1, "same", "symmetric") + layer.get_weights()[2]
+        got = to_numpy(fn(tf.constant(x)))
+        assert got.shape == expected.shape
+        np.testing.assert_allclose(got, expected, rtol=0, atol=tolerance(expected))
+
+
+def test_count_params_and_dense_equivalent():
+    layer = KroneckerConv2D(64, 9, [(3, 3, 8, 8), (3, 3, 8, 8)], rank=2)
+    layer.build((None, 32, 32, 64))
+    assert layer.count_params() == 2 * 2 * 3 * 3 * 8 * 8 + 64
+    assert layer.dense_equivalent_params() == 9 * 9 * 64 * 64 + 64
+
+
+# -- errors --------------------------------------------------------------------------
+
+
+def test_error_factor_products_mismatch():
+    with pytest.raises(ValueError, match=r"kh multiply to 3 x 3 = 9, but kernel_size\[0\]"):
+        KroneckerConv2D(4, (5, 9), [(3, 3, 2, 2), (3, 3, 2, 2)])
+    with pytest.raises(ValueError, match=r"kw multiply to 3 x 2 = 6, but kernel_size\[1\]"):
+        KroneckerConv2D(4, (9, 9), [(3, 3, 2, 2), (3, 2, 2, 2)])
+    with pytest.raises(ValueError, match=r"out multiply to 2 x 3 = 6, but filters is 5"):
+        KroneckerConv2D(5, 9, [(3, 3, 2, 2), (3, 3, 2, 3)])
+
+
+def test_error_input_channels_mismatch():
+    layer = KroneckerConv2D(4, 9, [(3, 3, 2, 2), (3, 3, 2, 2)])
+    with pytest.raises(ValueError, match=r"multiply to 2 x 2 = 4, but the input has 3 channels"):
+        layer(np.zeros((1, 9, 9, 3), "float32"))
+
+
+def test_error_input_channels_mismatch_after_build():
+    layer = KroneckerConv2D(4, 9, [(3, 3, 2, 2), (3, 3, 2, 2)])
+    layer(np.zeros((1, 9, 9, 4), "float32"))
+    with pytest.raises(ValueError, match="axis -1 of input"):
+        layer(np.zeros((1, 9, 9, 3), "float32"))
+
+
+@pytest.mark.parametrize(
+    "factors",
+    [[(3, 3, 2, 2)], [], [(3, 3, 2), (3, 3, 2)], [(3, 3, 0, 2), (1, 1, 1, 1)],
+     [(3.0, 3, 2, 2), (1, 1, 1, 1)], None],
+)
+def test_error_bad_factors(factors):
+    with pytest.raises(ValueError, match="two or more"):
+        KroneckerConv2D(4, 3, factors)
+
+
+def test_error_bad_arguments():
+    factors = [(3, 3, 2, 2), (3, 3, 2, 2)]
+    with pytest.raises(ValueError, match="`execution` must be one of"):
+        KroneckerConv2D(4, 9, factors, execution="fast")
+    with pytest.raises(ValueError, match="`padding` must be one of"):
+        KroneckerConv2D(4, 9, factors, padding="full")
+    with pytest.raises(ValueError, match="`padding_mode` must be one of"):
+        KroneckerConv2D(4, 9, factors, padding_mode="circular")
+    with pytest.raises(ValueError, match="`rank` must be a positive int"):
+        KroneckerConv2D(4, 9, factors, rank=0)
+    with pytest.raises(ValueError, match="`filters` must be a positive int"):
+        KroneckerConv2D(0, 9, factors)
+    with pytest.raises(ValueError, match="`strides` must be a positive int"):
+        KroneckerConv2D(4, 9, factors, strides=0)
+
+
+def test_error_3d_input():
+    layer = KroneckerConv2D(4, 9, [(3, 3, 2, 2), (3, 3, 2, 2)])
+    with pytest.raises(ValueError, match="ndim=4|4-D"):
+        layer(np.zeros((9, 9, 4), "float32"))
+    with pytest.raises(ValueError, match="4-D input"):
+        KroneckerConv2D(4, 9, [(3, 3, 2, 2), (3, 3, 2, 2)]).build((9, 9, 4))
+
+
+def test_error_valid_input_smaller_than_kernel():
+    layer = KroneckerConv2D(4, 9, [(3, 3, 2, 2), (3, 3, 2, 2)], padding="valid")
+    with pytest.raises(ValueError, match="height of at least 9"):
+        layer(np.zeros((1, 8, 12, 4), "float32"))
+    layer = KroneckerConv2D(4, 9, [(3, 3, 2, 2), (3, 3, 2, 2)], padding="valid")
+    with pytest.raises(ValueError, match="width of at least 9"):
+        layer(np.zeros((1, 12, 8, 4), "float32"))
