@@ -4,6 +4,7 @@ import keras
 import numpy as np
 
 from kronecker_zoo import kernels as kernel_math
+from kronecker_zoo.layers.weight_args import positive_int
 
 VARIANTS = ("basic", "large")
 YU_KOLTUN_DILATIONS = (1, 1, 2, 4, 8, 16, 1)
@@ -96,9 +97,7 @@ class ContextModule(keras.layers.Layer):
         **kwargs,
     ):
         super().__init__(**kwargs)
-        if isinstance(channels, bool) or not isinstance(channels, int) or channels < 1:
-            raise ValueError(
-                f"`channels` must be a positive int. Received: channels={channels!r}")
+        positive_int(channels, "channels")
         if variant not in VARIANTS:
             raise ValueError(f"`variant` must be one of {VARIANTS}. Received: variant={variant!r}")
         dilations = tuple(dilations)

@@ -6,6 +6,7 @@ from keras import ops
 from kronecker_zoo import kernels as kernel_math
 from kronecker_zoo import ops as kz_ops
 from kronecker_zoo.kernels import _pair
+from kronecker_zoo.layers.weight_args import positive_int
 
 
 def _per_layer(value, n, name, normalize):
@@ -32,12 +33,6 @@ def _kernel_sizes(value, n):
     if per_layer:
         return [_pair(v, "kernel_size") for v in value]
     return [_pair(value, "kernel_size")] * n
-
-
-def _positive_int(value):
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(value)
-    return value
 
 
 @keras.saving.register_keras_serializable(package="kronecker_zoo")
@@ -100,7 +95,7 @@ class DilatedStack(keras.layers.Layer):
             )
         n = len(rates)
         self.dilation_rates = rates
-        self.filters = _per_layer(filters, n, "filters", _positive_int)
+        self.filters = _per_layer(filters, n, "filters", lambda v: positive_int(v, "filters"))
         self.kernel_size = _kernel_sizes(kernel_size, n)
         self.padding, _ = kz_ops.normalize_padding(padding)
         self.pad_once = bool(pad_once)

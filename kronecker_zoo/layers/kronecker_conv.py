@@ -9,6 +9,7 @@ from kronecker_zoo import kernels as kernel_math
 from kronecker_zoo import ops as kz_ops
 from kronecker_zoo.kernels import _pair
 from kronecker_zoo.layers.factor_init import factor_initializers
+from kronecker_zoo.layers.weight_args import WeightArgsMixin, positive_int
 
 EXECUTIONS = ("auto", "factored", "materialized")
 # Spatial size assumed by execution="auto" when the input size is unknown at build.
@@ -73,7 +74,7 @@ def _product_string(values):
 
 
 @keras.saving.register_keras_serializable(package="kronecker_zoo")
-class KroneckerConv2D(keras.layers.Layer):
+class KroneckerConv2D(WeightArgsMixin, keras.layers.Layer):
     """2-D convolution with a Kronecker-factored kernel (Zhou et al., 2015).
 
     The kernel is ``W = sum_{r < rank} F_0[r] (x) F_1[r] (x) ... (x) F_{m-1}[r]``,
@@ -144,10 +145,8 @@ class KroneckerConv2D(keras.layers.Layer):
         **kwargs,
     ):
         super().__init__(**kwargs)
-        if isinstance(filters, bool) or not isinstance(filters, int) or filters < 1:
-            raise ValueError(f"`filters` must be a positive int. Received: filters={filters!r}")
-        if isinstance(rank, bool) or not isinstance(rank, int) or rank < 1:
-            raise ValueError(f"`rank` must be a positive int. Received: rank={rank!r}")
+        positive_int(filters, "filters")
+        positive_int(rank, "rank")
         if execution not in EXECUTIONS:
             raise ValueError(
                 f"`execution` must be one of {EXECUTIONS}. Received: execution={execution!r}"
@@ -159,14 +158,16 @@ class KroneckerConv2D(keras.layers.Layer):
         self.strides = _pair(strides, "strides")
         self.padding, self.padding_mode = kz_ops.normalize_padding(padding, padding_mode)
         self.execution = execution
-        self.use_bias = use_bias
-        self.activation = keras.activations.get(activation)
-        self.kernel_initializer = keras.initializers.get(kernel_initializer)
-        self.bias_initializer = keras.initializers.get(bias_initializer)
-        self.kernel_regularizer = keras.regularizers.get(kernel_regularizer)
-        self.bias_regularizer = keras.regularizers.get(bias_regularizer)
-        self.kernel_constraint = keras.constraints.get(kernel_constraint)
-        self.bias_constraint = keras.constraints.get(bias_constraint)
+        self.set_weight_args(
+            use_bias,
+            activation=activation,
+            kernel_initializer=kernel_initializer,
+            bias_initializer=bias_initializer,
+            kernel_regularizer=kernel_regularizer,
+            bias_regularizer=bias_regularizer,
+            kernel_constraint=kernel_constraint,
+            bias_constraint=bias_constraint,
+        )
 
         kh, kw, _, out = kernel_math.kronecker_kernel_shape(self.factors)
         for axis, (got, want, what) in enumerate(
@@ -206,26 +207,10 @@ class KroneckerConv2D(keras.layers.Layer):
         full_shape = self.kernel_size + (want, self.filters)
         inits = factor_initializers(self.kernel_initializer, full_shape, shapes, self.rank)
         self.factor_weights = [
-            self.add_weight(
-                name=f"factor_{k}",
-                shape=shape,
-                initializer=init,
-                regularizer=self.kernel_regularizer,
-                constraint=self.kernel_constraint,
-            )
+            self.add_kernel_weight(f"factor_{k}", shape, init)
             for k, (shape, init) in enumerate(zip(shapes, inits))
         ]
-        self.bias = (
-            self.add_weight(
-                name="bias",
-                shape=(self.filters,),
-                initializer=self.bias_initializer,
-                regularizer=self.bias_regularizer,
-                constraint=self.bias_constraint,
-            )
-            if self.use_bias
-            else None
-        )
+        self.bias = self.add_bias(self.filters)
         self.input_spec = keras.layers.InputSpec(ndim=4, axes={-1: in_channels})
         self.resolved_execution = self._resolve_execution(input_shape[1:3])
 
@@ -309,14 +294,7 @@ class KroneckerConv2D(keras.layers.Layer):
                 "padding": self.padding,
                 "padding_mode": self.padding_mode,
                 "execution": self.execution,
-                "use_bias": self.use_bias,
-                "activation": keras.activations.serialize(self.activation),
-                "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),
-                "bias_initializer": keras.initializers.serialize(self.bias_initializer),
-                "kernel_regularizer": keras.regularizers.serialize(self.kernel_regularizer),
-                "bias_regularizer": keras.regularizers.serialize(self.bias_regularizer),
-                "kernel_constraint": keras.constraints.serialize(self.kernel_constraint),
-                "bias_constraint": keras.constraints.serialize(self.bias_constraint),
             }
         )
+        config.update(self.weight_args_config())
         return config

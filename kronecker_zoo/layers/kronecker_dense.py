@@ -8,10 +8,11 @@ from kronecker_zoo import kernels as kernel_math
 from kronecker_zoo import ops as kz_ops
 from kronecker_zoo.layers.factor_init import factor_initializers
 from kronecker_zoo.layers.kronecker_conv import normalize_factors
+from kronecker_zoo.layers.weight_args import WeightArgsMixin, positive_int
 
 
 @keras.saving.register_keras_serializable(package="kronecker_zoo")
-class KroneckerDense(keras.layers.Layer):
+class KroneckerDense(WeightArgsMixin, keras.layers.Layer):
     """Dense layer with ``W = sum_{r < rank} A_r (x) B_r (x) ...`` (Zhou et al., 2015).
 
     Factor ``k`` has shape ``(in_k, out_k)`` (first factor outermost), so the layer
@@ -55,10 +56,8 @@ class KroneckerDense(keras.layers.Layer):
         **kwargs,
     ):
         super().__init__(**kwargs)
-        if isinstance(units, bool) or not isinstance(units, int) or units < 1:
-            raise ValueError(f"`units` must be a positive int. Received: units={units!r}")
-        if isinstance(rank, bool) or not isinstance(rank, int) or rank < 1:
-            raise ValueError(f"`rank` must be a positive int. Received: rank={rank!r}")
+        positive_int(units, "units")
+        positive_int(rank, "rank")
         self.units = units
         self.factors = normalize_factors(factors, 2)
         self.rank = rank
@@ -69,14 +68,16 @@ class KroneckerDense(keras.layers.Layer):
                 f" = {out}, but units is {units}. Received: factors={self.factors}, "
                 f"units={units}"
             )
-        self.use_bias = use_bias
-        self.activation = keras.activations.get(activation)
-        self.kernel_initializer = keras.initializers.get(kernel_initializer)
-        self.bias_initializer = keras.initializers.get(bias_initializer)
-        self.kernel_regularizer = keras.regularizers.get(kernel_regularizer)
-        self.bias_regularizer = keras.regularizers.get(bias_regularizer)
-        self.kernel_constraint = keras.constraints.get(kernel_constraint)
-        self.bias_constraint = keras.constraints.get(bias_constraint)
+        self.set_weight_args(
+            use_bias,
+            activation=activation,
+            kernel_initializer=kernel_initializer,
+            bias_initializer=bias_initializer,
+            kernel_regularizer=kernel_regularizer,
+            bias_regularizer=bias_regularizer,
+            kernel_constraint=kernel_constraint,
+            bias_constraint=bias_constraint,
+        )
         self.input_spec = keras.layers.InputSpec(min_ndim=2)
 
     def build(self, input_shape):
@@ -92,26 +93,10 @@ class KroneckerDense(keras.layers.Layer):
         inits = factor_initializers(self.kernel_initializer, (want, self.units), shapes,
                                     self.rank)
         self.factor_weights = [
-            self.add_weight(
-                name=f"factor_{k}",
-                shape=shape,
-                initializer=init,
-                regularizer=self.kernel_regularizer,
-                constraint=self.kernel_constraint,
-            )
+            self.add_kernel_weight(f"factor_{k}", shape, init)
             for k, (shape, init) in enumerate(zip(shapes, inits))
         ]
-        self.bias = (
-            self.add_weight(
-                name="bias",
-                shape=(self.units,),
-                initializer=self.bias_initializer,
-                regularizer=self.bias_regularizer,
-                constraint=self.bias_constraint,
-            )
-            if self.use_bias
-            else None
-        )
+        self.bias = self.add_bias(self.units)
         self.input_spec = keras.layers.InputSpec(min_ndim=2, axes={-1: in_features})
 
     @property
@@ -157,15 +142,8 @@ class KroneckerDense(keras.layers.Layer):
                 "units": self.units,
                 "factors": [list(s) for s in self.factors],
                 "rank": self.rank,
-                "use_bias": self.use_bias,
-                "activation": keras.activations.serialize(self.activation),
-                "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),
-                "bias_initializer": keras.initializers.serialize(self.bias_initializer),
-                "kernel_regularizer": keras.regularizers.serialize(self.kernel_regularizer),
-                "bias_regularizer": keras.regularizers.serialize(self.bias_regularizer),
-                "kernel_constraint": keras.constraints.serialize(self.kernel_constraint),
-                "bias_constraint": keras.constraints.serialize(self.bias_constraint),
             }
         )
+        config.update(self.weight_args_config())
         return config
 

@@ -7,10 +7,11 @@ from kronecker_zoo import ops as kz_ops
 from kronecker_zoo.kernels import _pair
 from kronecker_zoo.layers.factor_init import factor_initializers
 from kronecker_zoo.layers.kronecker_conv import check_valid_extent
+from kronecker_zoo.layers.weight_args import WeightArgsMixin, positive_int
 
 
 @keras.saving.register_keras_serializable(package="kronecker_zoo")
-class LowRankConv2D(keras.layers.Layer):
+class LowRankConv2D(WeightArgsMixin, keras.layers.Layer):
     """Convolution with a rank-``r`` spatially separable kernel.
 
     ``W[i, j, c, o] = sum_{r < rank} V[i, 0, c, r] * H[0, j, r, o]``: a
@@ -53,22 +54,23 @@ class LowRankConv2D(keras.layers.Layer):
         **kwargs,
     ):
         super().__init__(**kwargs)
-        for name, value in (("filters", filters), ("rank", rank)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"`{name}` must be a positive int. Received: {name}={value!r}")
+        positive_int(filters, "filters")
+        positive_int(rank, "rank")
         self.filters = filters
         self.kernel_size = _pair(kernel_size, "kernel_size")
         self.rank = rank
         self.strides = _pair(strides, "strides")
         self.padding, _ = kz_ops.normalize_padding(padding)
-        self.use_bias = use_bias
-        self.activation = keras.activations.get(activation)
-        self.kernel_initializer = keras.initializers.get(kernel_initializer)
-        self.bias_initializer = keras.initializers.get(bias_initializer)
-        self.kernel_regularizer = keras.regularizers.get(kernel_regularizer)
-        self.bias_regularizer = keras.regularizers.get(bias_regularizer)
-        self.kernel_constraint = keras.constraints.get(kernel_constraint)
-        self.bias_constraint = keras.constraints.get(bias_constraint)
+        self.set_weight_args(
+            use_bias,
+            activation=activation,
+            kernel_initializer=kernel_initializer,
+            bias_initializer=bias_initializer,
+            kernel_regularizer=kernel_regularizer,
+            bias_regularizer=bias_regularizer,
+            kernel_constraint=kernel_constraint,
+            bias_constraint=bias_constraint,
+        )
         self.input_spec = keras.layers.InputSpec(ndim=4)
 
     def build(self, input_shape):
@@ -85,26 +87,10 @@ class LowRankConv2D(keras.layers.Layer):
         # The rank sum is carried by the contraction over the middle channels.
         inits = factor_initializers(self.kernel_initializer, full_shape, shapes, self.rank)
         self.vertical, self.horizontal = [
-            self.add_weight(
-                name=name,
-                shape=shape,
-                initializer=init,
-                regularizer=self.kernel_regularizer,
-                constraint=self.kernel_constraint,
-            )
+            self.add_kernel_weight(name, shape, init)
             for name, shape, init in zip(("vertical", "horizontal"), shapes, inits)
         ]
-        self.bias = (
-            self.add_weight(
-                name="bias",
-                shape=(self.filters,),
-                initializer=self.bias_initializer,
-                regularizer=self.bias_regularizer,
-                constraint=self.bias_constraint,
-            )
-            if self.use_bias
-            else None
-        )
+        self.bias = self.add_bias(self.filters)
         self.input_spec = keras.layers.InputSpec(ndim=4, axes={-1: in_channels})
 
     @property
@@ -151,14 +137,7 @@ class LowRankConv2D(keras.layers.Layer):
                 "rank": self.rank,
                 "strides": self.strides,
                 "padding": self.padding,
-                "use_bias": self.use_bias,
-                "activation": keras.activations.serialize(self.activation),
-                "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),
-                "bias_initializer": keras.initializers.serialize(self.bias_initializer),
-                "kernel_regularizer": keras.regularizers.serialize(self.kernel_regularizer),
-                "bias_regularizer": keras.regularizers.serialize(self.bias_regularizer),
-                "kernel_constraint": keras.constraints.serialize(self.kernel_constraint),
-                "bias_constraint": keras.constraints.serialize(self.bias_constraint),
             }
         )
+        config.update(self.weight_args_config())
         return config
