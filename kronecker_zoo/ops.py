@@ -21,6 +21,7 @@ the cascade equals the plain convolution everywhere, borders included.
 import dataclasses
 import math
 
+import keras
 from keras import ops
 
 from kronecker_zoo.kernels import _pair
@@ -176,6 +177,22 @@ def dense_conv_macs(input_hw, kernel_size, in_channels, out_channels, strides=(1
     return oh * ow * kernel_size[0] * kernel_size[1] * in_channels * out_channels
 
 
+def dilated_conv2d(x, kernel, strides=(1, 1), dilation=(1, 1)):
+    """"valid" convolution; on TensorFlow a native dilated Conv2D.
+
+    ``keras.ops.conv`` on TensorFlow routes dilation through ``tf.nn.convolution``,
+    which wraps the convolution in SpaceToBatchND/BatchToSpaceND: slower on CPU,
+    and rejected by mobile GPU delegates once exported. ``tf.nn.conv2d`` with
+    ``dilations`` runs (and exports) as one dilated CONV_2D.
+    """
+    if keras.backend.backend() == "tensorflow" and tuple(dilation) != (1, 1):
+        import tensorflow as tf
+
+        return tf.nn.conv2d(x, ops.cast(kernel, x.dtype), strides=[1, *strides, 1],
+                            padding="VALID", dilations=[1, *dilation, 1])
+    return ops.conv(x, kernel, strides=strides, padding="valid", dilation_rate=dilation)
+
+
 def _axis_perm(current, target):
     return [current.index(name) for name in target]
 
@@ -208,8 +225,7 @@ def factored_conv2d_single(x, factors, strides=(1, 1)):
         if perm != list(range(len(perm))):
             t = ops.transpose(t, perm)
         t = ops.reshape(t, [-1, h, w, sizes[a]])
-        t = ops.conv(t, factors[a], strides=step.conv_strides, padding="valid",
-                     dilation_rate=step.dilation)
+        t = dilated_conv2d(t, factors[a], step.conv_strides, step.dilation)
         if step.slice_strides != (1, 1):
             t = t[:, :: step.slice_strides[0], :: step.slice_strides[1], :]
         sizes[a] = shapes[a][3]
