@@ -3,11 +3,13 @@
     import kronecker_zoo as kz
     layer = kz.layers.KroneckerConv2D(64, 9, factors=[(3, 3, 8, 8), (3, 3, 8, 8)])
     kz.kernels.kron(A, B)            # pure kernel math, NumPy in -> NumPy out
+    model = kz.models.get("kron_resnet_8")
+    print(kz.report.parameter_report(model))
 """
 
 __version__ = "0.1.0"
 
-from kronecker_zoo import data, kernels, layers, ops
+from kronecker_zoo import data, kernels, layers, models, ops, report
 from kronecker_zoo.kernels import collapse, dilate, kron, receptive_field
 from kronecker_zoo.layers import (
     ContextModule,
@@ -29,6 +31,8 @@ __all__ = [
     "kernels",
     "kron",
     "layers",
+    "models",
     "ops",
     "receptive_field",
+    "report",
 ]
