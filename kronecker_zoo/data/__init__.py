@@ -2,5 +2,16 @@
 
 from kronecker_zoo.data.fashion_mnist import CLASS_NAMES as FASHION_MNIST_CLASSES
 from kronecker_zoo.data.fashion_mnist import fashion_mnist
+from kronecker_zoo.data.fashion_scenes import (
+    compose_scenes,
+    fashion_scenes,
+    fashion_scenes_dataset,
+)
 
-__all__ = ["FASHION_MNIST_CLASSES", "fashion_mnist"]
+__all__ = [
+    "FASHION_MNIST_CLASSES",
+    "compose_scenes",
+    "fashion_mnist",
+    "fashion_scenes",
+    "fashion_scenes_dataset",
+]
