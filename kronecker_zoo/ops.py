@@ -197,41 +197,82 @@ def _axis_perm(current, target):
     return [current.index(name) for name in target]
 
 
-def factored_conv2d_single(x, factors, strides=(1, 1)):
-    """Factored "valid" convolution of an already padded input, one rank term.
+def _conv_step(x, kernel, step):
+    """One step of the cascade: dilated "valid" conv, then the step's slicing."""
+    x = dilated_conv2d(x, kernel, step.conv_strides, step.dilation)
+    if step.slice_strides != (1, 1):
+        x = x[:, :: step.slice_strides[0], :: step.slice_strides[1], :]
+    return x
+
+
+def factored_conv2d(x, factors, strides=(1, 1)):
+    """Factored "valid" convolution of an already padded input, all rank terms.
 
     Args:
         x: (N, H, W, prod in_k) tensor, padded as needed.
-        factors: m >= 2 kernels ``(kh_k, kw_k, in_k, out_k)``, outermost first.
+        factors: m >= 2 tensors ``(rank, kh_k, kw_k, in_k, out_k)``, outermost first.
         strides: ``(sh, sw)`` of the equivalent plain convolution.
 
     Returns:
-        (N, H', W', prod out_k): ``conv(x, kron(*factors), strides, "valid")``.
+        (N, H', W', prod out_k):
+        ``conv(x, sum_r kron(F_0[r], ..., F_{m-1}[r]), strides, "valid")``.
+
+    The rank terms share two of their convolutions: the innermost step runs once
+    with the terms' kernels concatenated along its output channels
+    (``in -> rank * out``), and the outermost step once with them stacked along its
+    input channels (``rank * in -> out``), which also sums the terms. Only the steps
+    in between (three or more factors) run once per term. The MACs are those of
+    ``rank`` separate cascades; the convolutions are fewer and wider.
     """
-    shapes = [tuple(int(v) for v in f.shape) for f in factors]
+    shapes = [tuple(int(v) for v in f.shape[1:]) for f in factors]
+    rank = int(factors[0].shape[0])
     m = len(shapes)
     plan = factored_conv_plan(shapes, strides)
     sizes = [s[2] for s in shapes]  # current size of each channel axis
     batch = ops.shape(x)[0]
     h, w = ops.shape(x)[1], ops.shape(x)[2]
-    # (N, H*W, c_0, ..., c_{m-1}) -> (N, c_0..c_{m-2}, H*W, c_{m-1})
     t = ops.reshape(x, [batch, h * w] + sizes)
     current = ["N", "S"] + list(range(m))
-    for step in plan:
+    for i, step in enumerate(plan):
         a = step.axis
+        first, last = i == 0, i == len(plan) - 1
         others = [k for k in range(m) if k != a]
-        target = ["N"] + others + ["S", a]
+        f = factors[a]
+        kh, kw, cin, cout = shapes[a]
+        if first:
+            # (rank, kh, kw, in, out) -> (kh, kw, in, rank * out)
+            kernel = ops.reshape(ops.transpose(f, (1, 2, 3, 0, 4)), (kh, kw, cin, rank * cout))
+            target = ["N"] + others + ["S", a]
+        elif last:
+            # (rank, kh, kw, in, out) -> (kh, kw, rank * in, out)
+            kernel = ops.reshape(ops.transpose(f, (1, 2, 0, 3, 4)), (kh, kw, rank * cin, cout))
+            target = ["N"] + others + ["S", "R", a]
+        else:
+            target = ["N", "R"] + others + ["S", a]
         perm = _axis_perm(current, target)
         if perm != list(range(len(perm))):
             t = ops.transpose(t, perm)
-        t = ops.reshape(t, [-1, h, w, sizes[a]])
-        t = dilated_conv2d(t, factors[a], step.conv_strides, step.dilation)
-        if step.slice_strides != (1, 1):
-            t = t[:, :: step.slice_strides[0], :: step.slice_strides[1], :]
-        sizes[a] = shapes[a][3]
+        if first or last:
+            t = _conv_step(ops.reshape(t, [-1, h, w, (1 if first else rank) * cin]),
+                           kernel, step)
+        else:
+            terms = ops.reshape(t, [batch, rank, -1, h, w, cin])
+            t = ops.stack([_conv_step(ops.reshape(terms[:, r], [-1, h, w, cin]), f[r], step)
+                           for r in range(rank)], axis=1)  # (N*G, rank, h', w', out)
+            t = ops.reshape(ops.transpose(ops.reshape(
+                t, [batch, -1, rank, ops.shape(t)[2], ops.shape(t)[3], cout]),
+                (0, 2, 1, 3, 4, 5)), [-1, ops.shape(t)[2], ops.shape(t)[3], cout])
+        sizes[a] = cout
         h, w = ops.shape(t)[1], ops.shape(t)[2]
-        t = ops.reshape(t, [batch] + [sizes[k] for k in others] + [h * w, sizes[a]])
-        current = target
+        if first:
+            current = ["N"] + others + ["S", "R", a]
+            t = ops.reshape(t, [batch] + [sizes[k] for k in others] + [h * w, rank, cout])
+        elif last:
+            current = ["N"] + others + ["S", a]
+            t = ops.reshape(t, [batch] + [sizes[k] for k in others] + [h * w, cout])
+        else:
+            current = ["N", "R"] + others + ["S", a]
+            t = ops.reshape(t, [batch, rank] + [sizes[k] for k in others] + [h * w, cout])
     target = ["N", "S"] + list(range(m))
     t = ops.transpose(t, _axis_perm(current, target))
     return ops.reshape(t, [batch, h, w, math.prod(sizes)])
@@ -255,12 +296,7 @@ def kronecker_conv2d(x, factors, strides=(1, 1), padding="same", padding_mode="z
     extent = (math.prod(int(f.shape[1]) for f in factors),
               math.prod(int(f.shape[2]) for f in factors))
     x = pad_input(x, extent, strides, padding, padding_mode)
-    rank = int(factors[0].shape[0])
-    y = None
-    for r in range(rank):
-        term = factored_conv2d_single(x, [f[r] for f in factors], strides)
-        y = term if y is None else y + term
-    return y
+    return factored_conv2d(x, factors, strides)
 
 
 def kronecker_matmul(x, factors):
