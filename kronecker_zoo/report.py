@@ -210,12 +210,15 @@ def layer_costs(layer, in_shape, out_shape):
         positions = math.prod(in_shape[1:-1])
         return layer.macs() * positions, layer.dense_equivalent_params(), (1, 1), (1, 1), True
     if isinstance(layer, (DilatedStack, ContextModule)):
-        macs, shape = 0, in_shape
+        macs, shape = 0, tuple(in_shape)
+        rf = _pair(layer.receptive_field)
+        if getattr(layer, "pad_once", False) and layer.padding == "same":
+            shape = (shape[0], shape[1] + rf[0] - 1, shape[2] + rf[1] - 1, shape[3])
         for conv in layer.convs:
             kh, kw, ci, co = conv.kernel.shape
+            shape = tuple(conv.compute_output_shape(shape))
             macs += _conv_macs(shape, (kh, kw), ci, co)
-            shape = shape[:-1] + (co,)
-        return macs, params, _pair(layer.receptive_field), (1, 1), True
+        return macs, params, rf, (1, 1), True
     if isinstance(layer, keras.layers.SeparableConv2D):
         kh, kw = layer.kernel_size
         mid = cin * layer.depth_multiplier
@@ -232,7 +235,9 @@ def layer_costs(layer, in_shape, out_shape):
     if isinstance(layer, keras.layers.Conv2DTranspose):
         kh, kw = layer.kernel_size
         macs = in_shape[1] * in_shape[2] * kh * kw * cin * layer.filters
-        return macs, params, (kh, kw), tuple(-s for s in layer.strides), True
+        # An output depends on ceil(k / s) inputs per axis (in input units).
+        extent = tuple(-(-k // st) for k, st in zip((kh, kw), layer.strides))
+        return macs, params, extent, tuple(-st for st in layer.strides), True
     if isinstance(layer, keras.layers.Conv2D):
         kh, kw = layer.kernel_size
         groups = getattr(layer, "groups", 1)
@@ -245,7 +250,9 @@ def layer_costs(layer, in_shape, out_shape):
     if isinstance(layer, (keras.layers.MaxPooling2D, keras.layers.AveragePooling2D)):
         return 0, params, _pair(layer.pool_size), _pair(layer.strides), True
     if isinstance(layer, keras.layers.UpSampling2D):
-        return 0, params, (1, 1), tuple(-s for s in _pair(layer.size)), True
+        # Bilinear outputs mix 2 neighbouring inputs per axis, nearest ones 1.
+        extent = (2, 2) if layer.interpolation == "bilinear" else (1, 1)
+        return 0, params, extent, tuple(-s for s in _pair(layer.size)), True
     if hasattr(layer, "macs") and in_shape is not None and len(in_shape) == 4:
         return layer.macs(in_shape[1:3]), params, (1, 1), (1, 1), True
     return 0, params, (1, 1), (1, 1), params == 0 or isinstance(layer, _NO_MAC_LAYERS)
