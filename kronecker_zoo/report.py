@@ -14,7 +14,9 @@ model call by call and gives, per layer and in total:
   activations, pooling, resizing and additions are not counted;
 - ``receptive_field``: ``(h, w)`` extent in input pixels of the layer's output
   (``"global"`` after global pooling), and ``stride``, the input pixels between
-  neighbouring outputs: ``rf_out = rf_in + (k_eff - 1) * stride_in``.
+  neighbouring outputs: ``rf_out = rf_in + (k_eff - 1) * stride_in``. After an
+  upsampling that recurrence gives the average over output positions, so models
+  with upsampling get the largest field instead, from exact 1-D support intervals.
 
 Renders as text, Markdown or JSON; `compare` puts several models side by side.
 """
@@ -24,6 +26,7 @@ import json
 import math
 
 import keras
+import numpy as np
 
 from kronecker_zoo.layers import (
     ContextModule,
@@ -331,7 +334,7 @@ def parameter_report(model, input_shape=None):
     originals = {layer.name: layer for layer in model.layers}
     # Per tensor: (rf_h, rf_w) or GLOBAL, and (stride_h, stride_w) in input pixels.
     fields = {id(shaped.inputs[0]): ((1, 1), (1.0, 1.0))}
-    rows, uncounted, counted_params = [], [], set()
+    rows, uncounted, counted_params, steps = [], [], set(), []
     for layer, inputs, outputs in _ordered_calls(shaped):
         original = originals.get(layer.name, layer)
         in_fields = [fields[id(t)] for t in inputs]
@@ -359,7 +362,103 @@ def parameter_report(model, input_shape=None):
         stride = tuple(round(j, 3) if math.isfinite(j) else 0 for j in field[1])
         rows.append(LayerRow(layer.name, type(layer).__name__, out_shape[1:], params,
                              dense if first_call else 0, int(macs), field[0], stride))
+        steps.append((layer, original, inputs, outputs, extent, strides))
+    if any(s < 0 for *_unused, strides in steps for s in strides):
+        # After an upsampling the recurrence gives the average field over output
+        # positions (their alignment to the coarse grid differs); the largest one
+        # comes from propagating exact support intervals.
+        largest = max(max(r.receptive_field) for r in rows if r.receptive_field != GLOBAL)
+        exact = _exact_fields(shaped, steps, 4 * largest + 64)
+        for row, (layer, *_rest) in zip(rows, steps):
+            if row.receptive_field != GLOBAL and exact.get(layer.name):
+                row.receptive_field = exact[layer.name]
     return ParameterReport(model.name, input_shape, rows, uncounted)
+
+
+def _window_support(lo, hi, extent, stride, padding):
+    """Support intervals after a window op (conv/pool) of ``extent`` along one axis."""
+    n = len(lo)
+    if padding == "valid":
+        out, before = (n - extent) // stride + 1, 0
+    else:
+        out = -(-n // stride)
+        before = max((out - 1) * stride + extent - n, 0) // 2
+    first = np.arange(out) * stride - before
+    last = np.minimum(first + extent - 1, n - 1)
+    first = np.maximum(first, 0)
+    return lo[first], hi[last]
+
+
+def _upsample_support(lo, hi, size, bilinear):
+    n = len(lo)
+    q = np.arange(n * size)
+    if not bilinear:
+        return lo[q // size], hi[q // size]
+    src = (q + 0.5) / size - 0.5  # half-pixel centres, as tf.image.resize / jax
+    i0 = np.clip(np.floor(src).astype(int), 0, n - 1)
+    i1 = np.clip(np.floor(src).astype(int) + 1, 0, n - 1)
+    return lo[np.minimum(i0, i1)], hi[np.maximum(i0, i1)]
+
+
+def _transpose_support(lo, hi, kernel, stride, padding):
+    n = len(lo)
+    before = max(kernel - stride, 0) // 2 if padding == "same" else 0
+    out = n * stride if padding == "same" else (n - 1) * stride + kernel
+    q = np.arange(out)[:, None] + before - np.arange(kernel)[None, :]  # q = i * s + j - before
+    valid = (q % stride == 0) & (q // stride >= 0) & (q // stride < n)
+    i = np.where(valid, q // stride, 0)
+    new_lo = np.where(valid, lo[i], np.iinfo(np.int64).max).min(axis=1)
+    new_hi = np.where(valid, hi[i], -1).max(axis=1)
+    return new_lo, new_hi
+
+
+def _exact_fields(model, steps, minimum_size):
+    """``{layer name: (rf_h, rf_w)}``: the largest support of any output position far
+    from the borders, propagating exact 1-D support intervals on a virtual input of
+    at least ``minimum_size`` pixels per axis (a multiple of every downsampling)."""
+    period = 1
+    for *_unused, strides in steps:
+        for s in strides:
+            if s > 0:
+                period *= s
+    size = -(-minimum_size // period) * period
+    start = np.arange(size)
+    supports = {id(model.inputs[0]): [(start, start), (start, start)]}
+    result = {}
+    for layer, original, inputs, outputs, extent, strides in steps:
+        ins = [supports.get(id(t)) for t in inputs]
+        if any(s is None for s in ins) or isinstance(layer, _GLOBAL_LAYERS):
+            for t in outputs:
+                supports[id(t)] = None
+            continue
+        axes = []
+        for a in (0, 1):
+            lo, hi = ins[0][a]
+            if isinstance(layer, CropToMatch):
+                n = len(ins[1][a][0])
+                lo, hi = lo[:n], hi[:n]
+            elif len(ins) > 1:
+                n = min(len(s[a][0]) for s in ins)
+                lo = np.min([s[a][0][:n] for s in ins], axis=0)
+                hi = np.max([s[a][1][:n] for s in ins], axis=0)
+            elif isinstance(layer, keras.layers.UpSampling2D):
+                lo, hi = _upsample_support(lo, hi, -strides[a],
+                                           layer.interpolation == "bilinear")
+            elif isinstance(layer, keras.layers.Conv2DTranspose):
+                lo, hi = _transpose_support(lo, hi, layer.kernel_size[a], -strides[a],
+                                            layer.padding)
+            elif extent[a] > 1 or strides[a] > 1:
+                lo, hi = _window_support(lo, hi, extent[a], strides[a],
+                                         getattr(original, "padding", "valid"))
+            axes.append((lo, hi))
+        for t in outputs:
+            supports[id(t)] = axes
+        spans = []
+        for lo, hi in axes:
+            inside = (lo > 0) & (hi < size - 1)
+            spans.append(int((hi - lo)[inside].max()) + 1 if inside.any() else None)
+        result[layer.name] = tuple(spans) if None not in spans else None
+    return result
 
 
 def compare(items, input_shape=None, format="text"):

@@ -15,6 +15,7 @@ LAYER_TESTS = [
     "tests/test_dilated_stack.py",
     "tests/test_context_module.py",
     "tests/test_backend_gradients.py",
+    "tests/test_models.py",
 ]
 
 
