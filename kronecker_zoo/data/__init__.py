@@ -2,6 +2,8 @@
 
 from kronecker_zoo.data.fashion_mnist import CLASS_NAMES as FASHION_MNIST_CLASSES
 from kronecker_zoo.data.fashion_mnist import fashion_mnist
+from kronecker_zoo.data.mnist5k import mnist_5k
+from kronecker_zoo.data.nuclei import nuclei_image, nuclei_tiles
 from kronecker_zoo.data.fashion_scenes import (
     compose_scenes,
     fashion_scenes,
@@ -14,4 +16,7 @@ __all__ = [
     "fashion_mnist",
     "fashion_scenes",
     "fashion_scenes_dataset",
+    "mnist_5k",
+    "nuclei_image",
+    "nuclei_tiles",
 ]
