@@ -37,6 +37,7 @@ DEFAULTS = {
     "subset": None,  # train on the first N examples (short runs, tests)
     "steps_per_epoch": None,
     "validation_fraction": 0.0,
+    "overrides": {},  # builder arguments for models.get, e.g. {"execution": "materialized"}
 }
 STRATEGIES = ("default", "mirrored", "multiworker")
 
@@ -115,7 +116,8 @@ def train(config, out, strategy_name="default", verbose=1):
     test_ds = _dataset(x_test, y_test, 256, False, 0)
     steps = config["steps_per_epoch"] or int(np.ceil(len(x_train) / batch))
     with strategy.scope():
-        model = models.get(config["model"], input_shape=x_train.shape[1:])
+        model = models.get(config["model"], input_shape=x_train.shape[1:],
+                           **config["overrides"])
         compile_model(model, config, steps, segmentation)
     start = time.time()
     model.fit(train_ds.repeat() if config["steps_per_epoch"] else train_ds,
@@ -154,6 +156,8 @@ def main(argv=None):
     parser.add_argument("--strategy", default="default", choices=STRATEGIES)
     parser.add_argument("--verbose", type=int, default=1, help="Keras fit verbosity (progress bar)")
     for key, value in DEFAULTS.items():
+        if isinstance(value, dict):
+            continue
         kind = type(value) if value is not None else (str if key in ("model", "dataset") else int)
         parser.add_argument("--" + key.replace("_", "-"), type=kind, default=None)
     args = parser.parse_args(argv)
@@ -161,7 +165,8 @@ def main(argv=None):
     if args.config:
         with open(args.config) as f:
             config.update(json.load(f))
-    config.update({k: getattr(args, k) for k in DEFAULTS if getattr(args, k) is not None})
+    config.update({k: getattr(args, k) for k in DEFAULTS
+                   if not isinstance(DEFAULTS[k], dict) and getattr(args, k) is not None})
     if not config.get("model"):
         parser.error("give --model or a --config with a model")
     result = train(config, args.out, args.strategy, args.verbose)

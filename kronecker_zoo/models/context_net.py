@@ -81,7 +81,7 @@ def context_net(variant="basic", context_channels=None, front_channels=32,
 
 
 def kronecker_context(x, channels, variant="basic", layer_factors=KRON_CONTEXT_FACTORS,
-                      noise_stddev=None, name="context"):
+                      noise_stddev=None, execution="factored", name="context"):
     """Kronecker context module on ``channels`` non-negative maps (identity at init).
 
     Layer ``i`` is a 3x3 Conv2D (``layer_factors[i] == 1``) or a KroneckerConv2D of
@@ -105,7 +105,7 @@ def kronecker_context(x, channels, variant="basic", layer_factors=KRON_CONTEXT_F
             factors = ([(3, 3, channels, channels)] + [(3, 3, 1, 1)] * (n - 2)
                        + [(3, 3, width_in // channels, width // channels)])
             x = KroneckerConv2D(
-                width, 3 ** n, factors, execution="factored", activation="relu",
+                width, 3 ** n, factors, execution=execution, activation="relu",
                 kernel_initializer=KroneckerIdentity(noise, i), name=f"{name}_{i}")(x)
         width_in = width
     return keras.layers.Conv2D(channels, 1, kernel_initializer=ContextIdentity(channels, noise),
@@ -114,12 +114,12 @@ def kronecker_context(x, channels, variant="basic", layer_factors=KRON_CONTEXT_F
 
 def kron_context_net(variant="basic", context_channels=None, front_channels=32,
                      layer_factors=KRON_CONTEXT_FACTORS, input_shape=(64, 64, 1),
-                     num_classes=11, include_top=True, name=None):
+                     num_classes=11, include_top=True, execution="factored", name=None):
     """Kronecker ContextNet: `context_net` with Kronecker-factored context layers."""
     _check_variant(variant)
     c = context_channels or (32 if variant == "basic" else 4)
     inputs = model_input(input_shape)
     x = front_end(normalize_pixels(inputs), front_channels, c)
-    x = kronecker_context(x, c, variant, layer_factors)
+    x = kronecker_context(x, c, variant, layer_factors, execution=execution)
     return _context_net(inputs, x, include_top, num_classes,
                         name or f"kron_context_net_{variant}")

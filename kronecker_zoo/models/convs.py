@@ -45,8 +45,12 @@ def dense(x, filters, strides, dilation_rate, name):
     return dense_conv(x, filters, 3, strides, dilation_rate, name=name)
 
 
-def kronecker_conv(spatial_factors=(3, 3), rank=4):
-    """KroneckerConv2D of extent ``prod(spatial_factors)`` (9x9 by default), factored."""
+def kronecker_conv(spatial_factors=(3, 3), rank=4, execution="factored"):
+    """KroneckerConv2D of extent ``prod(spatial_factors)`` (9x9 by default).
+
+    ``execution`` only changes how the same factors are run (see KroneckerConv2D):
+    weights trained with one execution load into the other.
+    """
     spatial_factors = tuple(spatial_factors)
 
     def conv(x, filters, strides, dilation_rate, name):
@@ -56,7 +60,7 @@ def kronecker_conv(spatial_factors=(3, 3), rank=4):
             extent *= size
         return KroneckerConv2D(
             filters, extent, kronecker_factor_shapes(x.shape[-1], filters, spatial_factors),
-            rank=rank, strides=strides, execution="factored", use_bias=False,
+            rank=rank, strides=strides, execution=execution, use_bias=False,
             kernel_initializer="he_normal", name=name,
         )(x)
 

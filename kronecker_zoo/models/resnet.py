@@ -89,14 +89,16 @@ def resnet(depth=8, widths=DEFAULT_WIDTHS, input_shape=(28, 28, 1), num_classes=
 
 def kron_resnet(depth=8, widths=DEFAULT_WIDTHS, input_shape=(28, 28, 1), num_classes=10,
                 include_top=True, classifier_activation=None, spatial_factors=KRON_SPATIAL_FACTORS,
-                rank=KRON_RANK, name=None):
+                rank=KRON_RANK, execution="factored", name=None):
     """Kronecker twin of `resnet`: each 3x3 conv becomes a factored KroneckerConv2D.
 
     Default: 9x9 kernels ``sum_{r<4} (3x3, a->c) (x) (3x3, b->d)`` with
     ``in = a b``, ``out = c d`` (e.g. 64 -> 64 as (8->8) (x) (8->8)): 4,608
     parameters instead of 36,864 for a 3x3 (331,776 for a dense 9x9).
+    ``execution`` ("factored", "materialized", "auto") only changes how the same
+    weights run: on 2 CPU cores and 28x28 inputs "materialized" trains faster.
     """
-    conv = convs.kronecker_conv(spatial_factors, rank)
+    conv = convs.kronecker_conv(spatial_factors, rank, execution)
     return residual_classifier(conv, depth, widths, input_shape, num_classes, include_top,
                                classifier_activation, name or f"kron_resnet_{depth}")
 
