@@ -8,6 +8,7 @@
 
 from kronecker_zoo.models.context_net import context_net, kron_context_net
 from kronecker_zoo.models.dilated_fcn import dilated_fcn
+from kronecker_zoo.models.finetune import HEAD_LAYERS, set_backbone_trainable, transfer_weights
 from kronecker_zoo.models.pool_segnet import pool_segnet
 from kronecker_zoo.models.registry import (
     FAMILIES,
@@ -21,6 +22,7 @@ from kronecker_zoo.models.registry import (
 from kronecker_zoo.models.resnet import drn, kron_resnet, lowrank_resnet, resnet, separable_resnet
 
 __all__ = [
+    "HEAD_LAYERS",
     "FAMILIES",
     "MODELS",
     "TASKS",
@@ -35,6 +37,8 @@ __all__ = [
     "pool_segnet",
     "resnet",
     "separable_resnet",
+    "set_backbone_trainable",
     "spec",
+    "transfer_weights",
     "valid_overrides",
 ]

@@ -12,6 +12,7 @@ import os
 from kronecker_zoo import weights as weight_registry
 from kronecker_zoo.models.context_net import context_net, kron_context_net
 from kronecker_zoo.models.dilated_fcn import dilated_fcn
+from kronecker_zoo.models.finetune import transfer_weights
 from kronecker_zoo.models.pool_segnet import pool_segnet
 from kronecker_zoo.models.resnet import drn, kron_resnet, lowrank_resnet, resnet, separable_resnet
 
@@ -135,17 +136,29 @@ def get(name, weights=None, input_shape=None, num_classes=None, include_top=True
         kwargs["num_classes"] = num_classes
     model = s.builder(include_top=include_top, name=name, **kwargs)
     if weights is not None:
-        _load_weights(model, name, weights)
+        path = _weights_path(name, weights)
+        # Load into the architecture the weights were trained with (default head and
+        # input channels), then copy by layer name: another head stays initialised,
+        # other input channels adapt the first conv (see models.finetune).
+        source_kwargs = {k: v for k, v in kwargs.items()
+                         if k not in ("input_shape", "num_classes")}
+        source = s.builder(include_top=True, name=name, **source_kwargs)
+        try:
+            source.load_weights(path)
+        except ValueError:
+            model.load_weights(path)  # a file saved from exactly this configuration
+        else:
+            transfer_weights(source, model)
     return model
 
 
-def _load_weights(model, name, weights):
+def _weights_path(name, weights):
+    """The verified file behind ``weights`` (a published tag or a .weights.h5 path)."""
     tags = weight_registry.published(name)
     if isinstance(weights, (str, os.PathLike)) and str(weights).endswith(".weights.h5"):
         if not os.path.isfile(weights):
             raise FileNotFoundError(f"Weight file not found: {weights}")
-        model.load_weights(weights)
-        return
+        return weights
     if weights not in tags:
         raise ValueError(
             f"Unknown weights {weights!r} for {name!r}. Valid: None, a path to a "
@@ -153,6 +166,5 @@ def _load_weights(model, name, weights):
             f"{'' if tags else ' (no weights are published for this model yet)'}"
         )
     entry = tags[weights]
-    path = weight_registry.verified_path(
+    return weight_registry.verified_path(
         os.path.join(os.path.dirname(weight_registry.MANIFEST), entry["file"]), entry["sha256"])
-    model.load_weights(path)

@@ -1,0 +1,63 @@
+"""Reusing pretrained weights in a model with another head or input channels.
+
+`transfer_weights(source, target)` copies every layer's weights by name. The head
+(``predictions`` / ``logits``) is left freshly initialised when its shape differs
+(another ``num_classes``) or absent (``include_top=False``); a first convolution
+whose input channels differ is adapted instead of discarded:
+``W_new[:, :, j] = W_old[:, :, j mod c_old] * c_old / c_new``, so an image whose
+``c_new`` channels repeat the ``c_old`` ones (e.g. grey copied to RGB) gives the
+pretrained features exactly.
+"""
+
+import numpy as np
+
+HEAD_LAYERS = ("predictions", "logits")
+
+
+def _adapt_input_channels(old, new_shape):
+    c_old, c_new = old.shape[2], new_shape[2]
+    index = np.arange(c_new) % c_old
+    return (old[:, :, index, :] * (c_old / c_new)).astype(old.dtype)
+
+
+def transfer_weights(source, target):
+    """Copies ``source``'s weights into ``target`` layer by layer (by name).
+
+    Returns the names of the target layers left as initialised (the head when it
+    changed). Raises ValueError when any other layer cannot take the weights.
+    """
+    source_layers = {layer.name: layer for layer in source.layers}
+    skipped = []
+    for layer in target.layers:
+        if not layer.weights:
+            continue
+        src = source_layers.get(layer.name)
+        if src is None:
+            raise ValueError(f"The pretrained model has no layer {layer.name!r}")
+        old = src.get_weights()
+        new_shapes = [tuple(w.shape) for w in layer.weights]
+        if [tuple(w.shape) for w in old] == new_shapes:
+            layer.set_weights(old)
+        elif layer.name in HEAD_LAYERS:
+            skipped.append(layer.name)
+        elif (len(old) >= 1 and old[0].ndim == 4 and old[0].shape[:2] == new_shapes[0][:2]
+              and old[0].shape[3] == new_shapes[0][3]
+              and [w.shape for w in old[1:]] == [s for s in new_shapes[1:]]):
+            layer.set_weights([_adapt_input_channels(old[0], new_shapes[0])] + old[1:])
+        else:
+            raise ValueError(
+                f"Pretrained weights of layer {layer.name!r} have shapes "
+                f"{[tuple(w.shape) for w in old]}, the model needs {new_shapes}")
+    return skipped
+
+
+def set_backbone_trainable(model, trainable):
+    """Freezes (``False``) or unfreezes every layer except the head; returns ``model``.
+
+    Frozen BatchNormalization layers run in inference mode (Keras 3), so a frozen
+    backbone keeps its pretrained statistics. Recompile after changing this.
+    """
+    for layer in model.layers:
+        if layer.name not in HEAD_LAYERS:
+            layer.trainable = trainable
+    return model
