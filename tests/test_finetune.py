@@ -1,0 +1,92 @@
+"""Pretrained weights into another head / no head / other input channels; freezing."""
+
+import keras
+import numpy as np
+import pytest
+
+from kronecker_zoo import models
+
+
+def _np(x):
+    return np.asarray(keras.ops.convert_to_numpy(x))
+
+
+@pytest.fixture(scope="module")
+def saved(tmp_path_factory):
+    """A kron_resnet_8 with every weight randomised (BN statistics included), saved."""
+    model = models.get("kron_resnet_8")
+    rng = np.random.default_rng(0)
+    model.set_weights([np.abs(rng.normal(1.0, 0.3, w.shape)).astype("float32")
+                       if "variance" in w.path else rng.normal(0, 0.3, w.shape).astype("float32")
+                       for w in model.weights])
+    path = str(tmp_path_factory.mktemp("w") / "kron_resnet_8.weights.h5")
+    model.save_weights(path)
+    return model, path
+
+
+def _pixels(shape, seed=1):
+    return np.random.default_rng(seed).uniform(0, 255, shape).astype("float32")
+
+
+def test_same_configuration_loads_exactly(saved):
+    model, path = saved
+    x = _pixels((2, 28, 28, 1))
+    np.testing.assert_array_equal(_np(models.get("kron_resnet_8", weights=path)(x)), _np(model(x)))
+
+
+def test_backbone_and_new_head(saved):
+    model, path = saved
+    x = _pixels((2, 28, 28, 1))
+    features = keras.Model(model.input, model.get_layer("stage3_block1_out").output)
+    backbone = models.get("kron_resnet_8", weights=path, include_top=False)
+    np.testing.assert_allclose(_np(backbone(x)), _np(features(x)), rtol=1e-5, atol=1e-5)
+    five = models.get("kron_resnet_8", weights=path, num_classes=5)
+    assert five.output_shape == (None, 5)
+    for layer in five.layers:
+        if layer.weights and layer.name != "predictions":
+            for a, b in zip(layer.get_weights(), model.get_layer(layer.name).get_weights()):
+                np.testing.assert_array_equal(a, b)
+    # The new head is initialised, not copied: its kernel has the new shape.
+    assert five.get_layer("predictions").kernel.shape == (64, 5)
+
+
+def test_rgb_input_adapts_the_first_convolution(saved):
+    model, path = saved
+    grey = _pixels((2, 28, 28, 1))
+    rgb_model = models.get("kron_resnet_8", weights=path, input_shape=(28, 28, 3))
+    np.testing.assert_allclose(_np(rgb_model(np.repeat(grey, 3, axis=-1))), _np(model(grey)),
+                               rtol=1e-4, atol=1e-4)
+    old = model.get_layer("stem_conv").get_weights()[0]
+    new = rgb_model.get_layer("stem_conv").get_weights()[0]
+    np.testing.assert_allclose(new, np.repeat(old, 3, axis=2) / 3, rtol=1e-6)
+
+
+def test_a_fine_tuned_file_loads_back(saved, tmp_path):
+    _, path = saved
+    five = models.get("kron_resnet_8", weights=path, num_classes=5)
+    own = str(tmp_path / "five.weights.h5")
+    five.save_weights(own)
+    again = models.get("kron_resnet_8", weights=own, num_classes=5)
+    x = _pixels((2, 28, 28, 1))
+    np.testing.assert_array_equal(_np(again(x)), _np(five(x)))
+
+
+def test_weights_of_another_model_are_rejected(saved):
+    _, path = saved
+    with pytest.raises(ValueError):
+        models.get("resnet_8", weights=path)
+
+
+def test_frozen_backbone_trains_only_the_head(saved):
+    _, path = saved
+    model = models.set_backbone_trainable(
+        models.get("kron_resnet_8", weights=path, num_classes=3), False)
+    assert {w.path.split("/")[0] for w in model.trainable_weights} == {"predictions"}
+    before = {w.path: _np(w).copy() for w in model.weights}
+    model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.fit(_pixels((8, 28, 28, 1)), np.arange(8) % 3, epochs=1, batch_size=4, verbose=0)
+    for w in model.weights:
+        changed = not np.array_equal(before[w.path], _np(w))
+        assert changed == w.path.startswith("predictions"), w.path  # BN stats frozen too
+    models.set_backbone_trainable(model, True)
+    assert len(model.trainable_weights) > 10
