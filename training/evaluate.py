@@ -1,0 +1,62 @@
+"""Evaluate every published weight file on its test set; print the README table.
+
+    python training/evaluate.py                 # all published weights
+    python training/evaluate.py resnet_8 kron_resnet_8
+
+Loads each model with `models.get(name, weights=tag)` (SHA-256 checked), measures
+test accuracy (and mIoU for segmentation) on the full test split, and prints a
+Markdown table with parameters and MACs from `report.parameter_report`.
+"""
+
+import argparse
+import os
+import sys
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+
+from kronecker_zoo import data, models, report, weights  # noqa: E402
+
+
+def evaluate(name, tag):
+    """``{"accuracy": ..., "miou": ... (segmentation)}`` of published weights."""
+    model = models.get(name, weights=tag)
+    if tag == "fashion_mnist":
+        x, y = data.fashion_mnist("test")
+    elif tag == "fashion_scenes":
+        x, y = data.fashion_scenes("test")
+    else:
+        raise ValueError(f"No test set known for weights tag {tag!r}")
+    logits = model.predict(x.astype("float32"), batch_size=256, verbose=0)
+    pred = np.argmax(logits, axis=-1)
+    result = {"accuracy": float((pred == y).mean())}
+    if models.spec(name).task == "segmentation":
+        miou = keras.metrics.MeanIoU(logits.shape[-1])
+        miou.update_state(y, pred)
+        result["miou"] = float(miou.result())
+    r = report.parameter_report(model)
+    result.update(params=r.params, macs=r.macs)
+    return result
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("names", nargs="*", help="models (default: every published one)")
+    args = parser.parse_args(argv)
+    published = weights.published()
+    names = args.names or list(published)
+    print("| model | weights | test accuracy | test mIoU | params | MACs |")
+    print("|---|---|---:|---:|---:|---:|")
+    for name in names:
+        for tag in published.get(name, {}):
+            r = evaluate(name, tag)
+            miou = f"{100 * r['miou']:.2f}%" if "miou" in r else "-"
+            print(f"| {name} | {tag} | {100 * r['accuracy']:.2f}% | {miou} | "
+                  f"{r['params']:,} | {r['macs'] / 1e6:.2f}M |", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
