@@ -14,6 +14,7 @@ import os
 import shutil
 import sys
 
+from kronecker_zoo import models, report
 from kronecker_zoo import weights as weight_registry
 
 
@@ -45,6 +46,10 @@ def publish(run_dir, recipe=None):
     }
     if "test_miou" in result:
         entry["test_miou"] = result["test_miou"]
+    # Params and MACs of the model users get (default execution), whatever the
+    # execution the recipe trained with.
+    default = report.parameter_report(models.get(model))
+    entry["params"], entry["macs"] = default.params, default.macs
     manifest = weight_registry.manifest()
     manifest.setdefault(model, {})[tag] = entry
     with open(weight_registry.MANIFEST, "w") as f:
