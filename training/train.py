@@ -42,6 +42,26 @@ DEFAULTS = {
 STRATEGIES = ("default", "mirrored", "multiworker")
 
 
+class _MultiWorkerStrategy(tf.distribute.MultiWorkerMirroredStrategy):
+    """``MultiWorkerMirroredStrategy`` whose ``reduce`` takes what Keras 3 passes it.
+
+    Keras 3 ``fit``/``evaluate`` (TF backend) call this strategy's ``reduce`` in two ways
+    that it rejects (keras-team/keras#20585): with the whole ``(x, y)`` batch (a nest;
+    "Attempt to convert a value (PerReplica...) to a Tensor") to build the model, and as
+    ``reduce("MEAN", logs, axis=0)`` on the scalar per-replica metric results ("Invalid
+    reduction dimension 0 for input with 0 dimensions"). So reduce leaf by leaf, as
+    ``MirroredStrategy`` does, and reduce scalars across replicas only (``axis=None``).
+    """
+
+    def reduce(self, reduce_op, value, axis=None):
+        def reduce_leaf(v):
+            scalar = self.experimental_local_results(v)[0].shape.rank == 0
+            return super(_MultiWorkerStrategy, self).reduce(
+                reduce_op, v, None if scalar else axis)
+
+        return tf.nest.map_structure(reduce_leaf, value)
+
+
 def make_strategy(name):
     """The tf.distribute strategy of ``name`` (multiworker reads TF_CONFIG)."""
     if name == "mirrored":
@@ -50,7 +70,7 @@ def make_strategy(name):
         if "TF_CONFIG" not in os.environ:
             raise ValueError("--strategy multiworker needs the TF_CONFIG environment variable "
                              "(cluster and task); see training/README.md")
-        return tf.distribute.MultiWorkerMirroredStrategy()
+        return _MultiWorkerStrategy()
     if name != "default":
         raise ValueError(f"--strategy must be one of {STRATEGIES}. Received: {name!r}")
     return tf.distribute.get_strategy()
@@ -75,7 +95,11 @@ def _dataset(x, y, batch_size, shuffle, seed):
         ds = ds.shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
     ds = ds.map(lambda a, b: (tf.cast(a, tf.float32), tf.cast(b, tf.int32)),
                 num_parallel_calls=tf.data.AUTOTUNE)
-    return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+    # In-memory tensors have no files to shard: multi-worker runs shard by element (DATA);
+    # every worker shuffles with the same seed, so the shards are disjoint.
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE).with_options(options)
 
 
 def compile_model(model, config, steps, segmentation):
