@@ -248,7 +248,7 @@ def factored_conv2d(x, factors, strides=(1, 1)):
             kernel = ops.reshape(ops.transpose(f, (1, 2, 0, 3, 4)), (kh, kw, rank * cin, cout))
             target = ["N"] + others + ["S", "R", a]
         else:
-            target = ["N", "R"] + others + ["S", a]
+            target = ["R", "N"] + others + ["S", a]
         perm = _axis_perm(current, target)
         if perm != list(range(len(perm))):
             t = ops.transpose(t, perm)
@@ -256,12 +256,9 @@ def factored_conv2d(x, factors, strides=(1, 1)):
             t = _conv_step(ops.reshape(t, [-1, h, w, (1 if first else rank) * cin]),
                            kernel, step)
         else:
-            terms = ops.reshape(t, [batch, rank, -1, h, w, cin])
-            t = ops.stack([_conv_step(ops.reshape(terms[:, r], [-1, h, w, cin]), f[r], step)
-                           for r in range(rank)], axis=1)  # (N*G, rank, h', w', out)
-            t = ops.reshape(ops.transpose(ops.reshape(
-                t, [batch, -1, rank, ops.shape(t)[2], ops.shape(t)[3], cout]),
-                (0, 2, 1, 3, 4, 5)), [-1, ops.shape(t)[2], ops.shape(t)[3], cout])
+            # One convolution per rank term; the terms stay first: (rank * N * G, ...).
+            terms = ops.reshape(t, [rank, -1, h, w, cin])
+            t = ops.concatenate([_conv_step(terms[r], f[r], step) for r in range(rank)], axis=0)
         sizes[a] = cout
         h, w = ops.shape(t)[1], ops.shape(t)[2]
         if first:
@@ -271,8 +268,8 @@ def factored_conv2d(x, factors, strides=(1, 1)):
             current = ["N"] + others + ["S", a]
             t = ops.reshape(t, [batch] + [sizes[k] for k in others] + [h * w, cout])
         else:
-            current = ["N", "R"] + others + ["S", a]
-            t = ops.reshape(t, [batch, rank] + [sizes[k] for k in others] + [h * w, cout])
+            current = target
+            t = ops.reshape(t, [rank, batch] + [sizes[k] for k in others] + [h * w, cout])
     target = ["N", "S"] + list(range(m))
     t = ops.transpose(t, _axis_perm(current, target))
     return ops.reshape(t, [batch, h, w, math.prod(sizes)])

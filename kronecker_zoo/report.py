@@ -203,10 +203,7 @@ def layer_costs(layer, in_shape, out_shape):
     """
     params = layer.count_params()
     cin = in_shape[-1] if in_shape is not None else None
-    if isinstance(layer, KroneckerConv2D):
-        return (layer.macs(in_shape[1:3]), layer.dense_equivalent_params(),
-                layer.kernel_size, layer.strides, True)
-    if isinstance(layer, LowRankConv2D):
+    if isinstance(layer, (KroneckerConv2D, LowRankConv2D)):
         return (layer.macs(in_shape[1:3]), layer.dense_equivalent_params(),
                 layer.kernel_size, layer.strides, True)
     if isinstance(layer, KroneckerDense):

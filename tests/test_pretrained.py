@@ -26,7 +26,7 @@ def test_manifest_entries_are_complete_and_hashes_match():
     assert PUBLISHED, "no published weights"
     for name, tag in PUBLISHED:
         entry = weights.published(name)[tag]
-        path = os.path.join(os.path.dirname(weights.MANIFEST), entry["file"])
+        path = weights.file_path(entry["file"])
         with open(path, "rb") as f:
             assert hashlib.sha256(f.read()).hexdigest() == entry["sha256"]
         for key in ("dataset", "recipe", "epochs", "params", "macs", "test_accuracy"):

@@ -27,7 +27,7 @@ def publish(run_dir, recipe=None):
     source = os.path.join(run_dir, result["weights"])
     digest = weight_registry.sha256_of(source)
     name = f"{model}-{tag}.weights.h5"
-    target = os.path.join(os.path.dirname(weight_registry.MANIFEST), name)
+    target = weight_registry.file_path(name)
     if os.path.exists(target) and weight_registry.sha256_of(target) != digest:
         raise FileExistsError(f"{target} exists with different contents; remove it first "
                               "if you really mean to replace the published weights")

@@ -89,19 +89,6 @@ def load_data(dataset, subset):
     return train, test
 
 
-def _dataset(x, y, batch_size, shuffle, seed):
-    ds = tf.data.Dataset.from_tensor_slices((x, y))
-    if shuffle:
-        ds = ds.shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
-    ds = ds.map(lambda a, b: (tf.cast(a, tf.float32), tf.cast(b, tf.int32)),
-                num_parallel_calls=tf.data.AUTOTUNE)
-    # In-memory tensors have no files to shard: multi-worker runs shard by element (DATA);
-    # every worker shuffles with the same seed, so the shards are disjoint.
-    options = tf.data.Options()
-    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
-    return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE).with_options(options)
-
-
 def compile_model(model, config, steps, segmentation):
     schedule = keras.optimizers.schedules.CosineDecay(
         config["learning_rate"], decay_steps=max(1, steps * config["epochs"]), alpha=0.01)
@@ -136,8 +123,8 @@ def train(config, out, strategy_name="default", verbose=1):
     strategy = make_strategy(strategy_name)
     (x_train, y_train), (x_test, y_test) = load_data(config["dataset"], config["subset"])
     batch = config["batch_size"]
-    train_ds = _dataset(x_train, y_train, batch, True, config["seed"])
-    test_ds = _dataset(x_test, y_test, 256, False, 0)
+    train_ds = data.pixel_dataset(x_train, y_train, batch, shuffle=True, seed=config["seed"])
+    test_ds = data.pixel_dataset(x_test, y_test, 256)
     steps = config["steps_per_epoch"] or int(np.ceil(len(x_train) / batch))
     with strategy.scope():
         model = models.get(config["model"], input_shape=x_train.shape[1:],

@@ -4,6 +4,7 @@ from kronecker_zoo.data.fashion_mnist import CLASS_NAMES as FASHION_MNIST_CLASSE
 from kronecker_zoo.data.fashion_mnist import fashion_mnist
 from kronecker_zoo.data.mnist5k import mnist_5k
 from kronecker_zoo.data.nuclei import nuclei_image, nuclei_tiles
+from kronecker_zoo.data.pipeline import pixel_dataset
 from kronecker_zoo.data.fashion_scenes import (
     compose_scenes,
     fashion_scenes,
@@ -19,4 +20,5 @@ __all__ = [
     "mnist_5k",
     "nuclei_image",
     "nuclei_tiles",
+    "pixel_dataset",
 ]

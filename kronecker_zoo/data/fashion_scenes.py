@@ -15,6 +15,7 @@ which is what dilated context modules are for.
 import numpy as np
 
 from kronecker_zoo.data.fashion_mnist import fashion_mnist
+from kronecker_zoo.data.pipeline import pixel_dataset
 
 ITEM_SIZE = 28
 NUM_CLASSES = 11  # background + 10 Fashion-MNIST classes
@@ -94,12 +95,7 @@ def fashion_scenes_dataset(split="train", batch_size=32, shuffle=None, **kwargs)
 
     ``shuffle`` defaults to True for "train"; ``kwargs`` go to `fashion_scenes`.
     """
-    import tensorflow as tf
-
     images, masks = fashion_scenes(split, **kwargs)
-    ds = tf.data.Dataset.from_tensor_slices((images, masks))
-    if shuffle if shuffle is not None else split == "train":
-        ds = ds.shuffle(len(images), seed=kwargs.get("seed", 0), reshuffle_each_iteration=True)
-    ds = ds.map(lambda x, y: (tf.cast(x, tf.float32), tf.cast(y, tf.int32)),
-                num_parallel_calls=tf.data.AUTOTUNE)
-    return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+    return pixel_dataset(images, masks, batch_size,
+                         shuffle if shuffle is not None else split == "train",
+                         kwargs.get("seed", 0))

@@ -166,5 +166,5 @@ def _weights_path(name, weights):
             f"{'' if tags else ' (no weights are published for this model yet)'}"
         )
     entry = tags[weights]
-    return weight_registry.verified_path(
-        os.path.join(os.path.dirname(weight_registry.MANIFEST), entry["file"]), entry["sha256"])
+    return weight_registry.verified_path(weight_registry.file_path(entry["file"]),
+                                         entry["sha256"])

@@ -26,6 +26,11 @@ def published(name=None):
     return data if name is None else dict(data.get(name, {}))
 
 
+def file_path(file_name):
+    """Where the weight file ``file_name`` (a manifest "file") lives: beside the manifest."""
+    return os.path.join(os.path.dirname(MANIFEST), file_name)
+
+
 def sha256_of(path, chunk=1 << 20):
     """Hex SHA-256 of a file."""
     digest = hashlib.sha256()
