@@ -9,7 +9,16 @@
 
 __version__ = "0.1.0"
 
-from kronecker_zoo import data, kernels, layers, models, ops, report
+from kronecker_zoo import (
+    data,
+    evaluation,
+    finetune_examples,
+    kernels,
+    layers,
+    models,
+    ops,
+    report,
+)
 from kronecker_zoo.kernels import collapse, dilate, kron, receptive_field
 from kronecker_zoo.layers import (
     ContextModule,
@@ -28,6 +37,8 @@ __all__ = [
     "collapse",
     "data",
     "dilate",
+    "evaluation",
+    "finetune_examples",
     "kernels",
     "kron",
     "layers",

@@ -1,25 +1,14 @@
 """Published weights: verified loading, accuracy on the real test set, fine-tuning."""
 
 import hashlib
-import importlib.util
 import os
 import shutil
 
-import numpy as np
 import pytest
 
-from kronecker_zoo import data, models, weights
+from kronecker_zoo import evaluation, finetune_examples, models, weights
 
 PUBLISHED = [(name, tag) for name, tags in weights.published().items() for tag in tags]
-
-
-def _finetune_module():
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    spec = importlib.util.spec_from_file_location(
-        "finetune_mnist5k", os.path.join(root, "training", "finetune_mnist5k.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_manifest_entries_are_complete_and_hashes_match():
@@ -31,20 +20,34 @@ def test_manifest_entries_are_complete_and_hashes_match():
             assert hashlib.sha256(f.read()).hexdigest() == entry["sha256"]
         for key in ("dataset", "recipe", "epochs", "params", "macs", "test_accuracy"):
             assert key in entry, (name, key)
+        if models.spec(name).task == "segmentation":
+            assert 0 < entry["test_miou"] <= 1, name
         assert entry["params"] == models.get(name).count_params()
         assert name in models.list_models(pretrained=True)
 
 
 @pytest.mark.parametrize("name, tag", PUBLISHED, ids=[f"{n}-{t}" for n, t in PUBLISHED])
-def test_published_accuracy_reproduces_on_the_test_set(name, tag):
-    model = models.get(name, weights=tag)
-    if tag != "fashion_mnist":
-        pytest.skip("segmentation weights are evaluated by training/evaluate.py")
-    x, y = data.fashion_mnist("test")
-    pred = np.argmax(model.predict(x.astype("float32"), batch_size=500, verbose=0), -1)
-    accuracy = (pred == y).mean()
-    assert accuracy == pytest.approx(weights.published(name)[tag]["test_accuracy"], abs=2e-3)
-    assert accuracy > 0.85
+def test_published_metrics_reproduce_on_the_test_set(name, tag):
+    entry = weights.published(name)[tag]
+    result = evaluation.evaluate_published(name, tag)
+    assert result["accuracy"] == pytest.approx(entry["test_accuracy"], abs=2e-3)
+    if models.spec(name).task == "segmentation":
+        assert tag == "fashion_scenes"
+        assert result["miou"] == pytest.approx(entry["test_miou"], abs=2e-3)
+        assert result["miou"] > 0.3
+    else:
+        assert tag == "fashion_mnist"
+        assert result["accuracy"] > 0.85
+
+
+def test_every_registry_model_has_published_weights():
+    published = models.list_models(pretrained=True)
+    missing = [name for name in models.list_models() if name not in published]
+    assert not missing, f"no published weights for {missing}"
+    for name in models.list_models("segmentation", pretrained=True):
+        assert "fashion_scenes" in weights.published(name)
+    for name in models.list_models("classification", pretrained=True):
+        assert "fashion_mnist" in weights.published(name)
 
 
 def test_tampered_or_truncated_file_is_refused(tmp_path, monkeypatch):
@@ -70,8 +73,18 @@ def test_tampered_or_truncated_file_is_refused(tmp_path, monkeypatch):
 def test_fashion_pretraining_helps_mnist_5k():
     if "resnet_8" not in models.list_models(pretrained=True):
         pytest.fail("resnet_8 Fashion-MNIST weights are not published")
-    module = _finetune_module()
-    pretrained = module.fine_tune("resnet_8", pretrained=True)
-    scratch = module.fine_tune("resnet_8", pretrained=False)
+    pretrained = finetune_examples.fine_tune_digits("resnet_8", pretrained=True)["accuracy"]
+    scratch = finetune_examples.fine_tune_digits("resnet_8", pretrained=False)["accuracy"]
     assert pretrained > scratch + 0.05, (pretrained, scratch)
     assert pretrained > 0.75
+
+
+@pytest.mark.slow
+def test_scenes_pretrained_segmenter_fine_tunes_on_nuclei():
+    name = "kron_context_net_basic"
+    if name not in models.list_models(pretrained=True):
+        pytest.fail(f"{name} fashion_scenes weights are not published")
+    result = finetune_examples.fine_tune_nuclei(name, steps=100)
+    assert result["pretrained"] and result["test_tiles"] == 16
+    assert result["foreground_iou"] > 0.75, result
+    assert result["pixel_accuracy"] > 0.9, result

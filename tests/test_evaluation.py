@@ -1,0 +1,83 @@
+"""Metrics and fine-tuning helpers against independent references (loops, Keras MeanIoU)."""
+
+import keras
+import numpy as np
+import pytest
+
+from kronecker_zoo import evaluation, finetune_examples
+
+
+def test_confusion_matrix_counts_every_pair():
+    rng = np.random.default_rng(0)
+    labels, preds = rng.integers(0, 5, (7, 9)), rng.integers(0, 5, (7, 9))
+    expected = np.zeros((5, 5), int)
+    for t, p in zip(labels.ravel(), preds.ravel()):
+        expected[t, p] += 1
+    np.testing.assert_array_equal(evaluation.confusion_matrix(labels, preds, 5), expected)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_mean_iou_matches_keras_mean_iou(seed):
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, 6, (3, 16, 16))
+    preds = np.where(rng.random(labels.shape) < 0.6, labels, rng.integers(0, 6, labels.shape))
+    preds[preds == 5] = 4  # class 5 never predicted
+    labels[labels == 3] = 2  # class 3 never true
+    if seed == 0:  # class 0 absent from both: not averaged in
+        labels[labels == 0], preds[preds == 0] = 1, 1
+    reference = keras.metrics.MeanIoU(6)
+    reference.update_state(labels, preds)
+    assert evaluation.mean_iou(labels, preds, 6) == pytest.approx(float(reference.result()),
+                                                                  abs=1e-6)
+
+
+def test_metric_inputs_are_checked():
+    with pytest.raises(ValueError, match="differ in size"):
+        evaluation.confusion_matrix(np.zeros(3, int), np.zeros(4, int), 2)
+    with pytest.raises(ValueError, match=r"predictions must lie in \[0, 2\)"):
+        evaluation.confusion_matrix(np.zeros(3, int), np.array([0, 1, 2]), 2)
+    with pytest.raises(ValueError, match="No test set known"):
+        evaluation.evaluate_published("resnet_8", "imagenet")
+
+
+def test_evaluate_scores_a_model_whose_answers_are_known():
+    # A model that predicts class (pixel > 127) per pixel, and one global label.
+    inputs = keras.Input((8, 8, 1))
+    logits = keras.layers.Concatenate()([128.0 - inputs, inputs - 127.5])
+    model = keras.Model(inputs, logits)
+    rng = np.random.default_rng(1)
+    x = rng.integers(0, 256, (5, 8, 8, 1)).astype("uint8")
+    y = (x[..., 0] > 127).astype(int)
+    y[0, 0, :] = 1 - y[0, 0, :]  # 8 wrong pixels
+    result = evaluation.evaluate(model, x, y)
+    assert result["accuracy"] == pytest.approx(1 - 8 / y.size)
+    assert result["miou"] == pytest.approx(
+        evaluation.mean_iou(y, (x[..., 0] > 127).astype(int), 2))
+
+
+def test_foreground_iou_by_hand():
+    true = np.zeros((2, 4, 4), int)
+    pred = np.zeros((2, 4, 4), int)
+    true[0, :2, :2] = 1  # 4 px
+    pred[0, :2, :3] = 3  # 6 px, 4 shared; any non-zero label is foreground
+    assert finetune_examples.foreground_iou(true, pred) == pytest.approx(4 / 6)
+    assert finetune_examples.foreground_iou(true * 0, pred * 0) == 1.0
+    with pytest.raises(ValueError, match="shapes differ"):
+        finetune_examples.foreground_iou(true, pred[:1])
+
+
+def test_dihedral_augment_gives_the_eight_orientations_with_matching_masks():
+    rng = np.random.default_rng(2)
+    masks = rng.integers(0, 2, (3, 5, 5)).astype("uint8")
+    images = (masks * 200 + rng.integers(0, 50, masks.shape)).astype("uint8")[..., None]
+    x, y = finetune_examples.dihedral_augment(images, masks)
+    assert x.shape == (24, 5, 5, 1) and y.shape == (24, 5, 5)
+    np.testing.assert_array_equal(x[..., 0] >= 200, y.astype(bool))  # moved together
+    for i in range(3):
+        orientations = {x[k * 3 + i, ..., 0].tobytes() for k in range(8)}
+        assert len(orientations) == 8  # a random 5x5 image has no symmetry
+        expected = {np.rot90(m, k).tobytes() for m in (images[i, ..., 0], images[i, :, ::-1, 0])
+                    for k in range(4)}
+        assert orientations == expected
+    with pytest.raises(ValueError, match="square"):
+        finetune_examples.dihedral_augment(images[:, :4], masks[:, :4])
