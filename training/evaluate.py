@@ -14,29 +14,13 @@ import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import keras  # noqa: E402
-import numpy as np  # noqa: E402
-
-from kronecker_zoo import data, models, report, weights  # noqa: E402
+from kronecker_zoo import evaluation, models, report, weights  # noqa: E402
 
 
 def evaluate(name, tag):
-    """``{"accuracy": ..., "miou": ... (segmentation)}`` of published weights."""
-    model = models.get(name, weights=tag)
-    if tag == "fashion_mnist":
-        x, y = data.fashion_mnist("test")
-    elif tag == "fashion_scenes":
-        x, y = data.fashion_scenes("test")
-    else:
-        raise ValueError(f"No test set known for weights tag {tag!r}")
-    logits = model.predict(x.astype("float32"), batch_size=256, verbose=0)
-    pred = np.argmax(logits, axis=-1)
-    result = {"accuracy": float((pred == y).mean())}
-    if models.spec(name).task == "segmentation":
-        miou = keras.metrics.MeanIoU(logits.shape[-1])
-        miou.update_state(y, pred)
-        result["miou"] = float(miou.result())
-    r = report.parameter_report(model)
+    """``{"accuracy", "miou" (segmentation), "params", "macs"}`` of published weights."""
+    result = evaluation.evaluate_published(name, tag)
+    r = report.parameter_report(models.get(name))
     result.update(params=r.params, macs=r.macs)
     return result
 
