@@ -30,14 +30,15 @@ def main(argv=None):
     parser.add_argument("names", nargs="*", help="models (default: every published one)")
     args = parser.parse_args(argv)
     published = weights.published()
-    names = args.names or list(published)
-    print("| model | weights | test accuracy | test mIoU | params | MACs |")
-    print("|---|---|---:|---:|---:|---:|")
+    names = args.names or [n for n in models.list_models() if n in published]
+    print("| model | weights | epochs | test accuracy | test mIoU | params | MACs |")
+    print("|---|---|---:|---:|---:|---:|---:|")
     for name in names:
         for tag in published.get(name, {}):
             r = evaluate(name, tag)
             miou = f"{100 * r['miou']:.2f}%" if "miou" in r else "-"
-            print(f"| {name} | {tag} | {100 * r['accuracy']:.2f}% | {miou} | "
+            print(f"| {name} | {tag} | {published[name][tag]['epochs']} | "
+                  f"{100 * r['accuracy']:.2f}% | {miou} | "
                   f"{r['params']:,} | {r['macs'] / 1e6:.2f}M |", flush=True)
     return 0
 
