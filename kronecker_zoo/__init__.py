@@ -5,7 +5,14 @@
     kz.kernels.kron(A, B)            # pure kernel math, NumPy in -> NumPy out
     model = kz.models.get("kron_resnet_8")
     print(kz.report.parameter_report(model))
+    kz.export.to_tflite(model, "kron_resnet_8.tflite", quantization="int8")
+    qat = kz.optimize.quantize_aware(model)   # tfmot QAT / pruning (tf_keras twin)
+
+`export`, `optimize` and `tf_keras_bridge` are imported on first use (they load
+TensorFlow Lite, tfmot and tf_keras).
 """
+
+import importlib
 
 __version__ = "0.1.0"
 
@@ -28,6 +35,15 @@ from kronecker_zoo.layers import (
     LowRankConv2D,
 )
 
+_LAZY_MODULES = ("export", "optimize", "tf_keras_bridge")
+
+
+def __getattr__(name):
+    if name in _LAZY_MODULES:
+        return importlib.import_module(f"kronecker_zoo.{name}")
+    raise AttributeError(f"module 'kronecker_zoo' has no attribute {name!r}")
+
+
 __all__ = [
     "ContextModule",
     "DilatedStack",
@@ -38,12 +54,14 @@ __all__ = [
     "data",
     "dilate",
     "evaluation",
+    "export",
     "finetune_examples",
     "kernels",
     "kron",
     "layers",
     "models",
     "ops",
+    "optimize",
     "receptive_field",
     "report",
 ]

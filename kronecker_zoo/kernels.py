@@ -240,3 +240,30 @@ def receptive_field(kernel_sizes, dilation_rates=None, strides=None):
 def kronecker_kernel_shape(factor_shapes):
     """Shape ``(kh, kw, in, out)`` of the Kronecker product of 4-D factor shapes."""
     return tuple(math.prod(s[axis] for s in factor_shapes) for axis in range(4))
+
+
+def kronecker_channel_scales(log_values, out_sizes):
+    """Per-factor output-channel scales whose Kronecker product best fits ``exp(log_values)``.
+
+    The output channel ``c`` of ``F_0 (x) ... (x) F_{m-1}`` is the mixed-radix index
+    ``(o_0, ..., o_{m-1})``, ``o_0`` most significant. Fits, by least squares,
+    ``log_values[c] ~ mu + sum_k a_k[o_k]`` (the additive main effects of the
+    ``out_sizes`` grid) and returns ``[exp(a_0), ..., exp(a_{m-1})]``: dividing each
+    factor ``F_k`` by its vector along its output axis divides output channel ``c``
+    of the product by ``prod_k exp(a_k[o_k])``.
+
+    Args:
+        log_values: ``(prod(out_sizes),)`` array.
+        out_sizes: the factors' output channel counts, outermost first.
+
+    Returns:
+        A list of ``m`` NumPy vectors, ``(out_sizes[k],)`` each, geometric mean 1.
+    """
+    sizes = [int(s) for s in out_sizes]
+    grid = np.asarray(log_values, np.float64).reshape(sizes)
+    grid = grid - grid.mean()
+    scales = []
+    for k in range(len(sizes)):
+        others = tuple(axis for axis in range(len(sizes)) if axis != k)
+        scales.append(np.exp(grid.mean(axis=others)))
+    return scales

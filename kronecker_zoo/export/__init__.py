@@ -1,0 +1,66 @@
+"""Exporting zoo models: LiteRT (.tflite) files and XLA SavedModels.
+
+    from kronecker_zoo import models
+    from kronecker_zoo.export import to_tflite, verify_tflite, check_tflite_ops, to_xla
+
+    model = models.get("kron_resnet_8", weights="fashion_mnist")
+    info = to_tflite(model, "kron_resnet_8_int8.tflite", quantization="int8")
+    check_tflite_ops(info)                        # no Flex, no SPACE_TO_BATCH_ND
+    print(verify_tflite(model, info, images, labels))
+    to_xla(model, "kron_resnet_8_xla")            # SavedModel (jit_compile) + HLO text
+
+One idea per module: `execution` (Kronecker layers traced factored), `signature`
+(the fixed input shape), `tflite` (conversion), `inspect_tflite` (ops and
+quantization read from the file), `runner` (LiteRT interpreter, latency), `verify`
+(parity with Keras), `xla` (XLA SavedModel and HLO).
+"""
+
+from kronecker_zoo.export.execution import EXECUTIONS, execution_layers, forced_execution
+from kronecker_zoo.export.inspect_tflite import (
+    FORBIDDEN_OPS,
+    TFLiteOpsError,
+    check_tflite_ops,
+    tflite_io,
+    tflite_op_counts,
+    tflite_ops,
+    tflite_quantization,
+)
+from kronecker_zoo.export.runner import TFLiteRunner, benchmark_tflite, run_tflite
+from kronecker_zoo.export.tflite import (
+    QUANTIZATIONS,
+    TFLiteExport,
+    convert_tflite,
+    default_representative_data,
+    file_size_bound,
+    to_tflite,
+)
+from kronecker_zoo.export.verify import MAX_REL_ERROR, MIN_AGREEMENT, VerificationReport, verify_tflite
+from kronecker_zoo.export.xla import XLAExport, to_xla
+
+__all__ = [
+    "EXECUTIONS",
+    "FORBIDDEN_OPS",
+    "MAX_REL_ERROR",
+    "MIN_AGREEMENT",
+    "QUANTIZATIONS",
+    "TFLiteExport",
+    "TFLiteOpsError",
+    "TFLiteRunner",
+    "VerificationReport",
+    "XLAExport",
+    "benchmark_tflite",
+    "check_tflite_ops",
+    "convert_tflite",
+    "default_representative_data",
+    "execution_layers",
+    "file_size_bound",
+    "forced_execution",
+    "run_tflite",
+    "tflite_io",
+    "tflite_op_counts",
+    "tflite_ops",
+    "tflite_quantization",
+    "to_tflite",
+    "to_xla",
+    "verify_tflite",
+]

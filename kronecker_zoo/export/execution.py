@@ -1,0 +1,78 @@
+"""Forcing the execution of layers that have a choice (factored / materialised).
+
+`KroneckerConv2D` can run as a cascade of small convolutions ("factored") or as
+one convolution with the full kernel formed from the factors ("materialized").
+An exporter must pick the factored form on purpose: traced with the materialised
+form, the converter constant-folds ``kron(F_0, F_1, ...)`` into a dense kernel and
+the file is as large as the dense model's.
+
+Layers are found by duck typing (any layer with a ``resolved_execution``
+attribute, which `call` reads), through nested layers, tfmot wrappers (``.layer``)
+and the tf_keras bridge's ``BridgedLayer`` (``.source``, the Keras 3 layer whose
+``call`` it runs), so Keras 3 and tf_keras models are handled alike. Today that is
+`KroneckerConv2D` only: `KroneckerDense` always runs factored, `ContextModule`,
+`DilatedStack` and `LowRankConv2D` have no choice to make.
+"""
+
+import contextlib
+
+EXECUTIONS = ("factored", "materialized", "as_built")
+
+
+def check_execution(execution):
+    """Raise a ValueError naming the valid choices unless ``execution`` is one."""
+    if execution not in EXECUTIONS:
+        raise ValueError(
+            f"`execution` must be one of {', '.join(repr(e) for e in EXECUTIONS)}. "
+            f"Received: execution={execution!r}"
+        )
+
+
+def _children(obj):
+    flatten = getattr(obj, "_flatten_layers", None)
+    if callable(flatten):
+        try:
+            yield from flatten(include_self=False, recursive=False)
+        except TypeError:
+            yield from getattr(obj, "layers", ())
+    for attribute in ("source", "layer"):  # BridgedLayer, (tfmot) wrappers
+        child = getattr(obj, attribute, None)
+        if child is not None and hasattr(child, "name") and hasattr(child, "call"):
+            yield child
+
+
+def execution_layers(model):
+    """Every layer inside ``model`` (any depth) whose execution can be chosen."""
+    found, seen, stack = [], set(), [model]
+    while stack:
+        obj = stack.pop()
+        if id(obj) in seen:
+            continue
+        seen.add(id(obj))
+        if hasattr(obj, "resolved_execution") and hasattr(obj, "execution"):
+            found.append(obj)
+        stack.extend(_children(obj))
+    return found
+
+
+@contextlib.contextmanager
+def forced_execution(model, execution="factored"):
+    """Within the block every choosing layer of ``model`` runs ``execution``.
+
+    Sets each layer's ``resolved_execution`` (what its ``call`` reads) and restores
+    the previous values on exit, errors included. ``"as_built"`` changes nothing.
+    Tracing (a `tf.function`, the TFLite converter, XLA) must happen inside the block.
+
+    Yields:
+        The list of layers that were switched.
+    """
+    check_execution(execution)
+    layers = [] if execution == "as_built" else execution_layers(model)
+    saved = [layer.resolved_execution for layer in layers]
+    try:
+        for layer in layers:
+            layer.resolved_execution = execution
+        yield layers
+    finally:
+        for layer, value in zip(layers, saved):
+            layer.resolved_execution = value

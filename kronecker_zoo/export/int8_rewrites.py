@@ -1,0 +1,140 @@
+"""Float-exact graph rewrites that make full-integer int8 exports more faithful.
+
+A BatchNormalization right after a Conv2D is folded by the TFLite converter into
+the convolution's per-channel int8 weights. After a layer it cannot fold into (a
+`KroneckerConv2D`, whose output channels mix the factors' channels; a
+`LowRankConv2D`; ...) it stays a MUL and an ADD by constant vectors, and an int8
+MUL quantizes its constant **per tensor**: the small per-channel scales
+``gamma / sigma`` lose most of their bits, and each of MUL and ADD requantizes.
+Two rewrites, both exact in float, are applied while an int8 file is traced:
+
+1. Such a BatchNormalization runs as ``depthwise_conv2d(x, s) + b`` with
+   ``s = gamma / sqrt(var + eps)`` and ``b = beta - mean * s``: one
+   DEPTHWISE_CONV_2D whose weights are quantized per channel and whose bias is
+   int32 (ReLU fuses into it).
+2. When it follows a `KroneckerConv2D` (output used only by it), the input range
+   of that depthwise convolution is equalised across channels (cross-layer range
+   equalisation, Nagel et al. 2019): the Kronecker output channel
+   ``c = (o_0, ..., o_{m-1})`` has standard deviation about ``sigma_c`` (the
+   BatchNormalization's moving statistics); `kernels.kronecker_channel_scales`
+   fits ``log sigma_c ~ sum_k a_k[o_k]`` and each factor ``F_k`` is divided by
+   ``exp(a_k)`` along its output channels, so the product kernel (and the layer's
+   bias) is divided by ``t_c = exp(sum_k a_k[o_k])``; the depthwise scale is
+   multiplied by ``t_c`` to compensate. The factor variables are restored on exit.
+
+Only Keras 3 functional models are rewritten (tf_keras / tfmot models are
+exported as they are).
+"""
+
+import contextlib
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from kronecker_zoo import kernels
+
+# Layers whose following BatchNormalization the TFLite converter folds into weights.
+_FOLDING = ("Conv2D", "Conv1D", "Dense", "DepthwiseConv2D", "SeparableConv2D")
+
+
+def _producer(layer):
+    """The layer whose output ``layer`` consumes, or None when that is not clear-cut."""
+    nodes = getattr(layer, "_inbound_nodes", None)
+    if not nodes or len(nodes) != 1:
+        return None
+    inputs = getattr(nodes[0], "input_tensors", ())
+    if len(inputs) != 1:
+        return None
+    history = getattr(inputs[0], "_keras_history", None)
+    return getattr(history, "operation", None)
+
+
+def _sole_consumer(producer, layer):
+    nodes = getattr(producer, "_outbound_nodes", None)
+    return nodes is not None and len(nodes) == 1 and nodes[0].operation is layer
+
+
+def _unfoldable_batchnorms(model):
+    """``[(bn_layer, producer)]`` for BatchNormalizations TFLite leaves as MUL + ADD."""
+    found = []
+    for layer in model.layers:
+        if not isinstance(layer, keras.layers.BatchNormalization):
+            continue
+        if layer.axis not in (-1, len(layer.input.shape) - 1):
+            continue
+        producer = _producer(layer)
+        if producer is None or type(producer).__name__ in _FOLDING:
+            continue
+        found.append((layer, producer))
+    return found
+
+
+def _affine(bn):
+    """``(s, b)`` with ``bn(x) == x * s + b`` in inference mode (float64)."""
+    mean = np.asarray(bn.moving_mean, np.float64)
+    sigma = np.sqrt(np.asarray(bn.moving_variance, np.float64) + bn.epsilon)
+    gamma = np.ones_like(sigma) if bn.gamma is None else np.asarray(bn.gamma, np.float64)
+    beta = np.zeros_like(sigma) if bn.beta is None else np.asarray(bn.beta, np.float64)
+    scale = gamma / sigma
+    return scale, beta - mean * scale, sigma
+
+
+def _equalize(kron, sigma):
+    """Divide ``kron``'s factors (and bias) by ``t``; returns ``t`` (per output channel)."""
+    from kronecker_zoo.layers import KroneckerConv2D
+
+    if not isinstance(kron, KroneckerConv2D):
+        return None
+    outs = [int(f.shape[-1]) for f in kron.factor_weights]
+    factor_scales = kernels.kronecker_channel_scales(np.log(sigma), outs)
+    t = np.ones(())
+    for f, a in zip(kron.factor_weights, factor_scales):
+        f.assign((np.asarray(f) / a).astype(f.dtype))
+        t = np.multiply.outer(t, a)
+    t = t.reshape(-1)
+    if kron.use_bias:
+        kron.bias.assign((np.asarray(kron.bias) / t).astype(kron.bias.dtype))
+    return t
+
+
+def _depthwise_call(scale, shift):
+    scale = tf.constant(scale.astype(np.float32)[None, None, :, None])
+    shift = tf.constant(shift.astype(np.float32))
+
+    def call(inputs, training=None, mask=None):
+        return tf.nn.depthwise_conv2d(inputs, scale, [1, 1, 1, 1], "VALID") + shift
+
+    return call
+
+
+@contextlib.contextmanager
+def int8_rewrites(model):
+    """Within the block, ``model`` computes the same function in int8-friendly form.
+
+    Yields:
+        The names of the BatchNormalization layers rewritten.
+    """
+    if not isinstance(model, keras.Model) or keras.backend.backend() != "tensorflow":
+        yield []
+        return
+    saved, patched = [], []
+    try:
+        for bn, producer in _unfoldable_batchnorms(model):
+            scale, shift, sigma = _affine(bn)
+            if _sole_consumer(producer, bn) and hasattr(producer, "factor_weights"):
+                variables = list(producer.factor_weights) + (
+                    [producer.bias] if getattr(producer, "use_bias", False) else [])
+                saved.append([(v, np.array(v)) for v in variables])
+                t = _equalize(producer, sigma)
+                if t is not None:
+                    scale = scale * t
+            bn.call = _depthwise_call(scale, shift)
+            patched.append(bn)
+        yield [bn.name for bn in patched]
+    finally:
+        for bn in patched:
+            bn.__dict__.pop("call", None)
+        for pairs in saved:
+            for variable, value in pairs:
+                variable.assign(value)

@@ -1,0 +1,114 @@
+"""Running a fixed-batch .tflite file on any number of inputs with the LiteRT interpreter."""
+
+import os
+import time
+
+import numpy as np
+from ai_edge_litert.interpreter import Interpreter
+
+
+def _positive_int(value, name):
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"`{name}` must be a positive int. Received: {name}={value!r}")
+    return value
+
+
+class TFLiteRunner:
+    """``runner(images) -> outputs`` for a single-input, single-output .tflite file.
+
+    Inputs are cut into the file's fixed batch, the last batch padded with zeros
+    (the padded rows' outputs are dropped). Quantized (int8/uint8) input or output
+    tensors are (de)quantized with the file's scale and zero point, so callers
+    always pass and get float32. Uses LiteRT's default CPU delegate (XNNPACK).
+
+    Args:
+        path: the .tflite file.
+        num_threads: interpreter threads. Defaults to `1`.
+    """
+
+    def __init__(self, path, num_threads=1):
+        _positive_int(num_threads, "num_threads")
+        self.path = os.fspath(path)
+        if not os.path.isfile(self.path):
+            raise FileNotFoundError(f"No .tflite file at {self.path!r}")
+        self.num_threads = num_threads
+        self.interpreter = Interpreter(model_path=self.path, num_threads=num_threads)
+        self.interpreter.allocate_tensors()
+        inputs = self.interpreter.get_input_details()
+        outputs = self.interpreter.get_output_details()
+        if len(inputs) != 1 or len(outputs) != 1:
+            raise ValueError(f"{self.path!r} has {len(inputs)} inputs and {len(outputs)} "
+                             "outputs; only single-input, single-output files are supported.")
+        self._input, self._output = inputs[0], outputs[0]
+        self.input_shape = tuple(int(d) for d in self._input["shape"])
+        self.output_shape = tuple(int(d) for d in self._output["shape"])
+        self.batch_size = self.input_shape[0]
+
+    def _quantize(self, x):
+        dtype = self._input["dtype"]
+        if np.issubdtype(dtype, np.floating):
+            return x.astype(dtype)
+        scale, zero = self._input["quantization"]
+        info = np.iinfo(dtype)
+        return np.clip(np.round(x / scale + zero), info.min, info.max).astype(dtype)
+
+    def _dequantize(self, y):
+        if np.issubdtype(y.dtype, np.floating):
+            return y.astype(np.float32)
+        scale, zero = self._output["quantization"]
+        return ((y.astype(np.float32) - zero) * scale).astype(np.float32)
+
+    def invoke(self, batch):
+        """Run one batch of exactly the file's input shape; returns float32 outputs."""
+        self.interpreter.set_tensor(self._input["index"], self._quantize(batch))
+        self.interpreter.invoke()
+        return self._dequantize(self.interpreter.get_tensor(self._output["index"]))
+
+    def __call__(self, images):
+        images = np.asarray(images, dtype=np.float32)
+        if images.shape[1:] != self.input_shape[1:]:
+            raise ValueError(f"Inputs of shape {images.shape} do not match the file's input "
+                             f"{self.input_shape} (batch first).")
+        n, b = len(images), self.batch_size
+        out = np.empty((n,) + self.output_shape[1:], np.float32)
+        for start in range(0, n, b):
+            batch = images[start:start + b]
+            rows = len(batch)
+            if rows < b:
+                batch = np.concatenate(
+                    [batch, np.zeros((b - rows,) + batch.shape[1:], np.float32)])
+            out[start:start + rows] = self.invoke(batch)[:rows]
+        return out
+
+    def latency_ms(self, runs=50, warmup=10, seed=0):
+        """Median and spread of one ``invoke`` (ms), on random 0..255 pixels."""
+        _positive_int(runs, "runs")
+        if isinstance(warmup, bool) or not isinstance(warmup, int) or warmup < 0:
+            raise ValueError(f"`warmup` must be an int >= 0. Received: warmup={warmup!r}")
+        batch = np.random.default_rng(seed).uniform(0, 255, self.input_shape).astype(np.float32)
+        self.interpreter.set_tensor(self._input["index"], self._quantize(batch))
+        for _ in range(warmup):
+            self.interpreter.invoke()
+        times = []
+        for _ in range(runs):
+            start = time.perf_counter()
+            self.interpreter.invoke()
+            times.append(1e3 * (time.perf_counter() - start))
+        times = np.asarray(times)
+        return {"median_ms": float(np.median(times)), "p10_ms": float(np.percentile(times, 10)),
+                "p90_ms": float(np.percentile(times, 90)), "runs": runs, "warmup": warmup,
+                "num_threads": self.num_threads, "batch_size": self.batch_size}
+
+
+def run_tflite(path, images, num_threads=1):
+    """Float32 outputs of the .tflite file on ``images`` (any count; see `TFLiteRunner`)."""
+    return TFLiteRunner(path, num_threads=num_threads)(images)
+
+
+def benchmark_tflite(path, threads=(1, 2), runs=50, warmup=10):
+    """``{num_threads: latency dict}`` (median ms per invoke after ``warmup`` runs)
+    with LiteRT's default XNNPACK delegate."""
+    if isinstance(threads, int):
+        threads = (threads,)
+    return {t: TFLiteRunner(path, num_threads=t).latency_ms(runs=runs, warmup=warmup)
+            for t in threads}

@@ -1,0 +1,298 @@
+"""`to_tflite`: a zoo model (Keras 3 or tf_keras) -> a fixed-batch LiteRT (.tflite) file.
+
+Choices, and why:
+
+- Fixed batch. The model is traced as a `tf.function` with the fully static
+  signature ``(batch_size, H, W, C)``. With a dynamic batch the converter lowers
+  dilated convolutions to SPACE_TO_BATCH_ND / BATCH_TO_SPACE_ND, which mobile GPU
+  delegates reject (and ReLU is no longer fused).
+- Factored Kronecker layers. Tracing happens inside `forced_execution(model,
+  "factored")`: every `KroneckerConv2D` runs as its cascade of small convolutions,
+  so the file stores the factors. Traced materialised, the converter would
+  constant-fold the full kernel and the file would be as large as a dense model's.
+- Builtin ops only (``TFLITE_BUILTINS``; ``TFLITE_BUILTINS_INT8`` for "int8"), so a
+  model that needs Flex (Select TF) ops fails to convert instead of producing a
+  file that plain LiteRT cannot run. The result is checked with `check_tflite_ops`.
+- Full-integer "int8" keeps **float32 input and output**: the file starts with a
+  QUANTIZE and ends with a DEQUANTIZE and every op in between is int8. Callers feed
+  the same raw 0..255 float pixels as to the Keras model and get float logits, so
+  parity checks need no extra (de)quantization code. The input's scale comes from
+  calibration on 0..255 pixels (about 1.0), so whole-number pixels quantize
+  (nearly) losslessly. Quantized I/O can be had by converting with
+  ``tf.lite.TFLiteConverter`` and ``inference_input_type=tf.int8`` yourself.
+- "int8" traces a float-identical rewrite of the model (`int8_rewrites`): a
+  BatchNormalization the converter cannot fold (after a KroneckerConv2D, a
+  LowRankConv2D, ...) runs as a per-channel DEPTHWISE_CONV_2D instead of a MUL by a
+  per-tensor-quantized vector and an ADD, with the Kronecker output's channel
+  ranges equalised into the factors.
+- Calibration ("int8") uses ``representative_data``; for a zoo model (its ``name``
+  in the registry) the default is 256 seeded-random examples of its pretraining
+  data: Fashion-MNIST train (classification) or Fashion scenes train (segmentation).
+"""
+
+import contextlib
+import dataclasses
+import functools
+
+import numpy as np
+import tensorflow as tf
+
+from kronecker_zoo.export.execution import check_execution, forced_execution
+from kronecker_zoo.export.inspect_tflite import check_tflite_ops, tflite_ops
+from kronecker_zoo.export.int8_rewrites import int8_rewrites
+from kronecker_zoo.export.signature import (
+    check_output_file,
+    check_tensorflow_model,
+    inference_function,
+    static_input_shape,
+    write_atomically,
+)
+
+QUANTIZATIONS = (None, "float16", "dynamic", "int8")
+DEFAULT_CALIBRATION_EXAMPLES = 256
+CALIBRATION_SEED = 0
+
+
+@dataclasses.dataclass(frozen=True)
+class TFLiteExport:
+    """What `to_tflite` wrote. Usable as a path: ``os.fspath(info)``, ``str(info)``."""
+
+    path: str
+    size_bytes: int
+    quantization: str  # "float32", "float16", "dynamic" or "int8"
+    input_shape: tuple  # (batch, H, W, C), static
+    params: int
+    execution: str
+    ops: tuple
+
+    def __fspath__(self):
+        return self.path
+
+    def __str__(self):
+        return self.path
+
+    @property
+    def bytes_per_param(self):
+        return self.size_bytes / max(self.params, 1)
+
+    def summary(self):
+        return (f"{self.path}: {self.size_bytes:,} bytes ({self.bytes_per_param:.2f} B/param, "
+                f"{self.params:,} params), {self.quantization}, input {self.input_shape}, "
+                f"{self.execution} execution, ops: {', '.join(self.ops)}")
+
+
+def _check_quantization(quantization):
+    if quantization == "float32":
+        return None
+    if quantization not in QUANTIZATIONS:
+        raise ValueError(
+            "`quantization` must be one of None (float32), 'float16', 'dynamic' (int8 "
+            "weights, float activations) or 'int8' (full integer, calibrated). "
+            f"Received: quantization={quantization!r}"
+        )
+    return quantization
+
+
+# -- calibration data ------------------------------------------------------------------
+
+
+@functools.lru_cache(maxsize=4)
+def _pretraining_images(task, count, seed):
+    from kronecker_zoo import data
+
+    images = (data.fashion_mnist("train") if task == "classification"
+              else data.fashion_scenes("train"))[0]
+    order = np.random.default_rng(seed).permutation(len(images))[:count]
+    return images[np.sort(order)]
+
+
+def default_representative_data(model, count=DEFAULT_CALIBRATION_EXAMPLES, seed=CALIBRATION_SEED):
+    """``count`` pretraining images (uint8) for a zoo model; ValueError for any other."""
+    from kronecker_zoo.models import registry
+
+    name = getattr(model, "name", None)
+    if name not in registry.MODELS:
+        raise ValueError(
+            f"quantization='int8' needs `representative_data` (an array of input images, "
+            f"or an iterable of batches) for {name!r}: it is not a registry model, so no "
+            f"default calibration set is known. Registry models: "
+            f"{', '.join(registry.MODELS)}"
+        )
+    return _pretraining_images(registry.spec(name).task, count, seed).copy()
+
+
+def _as_images(batch, sample_shape):
+    """One batch of representative data -> float32 ``(n,) + sample_shape``."""
+    if isinstance(batch, dict):
+        raise ValueError("representative_data must yield arrays or (images, labels) tuples, "
+                         "not dicts")
+    if isinstance(batch, tuple) and len(batch) in (1, 2):
+        batch = batch[0]  # (images,) or (images, labels), as tf.data yields them
+    array = np.asarray(batch, dtype=np.float32)
+    sample = tuple(sample_shape)
+    if array.shape == sample:  # a single example
+        array = array[None]
+    elif sample[-1] == 1 and array.shape == sample[:-1]:  # a single example, no channel axis
+        array = array[None, ..., None]
+    elif sample[-1] == 1 and array.shape[1:] == sample[:-1]:  # a batch, no channel axis
+        array = array[..., None]
+    if array.shape[1:] != sample:
+        raise ValueError(
+            f"representative_data examples must have shape {sample} (raw 0..255 pixels, "
+            f"channels last) to match the model input. Received a batch of shape "
+            f"{array.shape}."
+        )
+    return array
+
+
+def _batches(representative_data, shape):
+    """Yield float32 arrays of exactly ``shape`` (the file's fixed batch)."""
+    batch_size, sample_shape = shape[0], tuple(shape[1:])
+    source = representative_data() if callable(representative_data) else representative_data
+    if isinstance(source, np.ndarray):
+        source = [source]
+    try:
+        source = iter(source)
+    except TypeError:
+        raise ValueError(
+            "representative_data must be an array of images, an iterable of batches (or of "
+            f"(images, labels) tuples), or a callable returning one. Received: {source!r}"
+        ) from None
+    pending, emitted = [], 0
+    for batch in source:
+        images = _as_images(batch, sample_shape)
+        pending.extend(images)
+        while len(pending) >= batch_size:
+            yield np.stack(pending[:batch_size])
+            pending = pending[batch_size:]
+            emitted += 1
+    if pending and not emitted:  # fewer examples than one batch: repeat them
+        reps = -(-batch_size // len(pending))
+        yield np.stack((pending * reps)[:batch_size])
+        emitted += 1
+    if not emitted:
+        raise ValueError("representative_data is empty: int8 calibration needs at least one "
+                         "example.")
+
+
+# -- conversion ------------------------------------------------------------------------
+
+
+def _converter(model, shape, execution):
+    function = inference_function(model, shape)
+    with forced_execution(model, execution):
+        concrete = function.get_concrete_function()
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([concrete], model)
+    # Freeze the variables into the graph (the saved-model route keeps them as
+    # resource variables that a plain interpreter never initialises).
+    converter.experimental_lower_to_saved_model = False
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+    return converter
+
+
+def convert_tflite(model, quantization=None, representative_data=None, batch_size=1,
+                   input_shape=None, execution="factored"):
+    """The .tflite bytes of ``model`` (see `to_tflite`, which also writes them)."""
+    quantization = _check_quantization(quantization)
+    check_execution(execution)
+    check_tensorflow_model(model)
+    shape = static_input_shape(model, batch_size, input_shape)
+    if representative_data is not None and quantization != "int8":
+        raise ValueError(
+            "`representative_data` calibrates full-integer quantization and is only used "
+            f"with quantization='int8'. Received quantization={quantization!r}"
+        )
+    if quantization == "int8" and representative_data is None:
+        representative_data = default_representative_data(model)
+        if tuple(representative_data.shape[1:3]) != shape[1:3] or (
+                representative_data.shape[-1] != shape[-1]):
+            raise ValueError(
+                f"The default calibration images of {model.name!r} have shape "
+                f"{representative_data.shape[1:]}, the model input {shape[1:]}; pass "
+                "`representative_data` matching the input."
+            )
+    batches = None
+    if quantization == "int8":
+        # Read (and check) all of it now: errors surface before tracing, and a one-shot
+        # generator or dataset is consumed once.
+        batches = list(_batches(representative_data, shape))
+    # Full integer: trace and freeze the int8-friendly, float-identical form (see
+    # `int8_rewrites`); the converter reads the variables when it converts.
+    rewrites = int8_rewrites(model) if quantization == "int8" else contextlib.nullcontext()
+    with rewrites:
+        return _convert(model, shape, execution, quantization, batches), shape
+
+
+def _convert(model, shape, execution, quantization, batches):
+    converter = _converter(model, shape, execution)
+    if quantization is not None:
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    if quantization == "float16":
+        converter.target_spec.supported_types = [tf.float16]
+    elif quantization == "int8":
+
+        def representative_dataset():
+            for batch in batches:
+                yield [batch]
+
+        converter.representative_dataset = representative_dataset
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        converter.inference_input_type = tf.float32
+        converter.inference_output_type = tf.float32
+    content = converter.convert()
+    check_tflite_ops(content)
+    return content
+
+
+def to_tflite(model, path, quantization=None, representative_data=None, batch_size=1,
+              overwrite=False, input_shape=None, execution="factored"):
+    """Export ``model`` to a LiteRT flatbuffer with a fixed input shape.
+
+    Args:
+        model: a built single-input functional model, Keras 3 (TensorFlow backend)
+            or tf_keras (e.g. a tfmot QAT model from `kronecker_zoo.optimize`), taking
+            raw 0..255 float pixels.
+        path: str or os.PathLike. The .tflite file to write.
+        quantization: `None` (float32), `"float16"` (float16 weights), `"dynamic"`
+            (int8 weights, float activations) or `"int8"` (full integer, calibrated;
+            float32 input and output, see the module docstring).
+        representative_data: images for "int8" calibration: an array
+            ``(N, H, W, C)`` (or ``(N, H, W)`` for one channel), an iterable of such
+            batches or of ``(images, labels)`` tuples (e.g. a `tf.data.Dataset`), or a
+            callable returning one. Defaults, for registry models only, to 256 images
+            of the model's pretraining set.
+        batch_size: int. The file's fixed batch. Defaults to `1`.
+        overwrite: bool. Replace an existing file. Defaults to `False` (raise
+            `FileExistsError`).
+        input_shape: `(H, W, C)` for a model built with unknown height/width.
+        execution: `"factored"` (default: Kronecker layers stored as factors),
+            `"materialized"` (full kernels constant-folded: for comparisons) or
+            `"as_built"` (each layer's own choice).
+
+    Returns:
+        `TFLiteExport` (``path``, ``size_bytes``, ``quantization``, ``input_shape``,
+        ``params``, ``execution``, ``ops``); ``os.fspath()`` of it is the path.
+
+    Raises:
+        ValueError: bad arguments (naming the valid choices); `FileExistsError`:
+            ``path`` exists and ``overwrite`` is False; `TFLiteOpsError`: the
+            converted graph holds Flex/custom or SPACE_TO_BATCH_ND ops.
+    """
+    path = check_output_file(path, overwrite)
+    content, shape = convert_tflite(model, quantization, representative_data, batch_size,
+                                    input_shape, execution)
+    write_atomically(path, content)
+    return TFLiteExport(
+        path=path,
+        size_bytes=len(content),
+        quantization=_check_quantization(quantization) or "float32",
+        input_shape=shape,
+        params=int(model.count_params()),
+        execution=execution,
+        ops=tuple(tflite_ops(content)),
+    )
+
+
+def file_size_bound(params):
+    """The size a float32 export should stay under: ``1.2 * 4 B * params + 64 KiB``."""
+    return int(1.2 * 4 * params) + 64 * 1024

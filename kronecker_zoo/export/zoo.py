@@ -1,0 +1,136 @@
+"""Registry models end to end: load, export, verify, time; the `tflite/` tools' engine.
+
+`compare` exports each model in float32 and int8, checks both against Keras on
+the model's test set and times them with LiteRT (XNNPACK) at 1 and 2 threads;
+`markdown_table` prints the side-by-side table.
+"""
+
+import os
+import tempfile
+
+from kronecker_zoo.export.runner import benchmark_tflite
+from kronecker_zoo.export.tflite import to_tflite
+from kronecker_zoo.export.verify import verify_tflite
+
+PRETRAINING_SETS = {"classification": "fashion_mnist", "segmentation": "fashion_scenes"}
+
+
+def default_weights(name):
+    """The published tag of ``name``'s pretraining set, or `None` (fresh weights)."""
+    from kronecker_zoo import models, weights
+
+    tag = PRETRAINING_SETS[models.spec(name).task]
+    return tag if tag in weights.published(name) else None
+
+
+def load_model(name, weights="auto"):
+    """``models.get(name, weights=...)``; ``"auto"`` = `default_weights(name)`."""
+    from kronecker_zoo import models
+
+    return models.get(name, weights=default_weights(name) if weights == "auto" else weights)
+
+
+def test_set(name, examples=None):
+    """``(images, labels)`` of the test split of ``name``'s pretraining set (first N)."""
+    from kronecker_zoo import data, models
+
+    task = models.spec(name).task
+    images, labels = (data.fashion_mnist("test") if task == "classification"
+                      else data.fashion_scenes("test"))
+    if examples is not None:
+        images, labels = images[:examples], labels[:examples]
+    return images, labels
+
+
+def compare(names, weights="auto", quantizations=(None, "int8"), threads=(1, 2), runs=100,
+            warmup=20, examples=None, directory=None, verbose=False):
+    """One row per (model, quantization): size, latency, parity and accuracy.
+
+    Args:
+        names: registry names, e.g. ``["kron_resnet_8", "resnet_8"]``.
+        weights: ``"auto"`` (published weights where there are, else fresh), `None`,
+            or a tag/path used for every model.
+        quantizations: exports to make per model.
+        threads: interpreter thread counts to time.
+        runs, warmup: timed and untimed invokes per thread count (median reported).
+        examples: test images for parity/accuracy (default: the whole test split).
+        directory: where the .tflite files go (default: a temporary directory,
+            removed afterwards).
+
+    Returns:
+        A list of dicts: ``model, weights, params, quantization, size_bytes,
+        latency_ms {threads: median}, agreement, rel_error, keras_accuracy,
+        tflite_accuracy, passed, path`` (path only when ``directory`` is given).
+    """
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = os.fspath(directory) if directory is not None else tmp
+        for name in names:
+            tag = default_weights(name) if weights == "auto" else weights
+            model = load_model(name, tag)
+            images, labels = test_set(name, examples)
+            for quantization in quantizations:
+                label = quantization or "float32"
+                path = os.path.join(folder, f"{name}_{label}.tflite")
+                info = to_tflite(model, path, quantization=quantization,
+                                 overwrite=directory is None)
+                report = verify_tflite(model, info, images, labels)
+                latency = benchmark_tflite(info, threads=threads, runs=runs, warmup=warmup)
+                row = {
+                    "model": name, "weights": tag, "params": info.params,
+                    "quantization": label, "size_bytes": info.size_bytes,
+                    "latency_ms": {t: v["median_ms"] for t, v in latency.items()},
+                    "agreement": report.agreement, "rel_error": report.rel_error,
+                    "sqnr_db": report.sqnr_db,
+                    "keras_accuracy": report.keras_accuracy,
+                    "tflite_accuracy": report.tflite_accuracy, "passed": report.passed,
+                    "ops": info.ops, "path": path if directory is not None else None,
+                }
+                if verbose:
+                    print(f"{name} {label}: {info.size_bytes:,} B, "
+                          f"{', '.join(f'{t}T {v:.3f} ms' for t, v in row['latency_ms'].items())}, "
+                          f"relative error {report.rel_error:.2g}, SQNR {report.sqnr_db:.1f} dB, "
+                          f"agreement {100 * report.agreement:.2f}%, accuracy Keras "
+                          f"{100 * report.keras_accuracy:.2f}% / LiteRT "
+                          f"{100 * report.tflite_accuracy:.2f}% ({report.num_examples} images, "
+                          f"{'PASSED' if report.passed else 'FAILED'}); ops "
+                          f"{', '.join(info.ops)}", flush=True)
+                rows.append(row)
+    return rows
+
+
+def markdown_table(rows):
+    """Side-by-side Markdown table of `compare` rows: one column per model."""
+    models_ = list(dict.fromkeys(r["model"] for r in rows))
+    by = {(r["model"], r["quantization"]): r for r in rows}
+    quantizations = list(dict.fromkeys(r["quantization"] for r in rows))
+    threads = sorted({t for r in rows for t in r["latency_ms"]})
+    first = {m: next(r for r in rows if r["model"] == m) for m in models_}
+
+    def cell(model, quantization, fn):
+        row = by.get((model, quantization))
+        return "-" if row is None else fn(row)
+
+    lines = ["| | " + " | ".join(f"`{m}`" for m in models_) + " |",
+             "|---|" + "---:|" * len(models_),
+             "| weights | " + " | ".join(str(first[m]["weights"] or "fresh") for m in models_)
+             + " |",
+             "| params | " + " | ".join(f"{first[m]['params']:,}" for m in models_) + " |",
+             "| Keras accuracy | " + " | ".join(
+                 "-" if first[m]["keras_accuracy"] is None
+                 else f"{100 * first[m]['keras_accuracy']:.2f}%" for m in models_) + " |"]
+    for q in quantizations:
+        lines.append(f"| {q} file size | " + " | ".join(cell(
+            m, q, lambda r: f"{r['size_bytes'] / 1024:.1f} KiB "
+                            f"({r['size_bytes'] / r['params']:.2f} B/param)") for m in models_)
+            + " |")
+        for t in threads:
+            lines.append(f"| {q} latency, {t} thread{'s' if t > 1 else ''} | " + " | ".join(
+                cell(m, q, lambda r, t=t: f"{r['latency_ms'][t]:.3f} ms") for m in models_)
+                + " |")
+        lines.append(f"| {q} accuracy (LiteRT) | " + " | ".join(cell(
+            m, q, lambda r: "-" if r["tflite_accuracy"] is None
+            else f"{100 * r['tflite_accuracy']:.2f}%") for m in models_) + " |")
+        lines.append(f"| {q} argmax agreement with Keras | " + " | ".join(cell(
+            m, q, lambda r: f"{100 * r['agreement']:.2f}%") for m in models_) + " |")
+    return "\n".join(lines)

@@ -1,0 +1,501 @@
+"""Export (issue 5): LiteRT files and XLA SavedModels, checked against independent references.
+
+References: the Keras model itself (as built, and with Kronecker layers materialised),
+the pure-NumPy convolution of `tests/reference.py` (which imports nothing from the
+library), and the .tflite flatbuffer read back op by op. Every registry model is
+exported in float32 and int8 and run with the LiteRT interpreter on real test images.
+"""
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from kronecker_zoo import data, models
+from kronecker_zoo.export import (
+    FORBIDDEN_OPS,
+    MIN_AGREEMENT,
+    TFLiteOpsError,
+    TFLiteRunner,
+    benchmark_tflite,
+    check_tflite_ops,
+    default_representative_data,
+    execution_layers,
+    file_size_bound,
+    forced_execution,
+    tflite_io,
+    tflite_op_counts,
+    tflite_ops,
+    tflite_quantization,
+    to_tflite,
+    to_xla,
+    verify_tflite,
+    zoo,
+)
+from kronecker_zoo.layers import KroneckerConv2D
+from tests import reference as ref
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+EVAL_EXAMPLES = 256  # test images per parity check (the full sets run in tflite/verify.py)
+CALIBRATION_EXAMPLES = 64  # int8 calibration images in the per-model sweep (default: 256)
+# Post-training int8 of the Kronecker ResNets passes only thanks to the int8 rewrites
+# (BatchNormalization as a per-channel depthwise conv, range equalisation; see
+# kronecker_zoo/export/int8_rewrites.py): kron_resnet_8 agrees with Keras on 99.03% of the
+# full test set (98.92% without them), the least margin of any model.
+#
+# context_net_large is the failed run of issue 4 (about 10% mIoU: it predicts background
+# nearly everywhere through a 4-channel bottleneck, with logits up to ~120): one int8 output
+# step is then about one logit, and its near-tied class logits flip on 16% of the pixels
+# (84% per-pixel agreement on the test scenes) while accuracy and mIoU stay those of Keras.
+INT8_PTQ_SHORTFALL = {"context_net_large": 0.8}
+# Every int8 export: the quantization noise stays 20 dB below the logits.
+INT8_MIN_SQNR_DB = 20.0
+# Fresh (untrained) weights give near-tied logits, so argmax agreement measures rounding
+# luck more than the export; for those only a sanity floor on agreement.
+FRESH_INT8_MIN_AGREEMENT = 0.9
+
+
+def _task(name):
+    return models.spec(name).task
+
+
+@pytest.fixture(scope="module")
+def test_sets():
+    (xc, yc), (xs, ys) = data.fashion_mnist("test"), data.fashion_scenes("test")
+    return {"classification": (xc[:EVAL_EXAMPLES], yc[:EVAL_EXAMPLES]),
+            "segmentation": (xs[:EVAL_EXAMPLES], ys[:EVAL_EXAMPLES])}
+
+
+@pytest.fixture(scope="module")
+def kron_resnet_8():
+    return models.get("kron_resnet_8", weights="fashion_mnist")
+
+
+def _assert_clean_ops(path):
+    ops = tflite_ops(path)
+    assert check_tflite_ops(path) == []
+    assert not any(op.startswith("CUSTOM") or "Flex" in op for op in ops), ops
+    assert not set(ops) & set(FORBIDDEN_OPS), ops
+    return ops
+
+
+# -- every registry model ----------------------------------------------------------------
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", models.list_models())
+def test_every_model_exports_and_verifies_in_float32_and_int8(name, test_sets, tmp_path):
+    tag = zoo.default_weights(name)
+    model = zoo.load_model(name, tag)
+    images, labels = test_sets[_task(name)]
+
+    f32 = to_tflite(model, tmp_path / "f32.tflite")
+    _assert_clean_ops(f32)
+    assert tflite_quantization(f32) == "float32"
+    assert f32.input_shape == (1,) + tuple(model.input_shape[1:])
+    assert tflite_io(f32)["input"] == (f32.input_shape, "FLOAT32")
+    assert os.path.getsize(f32) == f32.size_bytes <= file_size_bound(model.count_params())
+    report = verify_tflite(model, f32, images, labels)
+    assert report.passed, str(report)
+    assert report.rel_error <= 1e-4 and report.agreement >= 0.99, str(report)
+    assert report.task == _task(name) and report.num_examples == len(images)
+    assert report.tflite_accuracy == pytest.approx(report.keras_accuracy, abs=0.01)
+
+    calibration = default_representative_data(model, count=CALIBRATION_EXAMPLES)
+    int8 = to_tflite(model, tmp_path / "int8.tflite", quantization="int8",
+                     representative_data=calibration)
+    ops = _assert_clean_ops(int8)
+    assert tflite_quantization(int8) == "int8"
+    assert {"QUANTIZE", "DEQUANTIZE"} <= set(ops)  # float32 I/O around int8 internals
+    assert tflite_io(int8)["input"][1] == "FLOAT32"
+    assert int8.size_bytes < f32.size_bytes
+    report = verify_tflite(model, int8, images, labels)
+    print(f"\n{name} ({tag or 'fresh'}):\n{report}")
+    assert report.min_agreement == MIN_AGREEMENT[_task(name)]
+    assert report.sqnr_db >= INT8_MIN_SQNR_DB, str(report)
+    if tag is None:
+        assert report.agreement >= FRESH_INT8_MIN_AGREEMENT, str(report)
+    elif name in INT8_PTQ_SHORTFALL:
+        assert report.agreement >= INT8_PTQ_SHORTFALL[name], str(report)
+    else:
+        assert report.passed, str(report)
+        assert report.tflite_accuracy >= report.keras_accuracy - 0.02, str(report)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["kron_resnet_8", "kron_context_net_basic"])
+@pytest.mark.parametrize("quantization", ["float16", "dynamic"])
+def test_float16_and_dynamic_range_exports(name, quantization, test_sets, tmp_path):
+    model = zoo.load_model(name)
+    images, labels = test_sets[_task(name)]
+    info = to_tflite(model, tmp_path / "m.tflite", quantization=quantization)
+    _assert_clean_ops(info)
+    assert tflite_quantization(info) == quantization == info.quantization
+    report = verify_tflite(model, info, images, labels)
+    assert report.passed, str(report)
+    if quantization == "float16":
+        assert report.max_rel_error == 1e-2 and report.rel_error <= 1e-2
+        assert report.agreement >= 0.99
+        # float16 weights: about half the float32 file
+        assert info.size_bytes < 0.75 * to_tflite(model, tmp_path / "f.tflite").size_bytes
+
+
+def test_default_calibration_data_is_the_pretraining_set():
+    mnist = default_representative_data(models.get("resnet_8"))
+    assert mnist.shape == (256, 28, 28, 1) and mnist.dtype == np.uint8
+    train = data.fashion_mnist("train")[0]
+    assert any(np.array_equal(mnist[0], train[i]) for i in range(0, 2000))
+    scenes = default_representative_data(models.get("context_net_basic"), count=8)
+    assert scenes.shape == (8, 64, 64, 1)
+    with pytest.raises(ValueError, match="representative_data"):
+        default_representative_data(keras.Sequential([keras.Input((28, 28, 1)),
+                                                      keras.layers.Flatten()], name="mine"))
+
+
+def test_int8_with_default_calibration_and_user_batches(test_sets, tmp_path):
+    model = models.get("resnet_8", weights="fashion_mnist")
+    images, labels = test_sets["classification"]
+    info = to_tflite(model, tmp_path / "a.tflite", quantization="int8")  # default data
+    report = verify_tflite(model, info, images, labels)
+    assert report.quantization == "int8" and report.passed, str(report)
+    # an iterable of (images, labels) batches without the channel axis, batch_size 4
+    train_x, train_y = data.fashion_mnist("train")
+    batches = [(train_x[i:i + 10, ..., 0], train_y[i:i + 10]) for i in range(0, 100, 10)]
+    info = to_tflite(model, tmp_path / "b.tflite", quantization="int8",
+                     representative_data=batches, batch_size=4)
+    assert info.input_shape == (4, 28, 28, 1)
+    report = verify_tflite(model, info, images[:10], labels[:10])  # 10 = 4 + 4 + 2 padded
+    assert report.num_examples == 10 and report.batch_size == 4
+    assert report.agreement >= 0.9
+
+
+# -- factored export vs independent references --------------------------------------------
+
+
+def _kron_layer_model(padding="same", padding_mode="zeros", strides=1, size=12, seed=0):
+    inputs = keras.Input((size, size, 16))
+    outputs = KroneckerConv2D(16, 9, factors=[(3, 3, 4, 4), (3, 3, 4, 4)], rank=2,
+                              strides=strides, padding=padding, padding_mode=padding_mode,
+                              execution="materialized", name="kron")(inputs)
+    model = keras.Model(inputs, outputs, name="kron_layer")
+    rng = np.random.default_rng(seed)
+    model.set_weights([(0.3 * rng.standard_normal(w.shape)).astype("float32")
+                       for w in model.get_weights()])
+    return model
+
+
+@pytest.mark.parametrize("padding, padding_mode, strides", [
+    ("same", "zeros", 1), ("same", "reflect", 2), ("valid", "zeros", 1)])
+def test_factored_tflite_matches_numpy_reference_convolution(padding, padding_mode, strides,
+                                                             tmp_path):
+    """The layer is built materialised; the export must run it factored anyway and still
+    equal conv2d(x, sum_r kron(F0[r], F1[r])) + b from the NumPy oracle, borders included."""
+    model = _kron_layer_model(padding, padding_mode, strides)
+    layer = model.get_layer("kron")
+    info = to_tflite(model, tmp_path / "k.tflite")
+    assert layer.resolved_execution == "materialized"  # restored after tracing
+    counts = tflite_op_counts(info)
+    assert counts["CONV_2D"] == 2  # inner and outer factor, not one 9x9 convolution
+    x = np.random.default_rng(1).uniform(-2, 2, (3, 12, 12, 16)).astype("float32")
+    got = TFLiteRunner(info)(x)
+    factors = [np.asarray(f) for f in layer.factor_weights]
+    expected = ref.conv2d(x, ref.kron_kernel(factors), strides=strides, padding=padding,
+                          padding_mode=padding_mode) + np.asarray(layer.bias)
+    assert got.shape == expected.shape
+    assert np.max(np.abs(got - expected)) <= 1e-4 * np.max(np.abs(expected))
+
+
+def test_factored_file_is_small_and_materialised_would_be_far_bigger(tmp_path):
+    model = _kron_layer_model()
+    params = model.count_params()  # 2 * 2 * 3*3*4*4 + 16 = 592
+    dense_params = 9 * 9 * 16 * 16
+    factored = to_tflite(model, tmp_path / "f.tflite")
+    materialized = to_tflite(model, tmp_path / "m.tflite", execution="materialized")
+    assert factored.size_bytes <= file_size_bound(params)
+    assert materialized.size_bytes >= 4 * dense_params > 5 * factored.size_bytes
+    assert tflite_op_counts(materialized)["CONV_2D"] == 1
+
+
+@pytest.mark.slow
+def test_kron_resnet_export_equals_materialised_keras_model(kron_resnet_8, test_sets,
+                                                            tmp_path):
+    images, labels = test_sets["classification"]
+    factored = to_tflite(kron_resnet_8, tmp_path / "f.tflite")
+    report = verify_tflite(kron_resnet_8, factored, images, labels,
+                           reference_execution="materialized")
+    assert report.passed and report.rel_error <= 1e-4, str(report)
+    kron_layers = execution_layers(kron_resnet_8)
+    assert len(kron_layers) == 6 and all(isinstance(k, KroneckerConv2D) for k in kron_layers)
+    assert {k.resolved_execution for k in kron_layers} == {"factored"}
+    params = kron_resnet_8.count_params()
+    assert factored.size_bytes <= file_size_bound(params)
+    materialized = to_tflite(kron_resnet_8, tmp_path / "m.tflite", execution="materialized")
+    dense_kernels = sum(k.dense_equivalent_params() for k in kron_layers)
+    assert materialized.size_bytes >= 4 * dense_kernels > 10 * factored.size_bytes
+    assert "TRANSPOSE" in factored.ops and "TRANSPOSE" not in materialized.ops
+
+
+def test_forced_execution_restores_even_on_error():
+    model = _kron_layer_model()
+    layer = model.get_layer("kron")
+    with pytest.raises(RuntimeError):
+        with forced_execution(model, "factored") as switched:
+            assert switched == [layer] and layer.resolved_execution == "factored"
+            raise RuntimeError("boom")
+    assert layer.resolved_execution == "materialized"
+    with forced_execution(model, "as_built") as switched:
+        assert switched == []
+    with pytest.raises(ValueError, match="'factored', 'materialized', 'as_built'"):
+        with forced_execution(model, "fast"):
+            pass
+
+
+def test_tf_keras_model_is_accepted(tmp_path):
+    bridge = pytest.importorskip("kronecker_zoo.tf_keras_bridge")
+    model = _kron_layer_model()
+    twin = bridge.to_tf_keras(model)
+    assert [k.name for k in execution_layers(twin)] == ["kron"]
+    info = to_tflite(twin, tmp_path / "t.tflite")
+    assert tflite_op_counts(info)["CONV_2D"] == 2  # factored through the bridge too
+    x = np.random.default_rng(2).uniform(-2, 2, (5, 12, 12, 16)).astype("float32")
+    for reference in (model, twin):
+        report = verify_tflite(reference, info, x, task="segmentation")
+        assert report.passed and report.rel_error <= 1e-4, str(report)
+
+
+# -- op checks ---------------------------------------------------------------------------
+
+
+def _dilated_model():
+    inputs = keras.Input((16, 16, 4))
+    x = keras.layers.Conv2D(4, 3, dilation_rate=2, padding="same", activation="relu")(inputs)
+    return keras.Model(inputs, x, name="dilated")
+
+
+def test_dynamic_batch_would_bring_space_to_batch_and_fixed_batch_does_not(tmp_path):
+    model = _dilated_model()
+    fn = tf.function(lambda x: model(x, training=False),
+                     input_signature=[tf.TensorSpec((None, 16, 16, 4), tf.float32)])
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([fn.get_concrete_function()],
+                                                                model)
+    converter.experimental_lower_to_saved_model = False
+    dynamic = tmp_path / "dynamic.tflite"
+    dynamic.write_bytes(converter.convert())
+    assert {"SPACE_TO_BATCH_ND", "BATCH_TO_SPACE_ND"} <= set(tflite_ops(dynamic))
+    with pytest.raises(TFLiteOpsError, match="SPACE_TO_BATCH_ND"):
+        check_tflite_ops(dynamic)
+    assert check_tflite_ops(dynamic, raise_error=False) == ["BATCH_TO_SPACE_ND",
+                                                             "SPACE_TO_BATCH_ND"]
+    fixed = to_tflite(model, tmp_path / "fixed.tflite", batch_size=2)
+    assert tflite_ops(fixed) == ["CONV_2D"]  # one dilated conv, ReLU fused
+
+
+def test_flex_ops_are_reported(tmp_path):
+    fn = tf.function(lambda x: tf.linalg.det(x),
+                     input_signature=[tf.TensorSpec((1, 3, 3), tf.float32)])
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([fn.get_concrete_function()])
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS,
+                                           tf.lite.OpsSet.SELECT_TF_OPS]
+    path = tmp_path / "flex.tflite"
+    path.write_bytes(converter.convert())
+    bad = check_tflite_ops(path, raise_error=False)
+    assert bad and all(op.startswith("CUSTOM:Flex") for op in bad), bad
+    with pytest.raises(TFLiteOpsError, match="Flex"):
+        check_tflite_ops(path)
+    with pytest.raises(ValueError, match="not a TFLite flatbuffer"):
+        tflite_ops(__file__)
+
+
+# -- refusals and bad arguments ----------------------------------------------------------
+
+
+def test_existing_files_and_directories_are_not_overwritten(tmp_path):
+    model = _dilated_model()
+    path = tmp_path / "m.tflite"
+    path.write_bytes(b"precious")
+    with pytest.raises(FileExistsError, match="overwrite=True"):
+        to_tflite(model, path)
+    assert path.read_bytes() == b"precious"
+    info = to_tflite(model, path, overwrite=True)
+    assert os.fspath(info) == str(path) and path.read_bytes()[4:8] == b"TFL3"
+    folder = tmp_path / "xla"
+    folder.mkdir()
+    (folder / "keep.txt").write_text("mine")
+    with pytest.raises(FileExistsError, match="not empty"):
+        to_xla(model, folder)
+    assert os.listdir(folder) == ["keep.txt"]
+    assert not [p for p in os.listdir(tmp_path) if ".tmp-" in p]
+
+
+def test_bad_arguments_name_the_problem(tmp_path):
+    model = _dilated_model()
+    out = tmp_path / "x.tflite"
+    cases = [
+        (dict(quantization="int4"), "'float16', 'dynamic'"),
+        (dict(quantization="float16", representative_data=np.zeros((2, 16, 16, 4))),
+         "only used with quantization='int8'"),
+        (dict(quantization="int8"), "needs `representative_data`"),
+        (dict(quantization="int8", representative_data=np.zeros((2, 8, 8, 4))),
+         r"shape \(16, 16, 4\)"),
+        (dict(quantization="int8", representative_data=np.zeros((0, 16, 16, 4))), "empty"),
+        (dict(quantization="int8", representative_data=5), "representative_data must be"),
+        (dict(batch_size=0), "batch_size"),
+        (dict(batch_size=True), "batch_size"),
+        (dict(execution="fast"), "'factored', 'materialized', 'as_built'"),
+        (dict(overwrite="yes"), "overwrite"),
+        (dict(input_shape=(8, 8)), "input_shape"),
+        (dict(input_shape=(8, 8, 4)), "disagrees"),
+    ]
+    for kwargs, message in cases:
+        with pytest.raises(ValueError, match=message):
+            to_tflite(model, out, **kwargs)
+    assert not out.exists()
+    with pytest.raises(ValueError, match="directory"):
+        to_tflite(model, tmp_path)
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        to_tflite(model, tmp_path / "missing" / "x.tflite")
+    # unknown spatial size: refused without input_shape, fine with it
+    fcn = models.get("dilated_fcn_small", input_shape=(None, None, 1))
+    with pytest.raises(ValueError, match="input_shape=\\(H, W, C\\)"):
+        to_tflite(fcn, out)
+    info = to_tflite(fcn, out, input_shape=(32, 32, 1))
+    assert info.input_shape == (1, 32, 32, 1)
+    with pytest.raises(ValueError, match="task"):
+        verify_tflite(fcn, info, np.zeros((2, 32, 32, 1)), task="detection")
+    with pytest.raises(ValueError, match="to match the file's input"):
+        verify_tflite(fcn, info, np.zeros((2, 28, 28, 1)))
+    with pytest.raises(ValueError, match="labels"):
+        verify_tflite(fcn, info, np.zeros((2, 32, 32, 1)), labels=np.zeros((3, 32, 32)))
+    with pytest.raises(ValueError, match="num_threads"):
+        TFLiteRunner(info, num_threads=0)
+    with pytest.raises(FileExistsError):
+        to_xla(fcn, tmp_path)  # holds x.tflite
+    with pytest.raises(ValueError, match="is a file"):
+        to_xla(fcn, out)
+
+
+def test_runner_pads_the_last_batch_and_times_invokes(tmp_path):
+    model = _dilated_model()
+    info = to_tflite(model, tmp_path / "b3.tflite", batch_size=3)
+    x = np.random.default_rng(0).uniform(0, 255, (7, 16, 16, 4)).astype("float32")
+    np.testing.assert_allclose(TFLiteRunner(info)(x), model(x).numpy(), rtol=1e-5, atol=1e-4)
+    latency = benchmark_tflite(info, threads=(1, 2), runs=5, warmup=1)
+    assert set(latency) == {1, 2}
+    assert all(v["median_ms"] > 0 and v["batch_size"] == 3 for v in latency.values())
+
+
+# -- XLA ---------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["kron_resnet_8", "kron_context_net_basic"])
+def test_xla_saved_model_reloads_with_keras_outputs(name, test_sets, tmp_path):
+    model = zoo.load_model(name)
+    images = test_sets[_task(name)][0][:4].astype("float32")
+    info = to_xla(model, tmp_path / "xla", batch_size=2)
+    assert info.backend == "tensorflow" and info.input_shape[0] == 2
+    with open(info.hlo_path) as f:
+        hlo = f.read()
+    assert "HloModule" in hlo and "convolution" in hlo
+    with open(info.stablehlo_path) as f:
+        assert "stablehlo.convolution" in f.read()
+    with open(os.path.join(info.directory, "xla_export.json")) as f:
+        meta = json.load(f)
+    assert meta["jit_compile"] and meta["input_shape"] == list(info.input_shape)
+    loaded = tf.saved_model.load(info.directory)
+    for start in (0, 2):
+        batch = images[start:start + 2]
+        expected = model(batch, training=False).numpy()
+        got = loaded.serve(tf.constant(batch)).numpy()
+        assert np.max(np.abs(got - expected)) <= 1e-4 * np.max(np.abs(expected))
+        signature = loaded.signatures["serving_default"](images=tf.constant(batch))
+        np.testing.assert_allclose(list(signature.values())[0].numpy(), got, rtol=0, atol=1e-5)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(importlib.util.find_spec("jax") is None, reason="jax not installed")
+@pytest.mark.skipif(os.environ.get("KERAS_BACKEND", "tensorflow") != "tensorflow",
+                    reason="this is the outer (TensorFlow) run")
+def test_xla_export_under_the_jax_backend(tmp_path):
+    script = (
+        "import numpy as np, tensorflow as tf\n"
+        "from kronecker_zoo import models\n"
+        "from kronecker_zoo.export import to_xla\n"
+        "m = models.get('kron_resnet_8')\n"
+        f"info = to_xla(m, {str(tmp_path / 'jx')!r})\n"
+        "x = np.random.default_rng(0).uniform(0, 255, (1, 28, 28, 1)).astype('float32')\n"
+        "want = np.asarray(m(x, training=False))\n"
+        "loaded = tf.saved_model.load(info.directory)  # keep it alive: it owns the variables\n"
+        "got = loaded.serve(x).numpy()\n"
+        "assert np.max(np.abs(got - want)) <= 1e-4 * np.max(np.abs(want)), (got, want)\n"
+        "assert 'stablehlo' in open(info.stablehlo_path).read()\n"
+        "assert 'HloModule' in open(info.hlo_path).read()\n"
+        "print('JAX-XLA-OK', info.backend)\n"
+    )
+    env = dict(os.environ, KERAS_BACKEND="jax", JAX_PLATFORMS="cpu", PYTHONPATH=ROOT)
+    result = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=env,
+                            capture_output=True, text=True, timeout=600)
+    assert "JAX-XLA-OK jax" in result.stdout, result.stderr[-3000:]
+
+
+# -- XLA training ------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", models.list_models())
+def test_jit_compiled_training_steps(name):
+    keras.utils.set_random_seed(0)
+    model = models.get(name)
+    rng = np.random.default_rng(0)
+    x = rng.uniform(0, 255, (4,) + tuple(model.input_shape[1:])).astype("float32")
+    label_shape = (4,) if _task(name) == "classification" else (4,) + x.shape[1:3]
+    y = rng.integers(0, model.output_shape[-1], label_shape)
+    model.compile(optimizer=keras.optimizers.Adam(1e-3),
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                  jit_compile=True)
+    assert model.jit_compile
+    before = [np.array(w) for w in model.trainable_weights]
+    history = model.fit(x, y, batch_size=2, epochs=1, shuffle=False, verbose=0)  # 2 steps
+    assert np.all(np.isfinite(history.history["loss"]))
+    changed = [not np.array_equal(b, np.array(w)) for b, w in zip(before, model.trainable_weights)]
+    assert sum(changed) >= 0.9 * len(changed)
+
+
+# -- command-line tools ------------------------------------------------------------------
+
+
+def _tool(name):
+    spec = importlib.util.spec_from_file_location(f"tflite_{name}",
+                                                  os.path.join(ROOT, "tflite", f"{name}.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.slow
+def test_command_line_tools(tmp_path, capsys):
+    out = str(tmp_path / "r8.tflite")
+    assert _tool("convert").main(["--model", "resnet_8", "--weights", "fashion_mnist",
+                                  "--quantization", "int8", "--out", out,
+                                  "--calibration-examples", "64", "--verify", "100"]) == 0
+    text = capsys.readouterr().out
+    assert "int8" in text and "op check: OK" in text and "PASSED" in text
+    assert _tool("convert").main(["--model", "resnet_8", "--out", out]) == 2  # exists
+    assert "already exists" in capsys.readouterr().err
+    assert _tool("verify").main(["--model", "resnet_8", "--tflite", out,
+                                 "--examples", "100"]) == 0
+    assert "CONV_2D" in capsys.readouterr().out
+    assert _tool("benchmark").main(["--tflite", out, "--runs", "3", "--warmup", "1"]) == 0
+    assert "| r8.tflite | int8 |" in capsys.readouterr().out
+    assert _tool("benchmark").main(["--compare", "resnet_8", "lowrank_resnet_8",
+                                    "--examples", "64", "--runs", "3", "--warmup", "1"]) == 0
+    table = capsys.readouterr().out
+    assert "| | `resnet_8` | `lowrank_resnet_8` |" in table
+    for row in ("float32 file size", "int8 latency, 2 threads", "int8 accuracy (LiteRT)"):
+        assert f"| {row} |" in table

@@ -1,0 +1,112 @@
+"""Float-exact int8 rewrites (BatchNormalization as a depthwise conv, Kronecker range
+equalisation), checked against np.kron and the unrewritten model."""
+
+import keras
+import numpy as np
+import pytest
+
+from kronecker_zoo import kernels, models
+from kronecker_zoo.export import tflite_op_counts, to_tflite, verify_tflite
+from kronecker_zoo.export.int8_rewrites import int8_rewrites
+from kronecker_zoo.layers import KroneckerConv2D
+
+
+def test_channel_scales_recover_an_additive_log_grid():
+    rng = np.random.default_rng(0)
+    a0, a1, a2 = rng.normal(size=4), rng.normal(size=3), rng.normal(size=2)
+    log_values = (a0[:, None, None] + a1[None, :, None] + a2[None, None, :] + 0.7).ravel()
+    scales = kernels.kronecker_channel_scales(log_values, (4, 3, 2))
+    assert [s.shape for s in scales] == [(4,), (3,), (2,)]
+    product = np.kron(np.kron(scales[0], scales[1]), scales[2])
+    np.testing.assert_allclose(product, np.exp(log_values - log_values.mean()), rtol=1e-12)
+    for s in scales:
+        assert np.exp(np.log(s).mean()) == pytest.approx(1.0)
+
+
+def test_channel_scales_are_the_least_squares_fit():
+    rng = np.random.default_rng(1)
+    log_values = rng.normal(size=12)
+    scales = kernels.kronecker_channel_scales(log_values, (3, 4))
+    fit = np.log(np.kron(scales[0], scales[1]))
+    # least squares of log_values - mean over the additive model: compare with lstsq
+    design = np.concatenate([np.kron(np.eye(3), np.ones((4, 1))),
+                             np.kron(np.ones((3, 1)), np.eye(4)),
+                             np.ones((12, 1))], axis=1)
+    coef, *_ = np.linalg.lstsq(design, log_values, rcond=None)
+    np.testing.assert_allclose(fit, design @ coef - (design @ coef).mean(), atol=1e-12)
+
+
+def _kron_bn_model(seed=0):
+    inputs = keras.Input((12, 12, 16))
+    x = KroneckerConv2D(16, 9, factors=[(3, 3, 4, 4), (3, 3, 4, 4)], rank=2, use_bias=True,
+                        execution="factored", name="kron")(inputs)
+    x = keras.layers.BatchNormalization(name="kron_bn")(x)
+    x = keras.layers.ReLU()(x)
+    x = keras.layers.Conv2D(8, 3, padding="same", name="conv")(x)
+    x = keras.layers.BatchNormalization(name="conv_bn")(x)
+    model = keras.Model(inputs, x, name="kron_bn_model")
+    rng = np.random.default_rng(seed)
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            n = layer.moving_mean.shape[0]
+            layer.moving_mean.assign(rng.normal(size=n).astype("float32"))
+            layer.moving_variance.assign(np.exp(rng.normal(0, 1.5, n)).astype("float32"))
+            layer.gamma.assign(rng.uniform(0.5, 2, n).astype("float32"))
+            layer.beta.assign(rng.normal(size=n).astype("float32"))
+    kron = model.get_layer("kron")
+    kron.bias.assign(rng.normal(size=16).astype("float32"))
+    return model
+
+
+def test_rewrites_keep_the_function_and_restore_the_weights():
+    model = _kron_bn_model()
+    x = np.random.default_rng(2).normal(size=(3, 12, 12, 16)).astype("float32")
+    before = model(x, training=False).numpy()
+    weights = [np.array(w) for w in model.weights]
+    with int8_rewrites(model) as rewritten:
+        assert rewritten == ["kron_bn"]  # conv_bn folds into its Conv2D anyway
+        factors = [np.array(f) for f in model.get_layer("kron").factor_weights]
+        assert not np.allclose(factors[0], weights[0])  # ranges equalised
+        during = model(x, training=False).numpy()
+    after = model(x, training=False).numpy()
+    scale = np.abs(before).max()
+    assert np.abs(during - before).max() <= 1e-5 * scale
+    np.testing.assert_array_equal(after, before)
+    for w, value in zip(model.weights, weights):
+        np.testing.assert_array_equal(np.array(w), value)
+
+
+def test_rewrites_restore_the_weights_on_error():
+    model = _kron_bn_model()
+    weights = [np.array(w) for w in model.weights]
+    with pytest.raises(RuntimeError):
+        with int8_rewrites(model):
+            raise RuntimeError("boom")
+    for w, value in zip(model.weights, weights):
+        np.testing.assert_array_equal(np.array(w), value)
+    assert "call" not in model.get_layer("kron_bn").__dict__
+
+
+def test_int8_file_runs_the_batchnorm_as_a_depthwise_conv(tmp_path):
+    model = models.get("kron_resnet_8", weights="fashion_mnist")
+    images = np.random.default_rng(0).uniform(0, 255, (64, 28, 28, 1)).astype("float32")
+    int8 = to_tflite(model, tmp_path / "i8.tflite", quantization="int8",
+                     representative_data=images)
+    f32 = to_tflite(model, tmp_path / "f32.tflite")
+    # 6 KroneckerConv2D, each followed by a BatchNormalization
+    assert tflite_op_counts(int8).get("DEPTHWISE_CONV_2D", 0) == 6
+    assert "DEPTHWISE_CONV_2D" not in tflite_op_counts(f32)  # float files are untouched
+    report = verify_tflite(model, int8, images[:16])
+    assert report.sqnr_db > 20, str(report)
+
+
+@pytest.mark.slow
+def test_kron_resnet_int8_agrees_with_keras_on_the_whole_test_set(tmp_path):
+    from kronecker_zoo import data
+
+    model = models.get("kron_resnet_8", weights="fashion_mnist")
+    images, labels = data.fashion_mnist("test")
+    int8 = to_tflite(model, tmp_path / "i8.tflite", quantization="int8")  # default calibration
+    report = verify_tflite(model, int8, images, labels)
+    assert report.passed and report.agreement >= 0.99, str(report)
+    assert report.tflite_accuracy >= report.keras_accuracy - 0.005, str(report)

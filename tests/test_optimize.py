@@ -1,0 +1,402 @@
+"""tfmot on zoo models: the tf_keras bridge, quantization-aware training, pruning.
+
+Fast tests check the bridge (every registry model's tf_keras twin computes the
+same function with the same weights, gradients included), the errors, and the
+structure of the QAT and pruned twins. The slow tests fine-tune the pretrained
+kron_resnet_8 (and resnet_8) briefly on a Fashion-MNIST train subset and score
+2,000 test images: QAT int8 TFLite vs float Keras vs post-training int8, and 50%
+magnitude pruning (sparsity of the kernels, accuracy, zeros in the .tflite).
+"""
+
+import time
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+import tf_keras
+
+from kronecker_zoo import data, models, optimize
+from kronecker_zoo.export import tflite_quantization, to_tflite, verify_tflite
+from kronecker_zoo.layers import KroneckerConv2D
+from kronecker_zoo.tf_keras_bridge import (
+    BridgedLayer,
+    UnsupportedLayerError,
+    copy_weights,
+    to_tf_keras,
+    unwrap,
+)
+
+
+def _np(x):
+    return np.asarray(keras.ops.convert_to_numpy(x))
+
+
+def _pixels(shape, seed=0):
+    return np.random.default_rng(seed).uniform(0, 255, shape).astype("float32")
+
+
+def _randomize(model, seed=0):
+    """Every weight random (BN statistics too), so no weight is trivially 0 or 1."""
+    rng = np.random.default_rng(seed)
+    model.set_weights([
+        np.abs(rng.normal(1.0, 0.3, w.shape)).astype("float32") if "variance" in w.path
+        else (w.numpy() + rng.normal(0, 0.05, w.shape)).astype("float32")
+        for w in model.weights])
+    return model
+
+
+def _sample_shape(model):
+    return tuple(d or 37 for d in model.input_shape[1:])
+
+
+def _rel_error(a, b):
+    a, b = _np(a), _np(b)
+    return float(np.max(np.abs(a - b)) / max(np.max(np.abs(a)), 1e-12))
+
+
+# -- the bridge ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", models.list_models())
+def test_twin_matches_every_registry_model(name):
+    model = _randomize(models.get(name))
+    twin = to_tf_keras(model)
+    assert isinstance(twin, tf_keras.Model)
+    assert [layer.name for layer in twin.layers] == [layer.name for layer in model.layers]
+    for layer in model.layers:
+        k3 = [_np(v) for v in (layer.variables if type(layer).__module__.startswith(
+            "kronecker_zoo") else layer.weights)]
+        tk = twin.get_layer(layer.name)
+        tk = ([t.numpy() for _, t in tk.variable_pairs] if isinstance(tk, BridgedLayer)
+              else [w.numpy() for w in tk.weights])
+        assert len(k3) == len(tk), layer.name
+        for a, b in zip(k3, tk):
+            np.testing.assert_array_equal(a, b)  # carried over exactly
+    assert twin.count_params() == model.count_params()
+    x = _pixels((2,) + _sample_shape(model))
+    assert _rel_error(model(x, training=False), twin(x, training=False)) < 1e-5
+
+
+def test_zoo_layers_become_bridged_layers():
+    twin = to_tf_keras(models.get("kron_resnet_8"))
+    kron = twin.get_layer("stage2_block1_conv1")
+    assert isinstance(kron, BridgedLayer) and isinstance(kron.source, KroneckerConv2D)
+    # One variable per factor, shaped as the Keras 3 factors; the kernels are the factors.
+    assert [tuple(t.shape) for _, t in kron.variable_pairs] == [
+        tuple(v.shape) for v in kron.source.factor_weights]
+    assert kron.kernel_variables == [t for _, t in kron.variable_pairs]
+    assert kron.get_prunable_weights() == kron.kernel_variables
+    assert type(twin.get_layer("stem_conv")) is tf_keras.layers.Conv2D
+    assert type(twin.get_layer("stem_bn")) is tf_keras.layers.BatchNormalization
+    assert type(twin.get_layer("normalize")) is tf_keras.layers.Rescaling
+
+
+@pytest.mark.parametrize("name", ["pool_segnet_small", "kron_context_net_basic"])
+def test_twin_with_unknown_input_size(name):
+    model = _randomize(models.get(name, input_shape=(None, None, 1)))
+    twin = to_tf_keras(model)
+    x = _pixels((1, 37, 45, 1))  # odd sizes: CropToMatch after the upsampling
+    assert _rel_error(model(x, training=False), twin(x, training=False)) < 1e-5
+
+
+def test_twin_gradients_match():
+    model = _randomize(models.get("kron_resnet_8"))
+    twin = to_tf_keras(model)
+    x, y = _pixels((4, 28, 28, 1)), np.arange(4)
+
+    def grads(m, variables):
+        with tf.GradientTape() as tape:
+            logits = m(x, training=True)
+            loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(y, logits))
+        return tape.gradient(loss, variables)
+
+    k3_vars = [v.value if hasattr(v, "value") else v for v in model.trainable_variables]
+    k3 = dict(zip([v.path for v in model.trainable_variables], grads(model, k3_vars)))
+    layer = twin.get_layer("stage1_block1_conv1")
+    pairs = layer.variable_pairs
+    tk = grads(twin, [t for _, t in pairs])
+    for (variable, _), g in zip(pairs, tk):
+        np.testing.assert_allclose(g.numpy(), _np(k3[variable.path]), rtol=1e-4, atol=1e-6)
+
+
+def test_copy_weights_round_trip():
+    model = models.get("kron_resnet_8")
+    twin = to_tf_keras(model)
+    rng = np.random.default_rng(3)
+    twin.set_weights([w + rng.normal(0, 0.05, w.shape).astype("float32")
+                      for w in twin.get_weights()])
+    x = _pixels((2, 28, 28, 1))
+    assert _rel_error(model(x, training=False), twin(x, training=False)) > 1e-3
+    copy_weights(twin, model)
+    assert _rel_error(model(x, training=False), twin(x, training=False)) < 1e-5
+    mismatched = models.get("kron_resnet_8", num_classes=3)
+    with pytest.raises(ValueError, match="predictions"):
+        copy_weights(twin, mismatched)
+
+
+def test_twin_serializes():
+    twin = to_tf_keras(_randomize(models.get("kron_context_net_basic")))
+    clone = tf_keras.models.clone_model(twin)  # through get_config / from_config
+    clone.set_weights(twin.get_weights())
+    x = _pixels((1, 64, 64, 1))
+    assert _rel_error(twin(x), clone(x)) < 1e-6
+
+
+@keras.saving.register_keras_serializable(package="test_optimize")
+class Doubler(keras.layers.Layer):
+    """A non-zoo custom layer written with keras.ops."""
+
+    def build(self, input_shape):
+        self.scale = self.add_weight(shape=(input_shape[-1],), initializer="ones")
+
+    def call(self, inputs):
+        return keras.ops.multiply(inputs, 2.0 * self.scale)
+
+
+def _custom_model():
+    inputs = keras.Input((8, 8, 2), name="pixels")
+    x = keras.layers.Conv2D(4, 3, name="conv")(inputs)
+    return keras.Model(inputs, Doubler(name="double")(x))
+
+
+def test_unsupported_layers_are_named():
+    with pytest.raises(UnsupportedLayerError, match=r"'double'.*Doubler.*custom_layers"):
+        to_tf_keras(_custom_model())
+    model = _custom_model()
+    twin = to_tf_keras(model, custom_layers=(Doubler,))
+    x = _pixels((1, 8, 8, 2))
+    assert _rel_error(model(x), twin(x)) < 1e-6
+
+    inputs = keras.Input((5, 3))
+    lstm = keras.Model(inputs, keras.layers.LSTM(4, name="recurrent")(inputs))
+    with pytest.raises(UnsupportedLayerError, match=r"'recurrent'.*LSTM"):
+        to_tf_keras(lstm)
+
+    class Subclassed(keras.Model):
+        def call(self, x):
+            return x
+
+    with pytest.raises(UnsupportedLayerError, match="functional"):
+        to_tf_keras(Subclassed())
+
+
+def test_keras3_only_options_are_refused():
+    inputs = keras.Input((6,))
+    dense = keras.layers.Dense(4, name="adapted")
+    model = keras.Model(inputs, dense(inputs))
+    dense.enable_lora(2)
+    with pytest.raises(UnsupportedLayerError, match=r"'adapted'.*lora_rank"):
+        to_tf_keras(model)
+
+
+# -- quantization-aware training (structure) --------------------------------------------
+
+
+def test_quantize_aware_structure_and_step():
+    model = models.get("kron_resnet_8", execution="materialized")
+    qat = optimize.quantize_aware(model)
+    wrappers = {unwrap(layer).name: layer for layer in qat.layers
+                if isinstance(layer, tf_keras.layers.Wrapper)}
+    kron = wrappers["stage1_block1_conv1"]
+    assert isinstance(kron.quantize_config, optimize.BridgedQuantizeConfig)
+    # Kronecker factors fake-quantized; output left to the BatchNormalization after it.
+    assert len(kron._weight_vars) == len(kron.layer.kernel_variables) == 2
+    assert kron.quantize_config.quantize_output is False
+    assert wrappers["stage1_block1_1_bn"].quantize_config.get_config() == {
+        "quantize_output": True}
+    # Weights carried over exactly.
+    np.testing.assert_array_equal(
+        kron.layer.kernel_variables[0].numpy(),
+        _np(model.get_layer("stage1_block1_conv1").factor_weights[0]))
+    optimize.compile_for_finetuning(qat)
+    history = qat.fit(_pixels((32, 28, 28, 1)), np.arange(32) % 10, batch_size=16,
+                      epochs=1, verbose=0)
+    assert np.isfinite(history.history["loss"][-1])
+
+
+FAMILY_MODELS = ["resnet_8", "lowrank_resnet_8", "separable_resnet_8", "drn_8",
+                 "context_net_basic", "kron_context_net_basic", "dilated_fcn_small",
+                 "pool_segnet_small"]
+
+
+@pytest.mark.parametrize("name", FAMILY_MODELS)
+def test_quantize_and_prune_every_family(name):
+    """QAT and pruning twins build and run for one model of every family."""
+    model = models.get(name)
+    x = _pixels((1,) + _sample_shape(model))
+    qat = optimize.quantize_aware(model)
+    assert qat(x, training=False).shape == model.output_shape[:0] + (1,) + model.output_shape[1:]
+    pruned = optimize.prune(model, 0.5)
+    assert optimize.pruned_layers(pruned)
+    assert _rel_error(model(x, training=False), pruned(x, training=False)) < 1e-5
+
+
+def test_quantize_aware_unsupported_layer():
+    inputs = keras.Input((8, 8, 2))
+    a = keras.layers.Conv2D(2, 3, padding="same", name="conv")(inputs)
+    out = keras.layers.Multiply(name="gate")([a, inputs])
+    with pytest.raises(UnsupportedLayerError, match=r"quantize layer 'gate'.*Multiply"):
+        optimize.quantize_aware(keras.Model(inputs, out))
+
+
+# -- pruning (structure) ----------------------------------------------------------------
+
+
+def test_prune_structure_sparsity_and_restore():
+    model = _randomize(models.get("kron_resnet_8", execution="materialized"))
+    pruned = optimize.prune(model, 0.5, frequency=1)  # ConstantSparsity from step 0
+    names = optimize.pruned_layers(pruned)
+    kron_names = [layer.name for layer in model.layers if isinstance(layer, KroneckerConv2D)]
+    assert set(kron_names) <= set(names)
+    assert "stem_conv" not in names and "predictions" not in names  # first and last
+    optimize.compile_for_finetuning(pruned)
+    pruned.fit(_pixels((32, 28, 28, 1)), np.arange(32) % 10, batch_size=16, epochs=1,
+               verbose=0, callbacks=optimize.pruning_callbacks())
+    stripped = optimize.strip_pruning(pruned)
+    assert not any(isinstance(layer, tf_keras.layers.Wrapper) for layer in stripped.layers)
+    fractions = optimize.sparsity(stripped, names)
+    assert fractions["total"] >= 0.49
+    assert all(fractions[name] >= 0.49 for name in names)
+    assert fractions["stem_conv"] == 0.0
+    restored = optimize.restore_weights(stripped, models.get("kron_resnet_8"))
+    factors = _np(restored.get_layer(kron_names[0]).factor_weights[0])
+    assert np.mean(factors == 0) >= 0.49
+    x = _pixels((2, 28, 28, 1))
+    assert _rel_error(restored(x, training=False), stripped(x, training=False)) < 1e-5
+
+
+def test_prune_arguments():
+    model = models.get("resnet_8")
+    with pytest.raises(ValueError, match="target_sparsity"):
+        optimize.prune(model, 1.0)
+    with pytest.raises(ValueError, match="end_step"):
+        optimize.prune(model, 0.5, begin_step=10, end_step=5)
+    with pytest.raises(ValueError, match="nope"):
+        optimize.prune(model, 0.5, layers=["nope"])
+    with pytest.raises(ValueError, match="stem_bn"):
+        optimize.prune(model, 0.5, layers=["stem_bn"])
+    every = optimize.prune(model, 0.5, keep_first_and_last=False)
+    assert {"stem_conv", "predictions"} <= set(optimize.pruned_layers(every))
+
+
+# -- slow: pretrained classifiers, Fashion-MNIST -------------------------------------------
+
+TRAIN_SEED = 0
+TEST_IMAGES = 2000
+
+
+@pytest.fixture(scope="module")
+def fashion():
+    """(train images, train labels) shuffled with a fixed seed; the first 2,000 test images."""
+    x, y = data.fashion_mnist("train")
+    order = np.random.default_rng(TRAIN_SEED).permutation(len(x))
+    xt, yt = data.fashion_mnist("test")
+    return (x[order].astype("float32"), y[order],
+            xt[:TEST_IMAGES].astype("float32"), yt[:TEST_IMAGES])
+
+
+def _keras_accuracy(model, x, y):
+    return float(np.mean(np.argmax(_np(model.predict(x, batch_size=500, verbose=0)), -1) == y))
+
+
+def _qat_vs_ptq(name, fashion, tmp_path, train_images=4000):
+    x, y, xt, yt = fashion
+    calibration = x[-256:]  # not among the fine-tuning images
+    overrides = {"execution": "materialized"} if name.startswith("kron") else {}
+    model = models.get(name, weights="fashion_mnist", **overrides)
+    float_accuracy = _keras_accuracy(model, xt, yt)
+
+    ptq = to_tflite(model, tmp_path / "ptq.tflite", quantization="int8",
+                    representative_data=calibration)
+    ptq_accuracy = verify_tflite(model, ptq, xt, yt).tflite_accuracy
+
+    tf_keras.utils.set_random_seed(0)
+    qat = optimize.quantize_aware(model)
+    optimize.compile_for_finetuning(qat, learning_rate=1e-4)
+    qat.fit(x[:train_images], y[:train_images], batch_size=64, epochs=1, verbose=0)
+    exported = to_tflite(qat, tmp_path / "qat.tflite", quantization="int8",
+                         representative_data=calibration)
+    assert tflite_quantization(exported) == "int8"
+    report = verify_tflite(qat, exported, xt, yt)
+    qat_accuracy = report.tflite_accuracy
+    print(f"\n{name}: float Keras {100 * float_accuracy:.2f}%, post-training int8 "
+          f"{100 * ptq_accuracy:.2f}%, QAT int8 TFLite {100 * qat_accuracy:.2f}% (QAT Keras "
+          f"{100 * report.keras_accuracy:.2f}%, top-1 agreement {100 * report.agreement:.2f}%), "
+          f"{exported.size_bytes:,} B, ops {exported.ops}")
+    assert qat_accuracy >= float_accuracy - 0.01
+    # "Not worse than post-training int8", to the resolution of 2,000 images: both are
+    # within a few images of float here, and 5 images (0.25 points) is well inside the
+    # run-to-run spread of either (calibration set, fine-tuning order).
+    assert qat_accuracy >= ptq_accuracy - 0.0025
+    return float_accuracy, ptq_accuracy, qat_accuracy
+
+
+@pytest.mark.slow
+def test_qat_int8_kron_resnet_8(fashion, tmp_path):
+    start = time.perf_counter()
+    _qat_vs_ptq("kron_resnet_8", fashion, tmp_path)
+    print(f"  took {time.perf_counter() - start:.0f} s")
+
+
+@pytest.mark.slow
+def test_qat_int8_resnet_8(fashion, tmp_path):
+    _qat_vs_ptq("resnet_8", fashion, tmp_path)
+
+
+def _tflite_weight_zeros(path):
+    """Fraction of zeros over the float weight tensors (rank >= 2) stored in the file."""
+    from ai_edge_litert import schema_py_generated as schema
+
+    with open(path, "rb") as f:
+        buf = f.read()
+    model = schema.Model.GetRootAs(buf, 0)
+    graph = model.Subgraphs(0)
+    zeros = total = 0
+    for i in range(graph.TensorsLength()):
+        tensor = graph.Tensors(i)
+        data_ = model.Buffers(tensor.Buffer()).DataAsNumpy()
+        if (tensor.Type() != schema.TensorType.FLOAT32 or tensor.ShapeLength() < 2
+                or isinstance(data_, int) or not len(data_)):
+            continue
+        values = np.frombuffer(data_.tobytes(), np.float32)
+        zeros += int(np.sum(values == 0))
+        total += values.size
+    return zeros / total
+
+
+@pytest.mark.slow
+def test_prune_half_kron_resnet_8(fashion, tmp_path):
+    start = time.perf_counter()
+    x, y, xt, yt = fashion
+    n, epochs, batch = 8000, 2, 64
+    steps = epochs * (-(-n // batch))
+    model = models.get("kron_resnet_8", weights="fashion_mnist", execution="materialized")
+    float_accuracy = _keras_accuracy(model, xt, yt)
+
+    tf_keras.utils.set_random_seed(0)
+    pruned = optimize.prune(model, 0.5, begin_step=0, end_step=int(0.3 * steps),
+                            frequency=steps // 20)
+    optimize.compile_for_finetuning(pruned, learning_rate=5e-4)
+    pruned.fit(x[:n], y[:n], batch_size=batch, epochs=epochs, verbose=0,
+               callbacks=optimize.pruning_callbacks())
+    stripped = optimize.strip_pruning(pruned)
+    names = optimize.pruned_layers(pruned)
+    fractions = optimize.sparsity(stripped, names)
+    every_kernel = optimize.sparsity(stripped)["total"]
+    assert fractions["total"] >= 0.49
+
+    sparse = optimize.restore_weights(stripped, models.get("kron_resnet_8"))
+    pruned_accuracy = _keras_accuracy(sparse, xt, yt)
+    exported = to_tflite(stripped, tmp_path / "pruned.tflite")
+    report = verify_tflite(stripped, exported, xt, yt)
+    file_zeros = _tflite_weight_zeros(exported)
+    print(f"\nkron_resnet_8 pruned: {100 * fractions['total']:.1f}% zeros in the pruned "
+          f"kernels ({len(names)} layers), {100 * every_kernel:.1f}% over every kernel, "
+          f"{100 * file_zeros:.1f}% of the .tflite float weights; accuracy float "
+          f"{100 * float_accuracy:.2f}% -> pruned {100 * pruned_accuracy:.2f}% (Keras 3), "
+          f"{100 * report.tflite_accuracy:.2f}% (TFLite); took "
+          f"{time.perf_counter() - start:.0f} s")
+    assert pruned_accuracy >= float_accuracy - 0.02
+    assert report.passed and abs(report.tflite_accuracy - pruned_accuracy) <= 0.001
+    assert file_zeros >= every_kernel - 0.01  # the file keeps the zeros

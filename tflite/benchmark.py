@@ -1,0 +1,69 @@
+"""LiteRT latency of .tflite files, or a side-by-side comparison of registry models.
+
+    python tflite/benchmark.py --tflite kron_resnet_8_int8.tflite resnet_8_int8.tflite
+    python tflite/benchmark.py --compare kron_resnet_8 resnet_8
+    python tflite/benchmark.py --compare kron_resnet_8 resnet_8 --examples 1000 --runs 50
+
+Latency: median over --runs invokes (after --warmup untimed ones) of the LiteRT
+interpreter with its default XNNPACK delegate, at each of --threads (default 1 and 2).
+--compare exports every model in float32 and int8 (published weights where there are),
+verifies both against Keras on the test set and prints a Markdown table: file size,
+latency per thread count, accuracy of the Keras model and of each export.
+Timings are wall-clock on this machine: other busy processes inflate them.
+"""
+
+import argparse
+import os
+import sys
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from kronecker_zoo.export import benchmark_tflite, tflite_quantization, zoo  # noqa: E402
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     epilog="\n".join(__doc__.splitlines()[1:]))
+    what = parser.add_mutually_exclusive_group(required=True)
+    what.add_argument("--tflite", nargs="+", metavar="FILE", help=".tflite files to time")
+    what.add_argument("--compare", nargs="+", metavar="NAME",
+                      help="registry models to export, verify and time side by side")
+    parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--runs", type=int, default=100)
+    parser.add_argument("--warmup", type=int, default=20)
+    parser.add_argument("--examples", type=int, default=None,
+                        help="--compare: first N test images for accuracy (default: all)")
+    parser.add_argument("--out-dir", default=None,
+                        help="--compare: keep the .tflite files here (default: discard)")
+    return parser
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    if args.tflite:
+        header = "| file | quantization | size | " + " | ".join(
+            f"{t} thread{'s' if t > 1 else ''}" for t in args.threads) + " |"
+        print(header)
+        print("|---|---|---:|" + "---:|" * len(args.threads))
+        for path in args.tflite:
+            result = benchmark_tflite(path, threads=args.threads, runs=args.runs,
+                                      warmup=args.warmup)
+            print(f"| {os.path.basename(path)} | {tflite_quantization(path)} | "
+                  f"{os.path.getsize(path) / 1024:.1f} KiB | "
+                  + " | ".join(f"{result[t]['median_ms']:.3f} ms" for t in args.threads)
+                  + " |")
+        return 0
+    if args.out_dir:
+        os.makedirs(args.out_dir, exist_ok=True)
+    rows = zoo.compare(args.compare, threads=args.threads, runs=args.runs,
+                       warmup=args.warmup, examples=args.examples, directory=args.out_dir,
+                       verbose=True)
+    print()
+    print(zoo.markdown_table(rows))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
