@@ -7,8 +7,10 @@ from kronecker_zoo.layers.kronecker_conv import KroneckerConv2D
 from kronecker_zoo.layers.kronecker_dense import KroneckerDense
 from kronecker_zoo.layers.kronecker_identity import KroneckerIdentity
 from kronecker_zoo.layers.low_rank_conv import LowRankConv2D
+from kronecker_zoo.layers.upsampling import BilinearUpSampling2D
 
 __all__ = [
+    "BilinearUpSampling2D",
     "ContextIdentity",
     "ContextModule",
     "CropToMatch",

@@ -23,6 +23,7 @@ Input: raw pixels `(batch, H, W, channels)` in [0, 255]. Output: logits
 import keras
 
 from kronecker_zoo.layers import (
+    BilinearUpSampling2D,
     ContextIdentity,
     ContextModule,
     CropToMatch,
@@ -55,7 +56,7 @@ def front_end(x, front_channels, context_channels):
 def segmentation_head(x, inputs, num_classes):
     """1x1 logits, x2 bilinear upsampling, crop to the input's height and width."""
     x = keras.layers.Conv2D(num_classes, 1, name="logits")(x)
-    x = keras.layers.UpSampling2D(2, interpolation="bilinear", name="upsample")(x)
+    x = BilinearUpSampling2D(2, name="upsample")(x)
     return CropToMatch(name="crop")([x, inputs])
 
 

@@ -14,7 +14,7 @@ features `(batch, H, W, width)`.
 
 import keras
 
-from kronecker_zoo.layers import CropToMatch
+from kronecker_zoo.layers import BilinearUpSampling2D, CropToMatch
 from kronecker_zoo.models.blocks import bn_relu, dense_conv, model_input, normalize_pixels
 
 
@@ -40,7 +40,7 @@ def pool_segnet(width=16, levels=2, input_shape=(64, 64, 1), num_classes=11,
     x = _double_conv(x, width * 2 ** levels, "bottleneck")
     for level in reversed(range(levels)):
         skip = skips[level]
-        x = keras.layers.UpSampling2D(2, interpolation="bilinear", name=f"dec{level + 1}_up")(x)
+        x = BilinearUpSampling2D(2, name=f"dec{level + 1}_up")(x)
         x = CropToMatch(name=f"dec{level + 1}_crop")([x, skip])
         x = keras.layers.Concatenate(name=f"dec{level + 1}_concat")([x, skip])
         x = _double_conv(x, width * 2 ** level, f"dec{level + 1}")
