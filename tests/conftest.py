@@ -5,6 +5,9 @@ import os
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+import warnings  # noqa: E402
+
+import pytest  # noqa: E402
 from hypothesis import settings  # noqa: E402
 
 settings.register_profile("ci", max_examples=25, deadline=None)
@@ -13,3 +16,17 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "slow: long-running tests (still part of the default suite)")
+
+
+@pytest.fixture(autouse=True)
+def _keep_working_directory(request):
+    """Put the working directory back if a test (or a library under it) moved it."""
+    before = os.getcwd()
+    yield
+    try:
+        moved = os.getcwd() != before
+    except FileNotFoundError:  # moved into a directory that is gone since
+        moved = True
+    if moved:
+        os.chdir(before)
+        warnings.warn(f"{request.node.nodeid} changed the working directory; restored")

