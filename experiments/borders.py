@@ -42,8 +42,6 @@ in every mode.
     python experiments/borders.py --out docs/experiments [--tiny] [--scenes N]
 """
 
-import argparse
-import json
 import os
 import sys
 
@@ -54,6 +52,7 @@ if __package__ in (None, ""):  # run as a script: make the repository root impor
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+from experiments.common import parser, report, write_json  # noqa: E402
 from experiments.translation_equivariance import (  # noqa: E402
     COLORS,
     FAILED_RUNS,
@@ -440,22 +439,15 @@ def run(out_dir, tiny=False, num_scenes=None):
                      "96x96 test scenes (items cut by the border)", results)
     _excess_figure(os.path.join(out_dir, figs[2]), results)
     results["figures"] = figs
-    with open(os.path.join(out_dir, f"{NAME}.json"), "w") as f:
-        json.dump(results, f, indent=2, sort_keys=True)
-        f.write("\n")
-    return results
+    return write_json(out_dir, NAME, results)
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", default="docs/experiments", help="output folder")
-    parser.add_argument("--tiny", action="store_true", help="small, fast run (tests)")
-    parser.add_argument("--scenes", type=int, default=None,
-                        help=f"number of test scenes (default {FULL_SCENES}, tiny {TINY_SCENES})")
-    args = parser.parse_args(argv)
-    result = run(args.out, tiny=args.tiny, num_scenes=args.scenes)
-    print(result["finding"])
-    print("wrote", os.path.join(args.out, f"{NAME}.json"), *result["figures"])
+    cli = parser(__doc__)
+    cli.add_argument("--scenes", type=int, default=None,
+                     help=f"number of test scenes (default {FULL_SCENES}, tiny {TINY_SCENES})")
+    args = cli.parse_args(argv)
+    report(args.out, NAME, run(args.out, tiny=args.tiny, num_scenes=args.scenes))
 
 
 if __name__ == "__main__":

@@ -21,9 +21,7 @@ with a plain NumPy tap-loop correlation and comparing to one correlation with th
     python experiments/cascade_identity.py --out docs/experiments [--tiny]
 """
 
-import argparse
 import functools
-import json
 import os
 import sys
 
@@ -32,6 +30,7 @@ import numpy as np
 if __package__ in (None, ""):  # run as a script: make the repository root importable
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from experiments.common import parser, report, write_json  # noqa: E402
 from experiments.kronecker_expressivity import kronecker_errors  # noqa: E402
 from kronecker_zoo import kernels as kz  # noqa: E402
 
@@ -400,20 +399,12 @@ def run(out_dir, tiny=False, seed=0):
     _error_figure(os.path.join(out_dir, figs[1]), bars)
     result["figures"] = figs
     result = _jsonable(result)
-    with open(os.path.join(out_dir, f"{NAME}.json"), "w") as f:
-        json.dump(result, f, indent=2, sort_keys=True)
-        f.write("\n")
-    return result
+    return write_json(out_dir, NAME, result)
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", default="docs/experiments", help="output folder")
-    parser.add_argument("--tiny", action="store_true", help="small, fast run (tests)")
-    args = parser.parse_args(argv)
-    result = run(args.out, tiny=args.tiny)
-    print(result["finding"])
-    print("wrote", os.path.join(args.out, f"{NAME}.json"), *result["figures"])
+    args = parser(__doc__).parse_args(argv)
+    report(args.out, NAME, run(args.out, tiny=args.tiny))
 
 
 if __name__ == "__main__":

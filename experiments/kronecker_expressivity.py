@@ -23,8 +23,6 @@ baseline is `LowRankConv2D`'s ``W[i, j, c, o] = sum_r V[i, c, r] H[j, r, o]``).
     python experiments/kronecker_expressivity.py --out docs/experiments [--tiny]
 """
 
-import argparse
-import json
 import math
 import os
 import sys
@@ -33,6 +31,8 @@ import numpy as np
 
 if __package__ in (None, ""):  # run as a script: make the repository root importable
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from experiments.common import parser, report, write_json  # noqa: E402
 
 NAME = "kronecker_expressivity"
 TRAINED = {  # group -> (model, weights tag, kernel shape, which kernels)
@@ -450,20 +450,12 @@ def run(out_dir, tiny=False, seed=0):
         "patches": patches, "trained": kernels, "equal_params": equal,
         "figures": figs,
     }
-    with open(os.path.join(out_dir, f"{NAME}.json"), "w") as f:
-        json.dump(result, f, indent=2, sort_keys=True, allow_nan=True)
-        f.write("\n")
-    return result
+    return write_json(out_dir, NAME, result)
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", default="docs/experiments", help="output folder")
-    parser.add_argument("--tiny", action="store_true", help="small, fast run (tests)")
-    args = parser.parse_args(argv)
-    result = run(args.out, tiny=args.tiny)
-    print(result["finding"])
-    print("wrote", os.path.join(args.out, f"{NAME}.json"), *result["figures"])
+    args = parser(__doc__).parse_args(argv)
+    report(args.out, NAME, run(args.out, tiny=args.tiny))
 
 
 if __name__ == "__main__":

@@ -18,8 +18,6 @@ memory (all of them for the Kronecker layers: k = 3, 9, 27, 81, 243).
     python experiments/parameter_scaling.py --out docs/experiments [--tiny]
 """
 
-import argparse
-import json
 import math
 import os
 import sys
@@ -28,6 +26,8 @@ import numpy as np
 
 if __package__ in (None, ""):  # run as a script: make the repository root importable
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from experiments.common import parser, report, write_json  # noqa: E402
 
 NAME = "parameter_scaling"
 CHANNELS = 64
@@ -206,20 +206,12 @@ def run(out_dir, tiny=False):
         "kronecker_factors": {str(k): [list(s) for s in kronecker_factors(k)] for k in extents},
         "figures": figs,
     }
-    with open(os.path.join(out_dir, f"{NAME}.json"), "w") as f:
-        json.dump(result, f, indent=2, sort_keys=True)
-        f.write("\n")
-    return result
+    return write_json(out_dir, NAME, result)
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", default="docs/experiments", help="output folder")
-    parser.add_argument("--tiny", action="store_true", help="small, fast run (tests)")
-    args = parser.parse_args(argv)
-    result = run(args.out, tiny=args.tiny)
-    print(result["finding"])
-    print("wrote", os.path.join(args.out, f"{NAME}.json"), *result["figures"])
+    args = parser(__doc__).parse_args(argv)
+    report(args.out, NAME, run(args.out, tiny=args.tiny))
 
 
 if __name__ == "__main__":

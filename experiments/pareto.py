@@ -30,7 +30,6 @@ also holds fronts computed within each epoch budget.
     python experiments/pareto.py --out docs/experiments [--tiny] [--no-latency]
 """
 
-import argparse
 import importlib.util
 import json
 import os
@@ -41,6 +40,11 @@ import tempfile
 import time
 
 import numpy as np
+
+if __package__ in (None, ""):  # run as a script: make the repository root importable
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from experiments.common import parser, report, write_json  # noqa: E402
 
 NAME = "pareto"
 FAMILIES = ("resnet", "kron_resnet", "lowrank_resnet", "separable_resnet", "drn")
@@ -570,27 +574,19 @@ def run(out_dir, tiny=False, latency=None, rounds=7, runs=200, warmup=20):
                   "epoch; compare points with equal epochs (fronts_by_epochs)",
         "figures": figures,
     }
-    with open(os.path.join(out_dir, f"{NAME}.json"), "w", encoding="utf-8") as f:
-        json.dump(result, f, indent=2, sort_keys=True)
-        f.write("\n")
-    return result
+    return write_json(out_dir, NAME, result)
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--out", default="docs/experiments")
-    parser.add_argument("--tiny", action="store_true")
-    parser.add_argument("--no-latency", action="store_true")
-    parser.add_argument("--rounds", type=int, default=7)
-    parser.add_argument("--runs", type=int, default=200)
-    args = parser.parse_args(argv)
-    result = run(args.out, tiny=args.tiny, latency=False if args.no_latency else None,
-                 rounds=args.rounds, runs=args.runs)
-    print(result["finding"])
-    print("wrote", ", ".join(os.path.join(args.out, f)
-                             for f in [f"{NAME}.json"] + result["figures"]))
+    cli = parser(__doc__)
+    cli.add_argument("--no-latency", action="store_true", help="skip the TFLite timings")
+    cli.add_argument("--rounds", type=int, default=7)
+    cli.add_argument("--runs", type=int, default=200)
+    args = cli.parse_args(argv)
+    report(args.out, NAME, run(args.out, tiny=args.tiny,
+                               latency=False if args.no_latency else None,
+                               rounds=args.rounds, runs=args.runs))
 
 
 if __name__ == "__main__":
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     main()

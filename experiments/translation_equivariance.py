@@ -32,8 +32,6 @@ on all 64x64 scene pixels:
     python experiments/translation_equivariance.py --out docs/experiments [--tiny]
 """
 
-import argparse
-import json
 import math
 import os
 import sys
@@ -44,6 +42,8 @@ if __package__ in (None, ""):  # run as a script: make the repository root impor
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from experiments.common import parser, report, write_json  # noqa: E402
 
 NAME = "translation_equivariance"
 WEIGHTS = "fashion_scenes"
@@ -320,22 +320,15 @@ def run(out_dir, tiny=False, num_scenes=None):
     _curves_figure(os.path.join(out_dir, figs[0]), result, list(shifts))
     _example_figure(os.path.join(out_dir, figs[1]), images[0, ..., 0], example_maps)
     result["figures"] = figs
-    with open(os.path.join(out_dir, f"{NAME}.json"), "w") as f:
-        json.dump(result, f, indent=2, sort_keys=True)
-        f.write("\n")
-    return result
+    return write_json(out_dir, NAME, result)
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", default="docs/experiments", help="output folder")
-    parser.add_argument("--tiny", action="store_true", help="small, fast run (tests)")
-    parser.add_argument("--scenes", type=int, default=None,
-                        help=f"number of test scenes (default {FULL_SCENES}, tiny {TINY_SCENES})")
-    args = parser.parse_args(argv)
-    result = run(args.out, tiny=args.tiny, num_scenes=args.scenes)
-    print(result["finding"])
-    print("wrote", os.path.join(args.out, f"{NAME}.json"), *result["figures"])
+    cli = parser(__doc__)
+    cli.add_argument("--scenes", type=int, default=None,
+                     help=f"number of test scenes (default {FULL_SCENES}, tiny {TINY_SCENES})")
+    args = cli.parse_args(argv)
+    report(args.out, NAME, run(args.out, tiny=args.tiny, num_scenes=args.scenes))
 
 
 if __name__ == "__main__":

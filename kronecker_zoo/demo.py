@@ -38,6 +38,17 @@ def _title(text):
     print(f"\n== {text}")
 
 
+def _median_ms(fn, runs=50, warmup=5):
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return 1000 * float(np.median(times))
+
+
 def seed_identity(rng):
     _title("1. Seed identity: 3x3 kernels at dilations 1, 3, 9 == one 27x27 Kronecker kernel")
     k0, k1, k2 = (rng.normal(size=(3, 3)) for _ in range(3))
@@ -92,13 +103,7 @@ def headline_layer(rng):
     times = {}
     for name, layer in layers.items():
         fn = _compiled(layer)
-        fn(x)
-        samples = []
-        for _ in range(5):
-            start = time.perf_counter()
-            _np(fn(x))
-            samples.append(time.perf_counter() - start)
-        times[name] = 1000 * float(np.median(samples))
+        times[name] = _median_ms(lambda: _np(fn(x)), runs=5, warmup=1)
     print(f"   forward: factored {times['factored']:.1f} ms, materialised "
           f"{times['materialized']:.1f} ms ({times['materialized'] / times['factored']:.1f}x); "
           "see benchmarks/ for the full table")
@@ -188,17 +193,6 @@ def pretrained():
     return name, model
 
 
-def _median_ms(fn, runs=50, warmup=5):
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return 1000 * float(np.median(times))
-
-
 def export_int8(name, model):
     from kronecker_zoo import export
 
@@ -223,7 +217,7 @@ def export_int8(name, model):
     keras_ms = _median_ms(lambda: model.predict_on_batch(one))
     print(f"   size: Keras weights {keras_bytes / 1024:.1f} KiB (float32), int8 .tflite "
           f"{info.size_bytes / 1024:.1f} KiB")
-    print(f"   latency, one image: Keras {keras_ms:.2f} ms (eager call), LiteRT int8 "
+    print(f"   latency, one image: Keras {keras_ms:.2f} ms (predict_on_batch), LiteRT int8 "
           f"{tflite_ms:.3f} ms (1 thread, XNNPACK)")
 
 

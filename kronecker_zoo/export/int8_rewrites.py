@@ -82,10 +82,6 @@ def _affine(bn):
 
 def _equalize(kron, sigma):
     """Divide ``kron``'s factors (and bias) by ``t``; returns ``t`` (per output channel)."""
-    from kronecker_zoo.layers import KroneckerConv2D
-
-    if not isinstance(kron, KroneckerConv2D):
-        return None
     outs = [int(f.shape[-1]) for f in kron.factor_weights]
     factor_scales = kernels.kronecker_channel_scales(np.log(sigma), outs)
     t = np.ones(())
@@ -118,17 +114,17 @@ def int8_rewrites(model):
     if not isinstance(model, keras.Model) or keras.backend.backend() != "tensorflow":
         yield []
         return
+    from kronecker_zoo.layers import KroneckerConv2D
+
     saved, patched = [], []
     try:
         for bn, producer in _unfoldable_batchnorms(model):
             scale, shift, sigma = _affine(bn)
-            if _sole_consumer(producer, bn) and hasattr(producer, "factor_weights"):
+            if isinstance(producer, KroneckerConv2D) and _sole_consumer(producer, bn):
                 variables = list(producer.factor_weights) + (
-                    [producer.bias] if getattr(producer, "use_bias", False) else [])
+                    [producer.bias] if producer.use_bias else [])
                 saved.append([(v, np.array(v)) for v in variables])
-                t = _equalize(producer, sigma)
-                if t is not None:
-                    scale = scale * t
+                scale = scale * _equalize(producer, sigma)
             bn.call = _depthwise_call(scale, shift)
             patched.append(bn)
         yield [bn.name for bn in patched]
