@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Sets up a fresh Debian machine for kronecker_zoo and runs one job.
 #   bash run.sh demo    the main job: a demo of what the library does, on real data
-#   bash run.sh test    the full test suite (what CI runs)
+#   bash run.sh test    the full test suite with TensorFlow's default CPU kernels, then
+#                       the training tests (-m training) again with TF_ENABLE_ONEDNN_OPTS=0,
+#                       TensorFlow's Eigen kernels, as on CPUs without oneDNN (what CI runs)
 #   bash run.sh bench   the speed benchmark of the factored execution
 # It installs what it needs: the Debian package dataset-fashion-mnist (as root),
 # a virtual environment in .venv, and the package with its test extras.
@@ -38,7 +40,15 @@ install_python
 export TF_CPP_MIN_LOG_LEVEL="${TF_CPP_MIN_LOG_LEVEL:-2}"
 case "$job" in
   demo)  exec .venv/bin/python -m kronecker_zoo.demo "$@" ;;
-  test)  exec .venv/bin/python -m pytest -q "$@" ;;
+  test)
+    status=0
+    .venv/bin/python -m pytest -q "$@" || status=$?
+    echo "== training tests again with TF_ENABLE_ONEDNN_OPTS=0 (TensorFlow's Eigen CPU kernels)"
+    rc=0
+    TF_ENABLE_ONEDNN_OPTS=0 .venv/bin/python -m pytest -q -m training "$@" || rc=$?
+    # 5: the arguments selected no training test, nothing to rerun
+    if [ "$rc" != 0 ] && [ "$rc" != 5 ]; then status=$rc; fi
+    exit "$status" ;;
   bench) exec .venv/bin/python benchmarks/kronecker_conv_speed.py "$@" ;;
   *) echo "usage: bash run.sh demo|test|bench" >&2; exit 2 ;;
 esac

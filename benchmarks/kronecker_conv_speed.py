@@ -10,13 +10,14 @@ variants alike), the forward pass and the forward+backward pass of:
 and prints each speedup over the materialised execution next to the ratio of
 multiply-accumulates. Target (issue 2): factored speedup >= 50% of the MAC ratio
 on the headline case (9x9 = 3x3 (x) 3x3, 64 -> 64 = 8 (x) 8, batch 8, 64x64).
-TensorFlow backend; graphs compiled with tf.function.
+TensorFlow backend; graphs compiled with tf.function. The first line says which
+CPU ran and which CPU kernels TensorFlow used (oneDNN or Eigen): run it with
+``TF_ENABLE_ONEDNN_OPTS=0`` and ``=1`` to measure both.
 """
 
 import argparse
 import json
 import os
-import platform
 import time
 
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
@@ -26,6 +27,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
+from kronecker_zoo import runtime  # noqa: E402
 from kronecker_zoo.layers import KroneckerConv2D  # noqa: E402
 
 CASES = [
@@ -104,8 +106,9 @@ def main():
     parser.add_argument("--cases", type=int, default=len(CASES),
                         help="run only the first N cases")
     args = parser.parse_args()
-    print(f"# {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
-          f"TF {tf.__version__}, Keras {keras.__version__}; median of {args.repeats} runs")
+    machine = runtime.describe()
+    print(f"# {machine}; TF {tf.__version__}, Keras {keras.__version__}; "
+          f"median of {args.repeats} runs")
     header = ("| case | params (kron / dense) | MAC ratio | fwd ms: factored / materialized / "
               "Conv2D | fwd speedup | % of MAC ratio | train ms: factored / materialized "
               "| train speedup | max rel. err |")
@@ -127,12 +130,16 @@ def main():
               f"{r['max_abs_err_rel']:.1e} |", flush=True)
     head = results[0]
     verdict = "meets" if head["fraction_of_mac_ratio"] >= 0.5 else "falls short of"
-    print(f"\nHeadline case: factored forward speedup {head['forward_speedup']:.1f}x is "
+    kernels = runtime.tensorflow_cpu_kernels()
+    print(f"\nHeadline case ({kernels} CPU kernels): factored forward speedup "
+          f"{head['forward_speedup']:.1f}x is "
           f"{100 * head['fraction_of_mac_ratio']:.0f}% of the MAC ratio "
           f"{head['mac_ratio']:.1f}x: {verdict} the 50% target.")
     if args.json:
         with open(args.json, "w") as f:
-            json.dump(results, f, indent=2)
+            json.dump({"machine": machine, "tensorflow_cpu_kernels": kernels,
+                       "tensorflow": tf.__version__, "keras": keras.__version__,
+                       "cases": results}, f, indent=2)
 
 
 if __name__ == "__main__":

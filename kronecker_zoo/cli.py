@@ -44,7 +44,18 @@ def _parser():
     return parser
 
 
+def _stdout_to_devnull():
+    """After a broken pipe: point stdout at /dev/null so the exit flush stays quiet."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (AttributeError, OSError, ValueError):  # stdout without a file descriptor
+        pass
+
+
 def main(argv=None):
+    """Run the command; 0 on success, 2 on a usage or model error, 1 if the reader of
+    stdout went away (e.g. ``| head -1``), quietly, as Python's docs recommend."""
     args = _parser().parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     from kronecker_zoo import models, report
@@ -72,6 +83,10 @@ def main(argv=None):
 
             for path in figures.write_all(args.directory):
                 print(path)
+        sys.stdout.flush()  # a closed pipe shows up here, not at interpreter exit
+    except BrokenPipeError:
+        _stdout_to_devnull()
+        return 1
     except (ValueError, ImportError, OSError) as error:
         print(f"kronecker-zoo: error: {error}", file=sys.stderr)
         return 2

@@ -18,6 +18,7 @@
    Keras on the whole test set, its size and latency next to the Keras model's.
 """
 
+import argparse
 import os
 import tempfile
 import time
@@ -204,7 +205,9 @@ def export_int8(name, model):
     x, y = kz.data.fashion_mnist("test")
     with tempfile.TemporaryDirectory() as tmp:
         info = export.to_tflite(model, os.path.join(tmp, f"{name}_int8.tflite"),
-                                quantization="int8")
+                                quantization="int8",
+                                representative_data=export.pretraining_calibration_data(
+                                    name, "fashion_mnist"))
         export.check_tflite_ops(info)
         print(f"   ops: {', '.join(info.ops)} (builtin only, no SPACE_TO_BATCH_ND)")
         report = export.verify_tflite(model, info, x, y)
@@ -221,7 +224,10 @@ def export_int8(name, model):
           f"{tflite_ms:.3f} ms (1 thread, XNNPACK)")
 
 
-def main():
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="python -m kronecker_zoo.demo", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.parse_args(argv)  # no options: --help prints the steps, unknown ones are errors
     rng = np.random.default_rng(0)
     images, labels = kz.data.fashion_mnist("test")
     images = images[:8]

@@ -39,12 +39,68 @@ def mean_iou(labels, predictions, num_classes):
     return float((tp[present] / union[present]).mean()) if present.any() else 0.0
 
 
+def _known_shape(model, attribute):
+    """``model.input_shape`` / ``output_shape`` as a tuple, or `None` if not one known."""
+    try:
+        shape = getattr(model, attribute)
+    except (AttributeError, ValueError):
+        return None
+    if not isinstance(shape, tuple) or not all(d is None or isinstance(d, int) for d in shape):
+        return None  # several inputs/outputs, or not built yet
+    return shape
+
+
+def _matches(shape, expected):
+    return len(shape) == len(expected) and all(
+        e is None or s == e for s, e in zip(shape, expected))
+
+
+def _check_inputs(model, images, labels):
+    """``(images, labels)`` checked against each other and the model before predicting;
+    a missing channel axis of size 1 is added, a trailing label axis of 1 dropped."""
+    if images.ndim == 0 or labels.ndim == 0:
+        raise ValueError(f"images and labels must be arrays with one entry per example; "
+                         f"got shapes {images.shape} and {labels.shape}")
+    if len(images) != len(labels):
+        raise ValueError(f"images and labels differ in length: {len(images)} images vs "
+                         f"{len(labels)} labels")
+    if len(images) == 0:
+        raise ValueError("images and labels are empty")
+    expected_in = _known_shape(model, "input_shape")
+    if expected_in is not None:
+        if expected_in[-1] == 1 and images.ndim == len(expected_in) - 1:
+            images = images[..., None]  # (N, H, W) grey images
+        if not _matches(images.shape[1:], expected_in[1:]):
+            raise ValueError(f"images of shape {images.shape} do not fit the model's input "
+                             f"shape {expected_in}")
+    out = _known_shape(model, "output_shape")
+    if out is not None:
+        if labels.ndim == len(out) and labels.shape[-1] == 1:
+            labels = labels[..., 0]
+        if not _matches(labels.shape[1:], out[1:-1]):
+            raise ValueError(f"labels of shape {labels.shape} do not match the model's "
+                             f"predictions, shape (N,) + {out[1:-1]} (logits {out})")
+    return images, labels
+
+
 def evaluate(model, images, labels, batch_size=256):
-    """``{"accuracy"}`` (and ``"miou"`` for per-pixel outputs) of ``model`` on raw pixels."""
-    logits = np.asarray(model.predict(np.asarray(images, "float32"), batch_size=batch_size,
+    """``{"accuracy"}`` (and ``"miou"`` for per-pixel outputs) of ``model`` on raw pixels.
+
+    ``labels``: class ids, one per image ``(N,)`` or per pixel ``(N, H, W)`` (a
+    trailing axis of size 1 is dropped). Lengths and shapes are checked first;
+    ``(N, H, W)`` images get the channel axis of a one-channel model.
+    """
+    images, labels = np.asarray(images), np.asarray(labels)
+    images, labels = _check_inputs(model, images, labels)
+    logits = np.asarray(model.predict(images.astype("float32"), batch_size=batch_size,
                                       verbose=0))
     predictions = np.argmax(logits, axis=-1)
-    result = {"accuracy": float((predictions == np.asarray(labels)).mean())}
+    if labels.shape != predictions.shape and labels.shape == predictions.shape + (1,):
+        labels = labels[..., 0]
+    if labels.shape != predictions.shape:
+        raise ValueError(f"labels of shape {labels.shape} do not match the predictions, "
+                         f"shape {predictions.shape}")
+    result = {"accuracy": float((predictions == labels).mean())}
     if predictions.ndim > 1:
         result["miou"] = mean_iou(labels, predictions, logits.shape[-1])
     return result

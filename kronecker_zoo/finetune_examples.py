@@ -66,13 +66,15 @@ def fine_tune_digits(name="resnet_8", steps=125, batch_size=32, learning_rate=5e
                      pretrained=True):
     """Held-out MNIST 5k accuracy after ``steps`` steps of ``model.fit``.
 
-    Starts from the model's ``fashion_mnist`` weights (new 10-way head, everything
-    trains) or, with ``pretrained=False``, from scratch. Returns a dict.
+    Starts from the model's ``fashion_mnist`` weights, Fashion-MNIST head included
+    (10 classes too: ``fresh_head=False``; everything trains), or, with
+    ``pretrained=False``, from scratch. Returns a dict.
     """
     keras.utils.set_random_seed(seed)
     x, y = data.mnist_5k("train", seed=seed)
     x_test, y_test = data.mnist_5k("test", seed=seed)
-    model = models.get(name, weights="fashion_mnist" if pretrained else None, num_classes=10)
+    model = models.get(name, weights="fashion_mnist" if pretrained else None, num_classes=10,
+                       fresh_head=False)
     _fit_steps(_short_run_batch_norm(model), x, y, steps, batch_size, learning_rate, seed)
     logits = model.predict(x_test.astype("float32"), batch_size=250, verbose=0)
     accuracy = float((np.argmax(logits, -1) == y_test).mean())

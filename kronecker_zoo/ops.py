@@ -31,7 +31,10 @@ PADDING_MODES = ("zeros", "reflect", "symmetric")
 
 
 def normalize_padding(padding, padding_mode="zeros"):
-    """Validate ``padding`` ("same"/"valid") and ``padding_mode``; return both."""
+    """Validate ``padding`` ("same"/"valid") and ``padding_mode``; return both.
+
+    ``padding_mode`` other than "zeros" needs ``padding="same"``.
+    """
     if not isinstance(padding, str) or padding.lower() not in PADDINGS:
         raise ValueError(
             f"`padding` must be one of {PADDINGS}. Received: padding={padding!r}"
@@ -40,6 +43,11 @@ def normalize_padding(padding, padding_mode="zeros"):
         raise ValueError(
             f"`padding_mode` must be one of {PADDING_MODES}. "
             f"Received: padding_mode={padding_mode!r}"
+        )
+    if padding.lower() == "valid" and padding_mode != "zeros":
+        raise ValueError(
+            f'`padding_mode` only applies to padding="same" ("valid" pads nothing). '
+            f"Received: padding={padding!r}, padding_mode={padding_mode!r}"
         )
     return padding.lower(), padding_mode
 
@@ -186,11 +194,42 @@ def dilated_conv2d(x, kernel, strides=(1, 1), dilation=(1, 1)):
     ``dilations`` runs (and exports) as one dilated CONV_2D.
     """
     if keras.backend.backend() == "tensorflow" and tuple(dilation) != (1, 1):
-        import tensorflow as tf
-
-        return tf.nn.conv2d(x, ops.cast(kernel, x.dtype), strides=[1, *strides, 1],
-                            padding="VALID", dilations=[1, *dilation, 1])
+        return _tf_native_dilated_conv2d(x, ops.cast(kernel, x.dtype), tuple(strides),
+                                         tuple(dilation))
     return ops.conv(x, kernel, strides=strides, padding="valid", dilation_rate=dilation)
+
+
+def _tf_native_dilated_conv2d(x, kernel, strides, dilation):
+    """TensorFlow: forward as one native dilated Conv2D, gradients on every CPU.
+
+    TensorFlow's Eigen CPU kernels (used wherever oneDNN is off: most AMD, older
+    Intel and ARM CPUs, or ``TF_ENABLE_ONEDNN_OPTS=0``) have no dilated
+    Conv2DBackpropInput / Conv2DBackpropFilter. The backward pass therefore
+    differentiates the same convolution as ``tf.nn.convolution`` lowers it
+    (SpaceToBatchND, undilated Conv2D, BatchToSpaceND), which has gradients on
+    every device. One convolution, two lowerings: the forward op is what exports
+    (a dilated CONV_2D in TFLite), the gradient is TensorFlow's own.
+    """
+    import tensorflow as tf
+
+    strides4, dilations4 = [1, *strides, 1], [1, *dilation, 1]
+
+    @tf.custom_gradient
+    def conv(x, kernel):
+        y = tf.nn.conv2d(x, kernel, strides=strides4, padding="VALID", dilations=dilations4)
+
+        def grad(dy):
+            with tf.GradientTape() as tape:
+                tape.watch([x, kernel])
+                # Only used for its gradient; the forward result is not needed and
+                # graph optimisation drops it under tf.function.
+                z = tf.nn.convolution(x, kernel, strides=list(strides), padding="VALID",
+                                      dilations=list(dilation))
+            return tape.gradient(z, [x, kernel], output_gradients=dy)
+
+        return y, grad
+
+    return conv(x, kernel)
 
 
 def _axis_perm(current, target):

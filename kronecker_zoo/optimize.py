@@ -41,6 +41,9 @@ zoo layer's kernels and factors, by magnitude, except (by default) the first
 and last weighted layers (the stem convolution on the raw pixels and the
 classifier), which are tiny and the most sensitive.
 
+Requires the TensorFlow backend (``KERAS_BACKEND=tensorflow``); under another,
+`quantize_aware` and `prune` raise a ValueError saying so.
+
 Training speed: a `KroneckerConv2D`'s ``execution`` only changes how the same
 factors run; on CPU, fine-tune a model built with ``execution="materialized"``
 (about twice as fast on 28x28 inputs): the export traces it factored anyway.
@@ -73,6 +76,7 @@ else:
 from kronecker_zoo.tf_keras_bridge import (  # noqa: E402
     BridgedLayer,
     UnsupportedLayerError,
+    check_tensorflow_backend,
     copy_weights,
     to_tf_keras,
     unwrap,
@@ -222,7 +226,10 @@ def quantize_aware(model, custom_layers=()):
 
     Raises:
         UnsupportedLayerError: naming a layer that cannot be converted or quantized.
+        ValueError: Keras does not run on the TensorFlow backend (set
+            ``KERAS_BACKEND=tensorflow``).
     """
+    check_tensorflow_backend("quantize_aware")
     twin = to_tf_keras(model, custom_layers=custom_layers)
     consumers = _consumers(twin)
     registry = default_8bit_quantize_registry.Default8BitQuantizeRegistry()
@@ -306,7 +313,12 @@ def prune(model, target_sparsity, begin_step=0, end_step=None, initial_sparsity=
         An uncompiled `tf_keras.Model`. Train it with ``fit(...,
         callbacks=pruning_callbacks())``, then `strip_pruning` it (to export it,
         or to `restore_weights` into the Keras 3 model).
+
+    Raises:
+        ValueError: bad arguments, or Keras does not run on the TensorFlow backend
+            (set ``KERAS_BACKEND=tensorflow``).
     """
+    check_tensorflow_backend("prune")
     target_sparsity = float(target_sparsity)
     if not 0.0 <= target_sparsity < 1.0:
         raise ValueError(f"`target_sparsity` must be in [0, 1). Received: {target_sparsity!r}")

@@ -34,6 +34,7 @@ import tf_keras
 __all__ = [
     "BridgedLayer",
     "UnsupportedLayerError",
+    "check_tensorflow_backend",
     "copy_weights",
     "is_bridged",
     "to_tf_keras",
@@ -77,6 +78,18 @@ _BASE_KWARGS = {"name", "trainable", "dtype", "input_dim", "input_shape",
 
 class UnsupportedLayerError(ValueError):
     """A layer of the Keras 3 model has no tf_keras twin."""
+
+
+def check_tensorflow_backend(what="to_tf_keras"):
+    """ValueError unless Keras 3 runs on TensorFlow (the bridge runs Keras ops on tf tensors)."""
+    backend = keras.backend.backend()
+    if backend != "tensorflow":
+        raise ValueError(
+            f"{what} builds a tf_keras model whose zoo layers run Keras 3 ops on TensorFlow "
+            f"tensors, but Keras runs on the {backend!r} backend. Set "
+            "KERAS_BACKEND=tensorflow (before Keras is imported), rebuild the model and load "
+            "its weights, then call it again."
+        )
 
 
 def _is_zoo_layer(layer):
@@ -352,7 +365,9 @@ def to_tf_keras(model, copy=True, custom_layers=()):
 
     Raises:
         UnsupportedLayerError: for a layer that has no twin (names it and its class).
+        ValueError: Keras does not run on the TensorFlow backend.
     """
+    check_tensorflow_backend("to_tf_keras")
     model = _functional(model)
     tensors = {}  # id(Keras 3 KerasTensor) -> tf_keras tensor
     twins = {}  # id(Keras 3 layer) -> tf_keras layer

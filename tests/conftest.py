@@ -16,6 +16,16 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "slow: long-running tests (still part of the default suite)")
+    config.addinivalue_line(
+        "markers",
+        "training: gradients, fit, fine-tuning, distributed and optimize tests; run.sh runs "
+        "them a second time with TF_ENABLE_ONEDNN_OPTS=0 (TensorFlow's Eigen CPU kernels)")
+
+
+def pytest_report_header(config):
+    from kronecker_zoo import runtime
+
+    return f"machine: {runtime.describe()}"
 
 
 @pytest.fixture(autouse=True)

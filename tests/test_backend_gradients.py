@@ -12,6 +12,8 @@ import pytest
 import kronecker_zoo as kz
 from tests.backend_grads import loss_grads
 
+pytestmark = pytest.mark.training
+
 
 @pytest.mark.parametrize(
     "factors,rank,strides,padding",

@@ -153,3 +153,30 @@ def test_python_m_kronecker_zoo_list():
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     assert listed_names(result.stdout) == models.list_models()
+
+
+PIPE_NOISE = ("Traceback", "BrokenPipeError", "Broken pipe", "Exception ignored")
+
+
+@pytest.mark.slow
+def test_closed_stdout_pipe_exits_quietly():
+    # The reader is gone before anything is written (as `| head -1` once it has its
+    # line): the command must stop with status 1 and no traceback or error message.
+    env = dict(os.environ, PYTHONPATH=ROOT, TF_CPP_MIN_LOG_LEVEL="2")
+    proc = subprocess.Popen([sys.executable, "-m", "kronecker_zoo", "info", "resnet_8"],
+                            cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    proc.stdout.close()
+    err = proc.communicate(timeout=300)[1]
+    assert proc.returncode == 1, err
+    assert not any(noise in err for noise in PIPE_NOISE), err
+
+
+@pytest.mark.slow
+def test_piped_into_head_prints_the_first_line_only():
+    env = dict(os.environ, PYTHONPATH=ROOT, TF_CPP_MIN_LOG_LEVEL="2")
+    result = subprocess.run(
+        f"'{sys.executable}' -m kronecker_zoo info resnet_8 | head -1", shell=True,
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert result.stdout.startswith("resnet_8") and result.stdout.count("\n") == 1
+    assert not any(noise in result.stderr for noise in PIPE_NOISE), result.stderr

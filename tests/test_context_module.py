@@ -193,6 +193,19 @@ def test_bad_arguments_raise(kwargs, match):
         ContextModule(**args)
 
 
+@pytest.mark.parametrize("variant", ["basic", "large"])
+def test_input_channels_must_equal_channels(variant):
+    module = ContextModule(8, variant)
+    with pytest.raises(ValueError, match="must have 8 channels, got 4"):
+        module(np.zeros((1, 9, 9, 4), "float32"))
+    with pytest.raises(ValueError, match="must have 8 channels, got 16"):
+        ContextModule(8, variant).build((None, 9, 9, 16))
+    with pytest.raises(ValueError, match="must have 8 channels, got 4"):
+        ContextModule(8, variant)(keras.Input((None, None, 4)))
+    # Unknown spatial sizes are fine; the matching channel count builds.
+    assert tuple(module(keras.Input((None, None, 8))).shape) == (None, None, None, 8)
+
+
 def test_non_4d_input_raises():
     with pytest.raises(ValueError, match="ndim|4-D"):
         ContextModule(2)(np.zeros((8, 8, 2), "float32"))

@@ -95,7 +95,7 @@ STACKS = [
     (4, 3, (1, 2, 4), (23, 26), 3),
     ([3, 5], 2, (1, 2), (12, 11), 2),          # even receptive field (4)
     ([2, 3, 4], [(3, 3), (1, 5), (3, 1)], ((1, 1), (2, 1), (1, 3)), (17, 20), 2),
-    (3, (3, 2), ((2, 1), (1, 3), 2), (19, 21), 1),
+    (3, [(3, 2)] * 3, ((2, 1), (1, 3), 2), (19, 21), 1),
 ]
 
 
@@ -110,7 +110,8 @@ def test_pad_once_equals_collapsed_same_conv_everywhere(filters, kernel_size, ra
                         dilation_rates=rates, pad_once=True)
     kernel, bias = collapsed_np(stack)
     assert kernel.shape[:2] == rf_formula(
-        kernel_size if isinstance(kernel_size, list) else [kernel_size] * len(rates), rates)
+        kernel_size if isinstance(kernel_size, (list, tuple)) else [kernel_size] * len(rates),
+        rates)
     x = np.random.default_rng(0).standard_normal(shape).astype("float32")
     y = stack(x)
     # Borders included: the whole output map is compared.
@@ -145,7 +146,7 @@ def test_valid_ignores_pad_once(pad_once):
 
 
 @pytest.mark.parametrize("filters,kernel_size,rates,hw,cin", [
-    STACKS[0], STACKS[2], (3, (3, 5), ((2, 1), (1, 3), 2), (19, 30), 1)])
+    STACKS[0], STACKS[2], (3, [(3, 5)] * 3, ((2, 1), (1, 3), 2), (19, 30), 1)])
 def test_per_layer_same_equals_collapsed_in_interior_only(filters, kernel_size, rates, hw, cin):
     # Odd kernels (every layer's "same" padding is centred), so each output pixel
     # at distance >= the receptive-field radius from every border reads only
@@ -201,11 +202,12 @@ def test_seed_schedule_collapses_to_kron(a):
     (3, (1, 1, 2, 4, 8, 16, 1)),
     (2, (1, 2, 4, 8)),
     ([(3, 3), (5, 1), (1, 2)], ((1, 2), (3, 1), 4)),
-    ((3, 5), (2, (1, 3))),
+    ((3, 5), (2, (1, 3))),  # one entry per rate: 3x3, then 5x5
+    ([(3, 5)] * 2, (2, (1, 3))),
 ])
 def test_receptive_field_formula(kernel_size, rates):
     stack = DilatedStack(2, kernel_size=kernel_size, dilation_rates=rates)
-    if isinstance(kernel_size, list):
+    if isinstance(kernel_size, (list, tuple)):
         sizes = kernel_size
     else:
         sizes = [kernel_size] * len(rates)
@@ -241,12 +243,49 @@ def test_per_layer_filters_and_kernel_sizes():
     assert stack.receptive_field == (5, 7)
 
 
-def test_two_layer_kernel_size_pair_is_for_every_layer():
-    # Documented: with two layers a 2-tuple of ints is one (kh, kw) for all layers.
-    stack = DilatedStack(2, kernel_size=(3, 5), dilation_rates=(1, 2))
-    assert stack.kernel_size == [(3, 5), (3, 5)]
-    stack = DilatedStack(2, kernel_size=[(3, 3), (5, 5)], dilation_rates=(1, 2))
-    assert stack.kernel_size == [(3, 3), (5, 5)]
+@pytest.mark.parametrize("kernel_size,rates,expected", [
+    # A list is always one entry per dilation rate, whatever its length.
+    ([3, 5], [1, 2], [(3, 3), (5, 5)]),
+    ((3, 5), (1, 2), [(3, 3), (5, 5)]),
+    ([3, 5, 7], [1, 2, 4], [(3, 3), (5, 5), (7, 7)]),
+    ([(3, 5)] * 2, [1, 2], [(3, 5), (3, 5)]),
+    ([(3, 3), (1, 5)], [1, 2], [(3, 3), (1, 5)]),
+    (5, [1, 2, 4], [(5, 5)] * 3),
+])
+def test_kernel_size_is_an_int_or_one_entry_per_rate(kernel_size, rates, expected):
+    stack = DilatedStack(8, kernel_size, rates)
+    assert stack.kernel_size == expected
+    stack.build((None, 40, 40, 2))
+    assert [tuple(c.kernel.shape[:2]) for c in stack.convs] == expected
+
+
+@pytest.mark.parametrize("kernel_size,rates,match", [
+    ([3, 3, 3, 3], [1, 2, 4], "got 4 kernel sizes for 3 dilation rates"),
+    ([3, 5, 7], [1, 2], "got 3 kernel sizes for 2 dilation rates"),
+    ((3, 5), [1, 2, 4], r"got 2 kernel sizes for 3 dilation rates\. For a 3x5 kernel on "
+                        r"every layer write kernel_size=\[\(3, 5\)\] \* 3"),
+    ([(3, 5)], [1, 2], "got 1 kernel sizes for 2 dilation rates"),
+    (np.array([3, 5]), [1, 2], "must be an int or a list"),
+    ("3", [1, 2], "must be an int or a list"),
+])
+def test_kernel_size_length_mismatch_names_both_lengths(kernel_size, rates, match):
+    with pytest.raises(ValueError, match=match):
+        DilatedStack(8, kernel_size, rates)
+
+
+def test_filters_length_mismatch_names_both_lengths():
+    with pytest.raises(ValueError, match="got 2 filters for 3 dilation rates"):
+        DilatedStack([4, 8], 3, [1, 2, 4])
+
+
+def test_config_from_a_saved_per_layer_list_round_trips():
+    # get_config always stores one [kh, kw] per layer, so a saved config rebuilds as is.
+    stack = DilatedStack(4, [(3, 5), (3, 5)], [1, 2])
+    config = stack.get_config()
+    assert config["kernel_size"] == [[3, 5], [3, 5]]
+    again = DilatedStack.from_config(config)
+    assert again.kernel_size == [(3, 5), (3, 5)]
+    assert again.get_config() == config
 
 
 def test_compute_output_shape_matches_call():
@@ -264,7 +303,7 @@ def test_compute_output_shape_matches_call():
     ({"dilation_rates": ()}, "non-empty"),
     ({"dilation_rates": 2}, "non-empty"),
     ({"dilation_rates": (1, 0)}, "dilation_rates"),
-    ({"filters": [4, 4]}, "one value or a list of 3"),
+    ({"filters": [4, 4]}, "one int or a list with one int per dilation rate"),
     ({"filters": 0}, "filters"),
     ({"filters": 2.5}, "filters"),
     ({"kernel_size": 0}, "kernel_size"),

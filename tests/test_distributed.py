@@ -21,6 +21,8 @@ import time
 import numpy as np
 import pytest
 
+pytestmark = pytest.mark.training
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TIMEOUT = 600
 

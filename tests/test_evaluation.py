@@ -55,6 +55,62 @@ def test_evaluate_scores_a_model_whose_answers_are_known():
         evaluation.mean_iou(y, (x[..., 0] > 127).astype(int), 2))
 
 
+def _pixel_model():
+    """Per-pixel class (pixel > 127) as two logits; input (8, 8, 1)."""
+    inputs = keras.Input((8, 8, 1))
+    return keras.Model(inputs, keras.layers.Concatenate()([128.0 - inputs, inputs - 127.5]))
+
+
+def _class_model():
+    """Class 1 if the image's mean pixel is > 127, else 0; input (8, 8, 1)."""
+    inputs = keras.Input((8, 8, 1))
+    mean = keras.layers.GlobalAveragePooling2D()(inputs)
+    return keras.Model(inputs, keras.layers.Concatenate()([128.0 - mean, mean - 127.5]))
+
+
+def _no_predict(monkeypatch, model):
+    def predict(*args, **kwargs):
+        raise AssertionError("predict ran before the inputs were checked")
+    monkeypatch.setattr(model, "predict", predict)
+    return model
+
+
+@pytest.mark.parametrize("make,label_shape,match", [
+    (_class_model, (50,), "differ in length: 100 images vs 50 labels"),
+    (_pixel_model, (50, 8, 8), "differ in length: 100 images vs 50 labels"),
+    (_pixel_model, (100, 8, 7), r"labels of shape \(100, 8, 7\) do not match"),
+    (_pixel_model, (100,), r"labels of shape \(100,\) do not match"),
+    (_class_model, (100, 8, 8), r"labels of shape \(100, 8, 8\) do not match"),
+    (_class_model, (100, 3), r"labels of shape \(100, 3\) do not match"),
+])
+def test_evaluate_checks_labels_before_predicting(monkeypatch, make, label_shape, match):
+    model = _no_predict(monkeypatch, make())
+    x = np.zeros((100, 8, 8, 1), "uint8")
+    with pytest.raises(ValueError, match=match):
+        evaluation.evaluate(model, x, np.zeros(label_shape, int))
+
+
+@pytest.mark.parametrize("image_shape", [(10, 8, 9, 1), (10, 8, 8, 3), (10, 64)])
+def test_evaluate_checks_images_before_predicting(monkeypatch, image_shape):
+    model = _no_predict(monkeypatch, _class_model())
+    with pytest.raises(ValueError, match=r"do not fit the model's input shape \(None, 8, 8, 1\)"):
+        evaluation.evaluate(model, np.zeros(image_shape, "uint8"), np.zeros(10, int))
+
+
+def test_evaluate_accepts_column_labels_and_channelless_images():
+    rng = np.random.default_rng(2)
+    x = rng.integers(0, 256, (20, 8, 8, 1)).astype("uint8")
+    y = (x.mean(axis=(1, 2, 3)) > 127).astype(int)
+    y[:5] = 1 - y[:5]  # 5 of 20 wrong
+    model = _class_model()
+    # (N, 1) labels must not broadcast against (N,) predictions into an (N, N) comparison.
+    assert evaluation.evaluate(model, x, y[:, None])["accuracy"] == pytest.approx(0.75)
+    assert evaluation.evaluate(model, x[..., 0], y)["accuracy"] == pytest.approx(0.75)
+    seg_y = (x[..., 0] > 127).astype(int)
+    result = evaluation.evaluate(_pixel_model(), x, seg_y[..., None])
+    assert result["accuracy"] == 1.0 and result["miou"] == 1.0
+
+
 def test_foreground_iou_by_hand():
     true = np.zeros((2, 4, 4), int)
     pred = np.zeros((2, 4, 4), int)

@@ -24,11 +24,14 @@ from kronecker_zoo.export import (
     TFLiteOpsError,
     TFLiteRunner,
     benchmark_tflite,
+    calibration_images,
+    check_calibration_range,
     check_tflite_ops,
-    default_representative_data,
     execution_layers,
     file_size_bound,
     forced_execution,
+    model_input_range,
+    pretraining_calibration_data,
     tflite_io,
     tflite_op_counts,
     tflite_ops,
@@ -107,7 +110,7 @@ def test_every_model_exports_and_verifies_in_float32_and_int8(name, test_sets, t
     assert report.task == _task(name) and report.num_examples == len(images)
     assert report.tflite_accuracy == pytest.approx(report.keras_accuracy, abs=0.01)
 
-    calibration = default_representative_data(model, count=CALIBRATION_EXAMPLES)
+    calibration = zoo.calibration_set(name, tag, count=CALIBRATION_EXAMPLES)
     int8 = to_tflite(model, tmp_path / "int8.tflite", quantization="int8",
                      representative_data=calibration)
     ops = _assert_clean_ops(int8)
@@ -146,22 +149,78 @@ def test_float16_and_dynamic_range_exports(name, quantization, test_sets, tmp_pa
         assert info.size_bytes < 0.75 * to_tflite(model, tmp_path / "f.tflite").size_bytes
 
 
-def test_default_calibration_data_is_the_pretraining_set():
-    mnist = default_representative_data(models.get("resnet_8"))
+def _contained(images, pool):
+    """Whether every image of ``images`` is one of ``pool``'s (compared byte for byte)."""
+    known = {image.tobytes() for image in pool}
+    return all(image.tobytes() in known for image in images)
+
+
+def test_pretraining_calibration_data_comes_from_the_published_training_set():
+    mnist = pretraining_calibration_data("resnet_8", "fashion_mnist")
     assert mnist.shape == (256, 28, 28, 1) and mnist.dtype == np.uint8
-    train = data.fashion_mnist("train")[0]
-    assert any(np.array_equal(mnist[0], train[i]) for i in range(0, 2000))
-    scenes = default_representative_data(models.get("context_net_basic"), count=8)
+    train, test = data.fashion_mnist("train")[0], data.fashion_mnist("test")[0]
+    assert _contained(mnist, train) and not _contained(mnist[:5], test)
+    assert len({image.tobytes() for image in mnist}) == 256  # distinct examples
+    assert mnist.max() > 200  # raw pixels, as the model takes them
+    assert np.array_equal(pretraining_calibration_data("resnet_8", count=256), mnist)  # only tag
+    scenes = pretraining_calibration_data("context_net_basic", "fashion_scenes", count=8)
     assert scenes.shape == (8, 64, 64, 1)
-    with pytest.raises(ValueError, match="representative_data"):
-        default_representative_data(keras.Sequential([keras.Input((28, 28, 1)),
-                                                      keras.layers.Flatten()], name="mine"))
+    assert _contained(scenes, data.fashion_scenes("train")[0])
+    assert np.array_equal(calibration_images("fashion_scenes", 8), scenes)
+    with pytest.raises(ValueError, match="No published 'imagenet' weights for 'resnet_8'"):
+        pretraining_calibration_data("resnet_8", "imagenet")
+    with pytest.raises(ValueError, match="Unknown model"):
+        pretraining_calibration_data("resnet_9", "fashion_mnist")
+    with pytest.raises(ValueError, match="'fashion_mnist', 'fashion_scenes'"):
+        calibration_images("imagenet")
+    with pytest.raises(ValueError, match="count"):
+        calibration_images("fashion_mnist", count=0)
 
 
-def test_int8_with_default_calibration_and_user_batches(test_sets, tmp_path):
+def test_int8_calibration_is_never_guessed_from_the_model_name(tmp_path):
+    # A registry name (as a fine-tuned zoo model keeps it) gets no default data either.
+    model = models.get("resnet_8")
+    with pytest.raises(ValueError, match="needs `representative_data`.*"
+                                         "pretraining_calibration_data"):
+        to_tflite(model, tmp_path / "m.tflite", quantization="int8")
+    assert not (tmp_path / "m.tflite").exists()
+
+
+def test_calibration_data_outside_the_model_input_range_is_refused(tmp_path):
+    model = models.get("resnet_8")
+    assert model_input_range(model) == models.spec("resnet_8").input_range == (0.0, 255.0)
+    pixels = calibration_images("fashion_mnist", 16).astype("float32")
+    check_calibration_range(model, [pixels])  # raw 0..255 pixels: accepted
+    for wrong, message in [(pixels / 255.0, r"scaled to \[0, 1\]"),
+                           (pixels / 127.5 - 1.0, r"scaled to \[0, 1\] or \[-1, 1\]"),
+                           (pixels * 4.0, r"outside the \[0, 255\] raw pixels"),
+                           (pixels - 128.0, r"outside the \[0, 255\]")]:
+        with pytest.raises(ValueError, match=message):
+            to_tflite(model, tmp_path / "m.tflite", quantization="int8",
+                      representative_data=wrong)
+    assert not (tmp_path / "m.tflite").exists()
+    # Models without the zoo's pixel normalisation have no known range: not checked.
+    plain = _dilated_model()
+    assert model_input_range(plain) is None
+    check_calibration_range(plain, [np.full((2, 16, 16, 4), 0.5, "float32")])
+
+
+def test_registry_input_range_is_what_the_models_normalise():
+    for name in ("resnet_8", "kron_context_net_basic", "pool_segnet_small"):
+        model = models.get(name)
+        low, high = models.spec(name).input_range
+        assert model_input_range(model) == (low, high)
+        normalise = model.get_layer("normalize")
+        ends = np.array([low, high], "float32").reshape(1, 1, 2, 1)
+        np.testing.assert_allclose(np.asarray(normalise(ends)).ravel(), [-1.0, 1.0], atol=1e-6)
+
+
+def test_int8_with_pretraining_calibration_and_user_batches(test_sets, tmp_path):
     model = models.get("resnet_8", weights="fashion_mnist")
     images, labels = test_sets["classification"]
-    info = to_tflite(model, tmp_path / "a.tflite", quantization="int8")  # default data
+    info = to_tflite(model, tmp_path / "a.tflite", quantization="int8",
+                     representative_data=pretraining_calibration_data("resnet_8",
+                                                                      "fashion_mnist"))
     report = verify_tflite(model, info, images, labels)
     assert report.quantization == "int8" and report.passed, str(report)
     # an iterable of (images, labels) batches without the channel axis, batch_size 4
@@ -380,6 +439,16 @@ def test_bad_arguments_name_the_problem(tmp_path):
         to_xla(fcn, out)
 
 
+def test_summary_names_the_execution_only_with_kronecker_layers(tmp_path):
+    plain = to_tflite(_dilated_model(), tmp_path / "d.tflite")
+    assert plain.kronecker_layers == 0
+    assert "execution" not in plain.summary() and "Kronecker" not in plain.summary()
+    kron = to_tflite(_kron_layer_model(), tmp_path / "k.tflite")
+    assert kron.kronecker_layers == 1
+    assert "float32, input (1, 12, 12, 16), factored execution of 1 Kronecker layer, ops:" in (
+        kron.summary())
+
+
 def test_runner_pads_the_last_batch_and_times_invokes(tmp_path):
     model = _dilated_model()
     info = to_tflite(model, tmp_path / "b3.tflite", batch_size=3)
@@ -478,6 +547,27 @@ def _tool(name):
     return module
 
 
+def test_convert_tool_errors_name_its_flags(tmp_path, capsys):
+    convert = _tool("convert").main
+    out = tmp_path / "r8.tflite"
+    out.write_bytes(b"precious")
+    assert convert(["--model", "resnet_8", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "already exists" in err and "Pass --overwrite" in err and "overwrite=True" not in err
+    assert out.read_bytes() == b"precious"
+    new = str(tmp_path / "new.tflite")
+    int8 = ["--model", "resnet_8", "--weights", "none", "--quantization", "int8", "--out", new]
+    assert convert(int8) == 2  # fresh weights: no calibration set is known
+    assert "needs --calibration-data FILE.npy" in capsys.readouterr().err
+    scaled = tmp_path / "scaled.npy"
+    np.save(scaled, calibration_images("fashion_mnist", 8) / 255.0)
+    assert convert(int8 + ["--calibration-data", str(scaled)]) == 2
+    assert "scaled to [0, 1]" in capsys.readouterr().err
+    assert convert(["--model", "resnet_8", "--out", new, "--calibration-data", str(scaled)]) == 2
+    assert "int8 only" in capsys.readouterr().err
+    assert not os.path.exists(new)
+
+
 @pytest.mark.slow
 def test_command_line_tools(tmp_path, capsys):
     out = str(tmp_path / "r8.tflite")
@@ -487,7 +577,8 @@ def test_command_line_tools(tmp_path, capsys):
     text = capsys.readouterr().out
     assert "int8" in text and "op check: OK" in text and "PASSED" in text
     assert _tool("convert").main(["--model", "resnet_8", "--out", out]) == 2  # exists
-    assert "already exists" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "already exists" in err and "--overwrite" in err and "overwrite=True" not in err
     assert _tool("verify").main(["--model", "resnet_8", "--tflite", out,
                                  "--examples", "100"]) == 0
     assert "CONV_2D" in capsys.readouterr().out

@@ -6,6 +6,8 @@ import pytest
 
 from kronecker_zoo import models
 
+pytestmark = pytest.mark.training
+
 
 def _np(x):
     return np.asarray(keras.ops.convert_to_numpy(x))

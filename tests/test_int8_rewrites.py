@@ -6,7 +6,12 @@ import numpy as np
 import pytest
 
 from kronecker_zoo import kernels, models
-from kronecker_zoo.export import tflite_op_counts, to_tflite, verify_tflite
+from kronecker_zoo.export import (
+    pretraining_calibration_data,
+    tflite_op_counts,
+    to_tflite,
+    verify_tflite,
+)
 from kronecker_zoo.export.int8_rewrites import int8_rewrites
 from kronecker_zoo.layers import KroneckerConv2D
 
@@ -106,7 +111,9 @@ def test_kron_resnet_int8_agrees_with_keras_on_the_whole_test_set(tmp_path):
 
     model = models.get("kron_resnet_8", weights="fashion_mnist")
     images, labels = data.fashion_mnist("test")
-    int8 = to_tflite(model, tmp_path / "i8.tflite", quantization="int8")  # default calibration
+    int8 = to_tflite(model, tmp_path / "i8.tflite", quantization="int8",
+                     representative_data=pretraining_calibration_data("kron_resnet_8",
+                                                                      "fashion_mnist"))
     report = verify_tflite(model, int8, images, labels)
     assert report.passed and report.agreement >= 0.99, str(report)
     assert report.tflite_accuracy >= report.keras_accuracy - 0.005, str(report)

@@ -227,6 +227,7 @@ def tf_or_skip():
     return tf
 
 
+@pytest.mark.training
 @pytest.mark.parametrize(
     "factors,input_hw,rank,strides,padding,padding_mode",
     [
@@ -410,7 +411,8 @@ def full_kwargs():
 def test_config_covers_init_and_round_trips():
     check_config_round_trip(KroneckerConv2D, full_kwargs(), (2, 9, 8, 4))
     kwargs = full_kwargs()
-    kwargs.update(use_bias=True, execution="materialized", padding="valid", rank=1)
+    kwargs.update(use_bias=True, execution="materialized", padding="valid", padding_mode="zeros",
+                  rank=1)
     check_config_round_trip(KroneckerConv2D, kwargs, (2, 9, 8, 4))
 
 
@@ -544,6 +546,24 @@ def test_error_bad_arguments():
         KroneckerConv2D(0, 9, factors)
     with pytest.raises(ValueError, match="`strides` must be a positive int"):
         KroneckerConv2D(4, 9, factors, strides=0)
+
+
+@pytest.mark.parametrize("padding", ["valid", "VALID"])
+@pytest.mark.parametrize("mode", ["reflect", "symmetric"])
+def test_error_padding_mode_with_valid_padding(padding, mode):
+    from kronecker_zoo import ops as kz_ops
+
+    factors = [(3, 3, 2, 2), (3, 3, 2, 2)]
+    match = 'padding_mode` only applies to padding="same"'
+    with pytest.raises(ValueError, match=match):
+        KroneckerConv2D(4, 9, factors, padding=padding, padding_mode=mode)
+    x = np.zeros((1, 9, 9, 4), "float32")
+    kernels = [np.ones((1,) + f, "float32") for f in factors]  # (rank, kh, kw, in, out)
+    with pytest.raises(ValueError, match=match):
+        kz_ops.kronecker_conv2d(x, kernels, padding=padding, padding_mode=mode)
+    # "zeros" with "valid", and any mode with "same", stay accepted.
+    assert KroneckerConv2D(4, 9, factors, padding=padding).padding == "valid"
+    assert KroneckerConv2D(4, 9, factors, padding_mode=mode).padding_mode == mode
 
 
 def test_error_3d_input():

@@ -182,6 +182,7 @@ def kron_factor_grads(grad_w, factor_arrays):
     return result
 
 
+@pytest.mark.training
 @pytest.mark.skipif(keras.backend.backend() != "tensorflow",
                     reason="uses tf.GradientTape")
 @pytest.mark.parametrize(

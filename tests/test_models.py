@@ -615,29 +615,36 @@ def test_kronecker_identity_factors():
 def _fit_and_check(model, x, y, loss):
     model.compile(optimizer=keras.optimizers.Adam(1e-3), loss=loss)
     before = [to_np(w).copy() for w in model.trainable_weights]
-    loss0 = model.evaluate(x, y, batch_size=4, verbose=0)
     history = model.fit(x, y, batch_size=4, epochs=3, shuffle=False, verbose=0)
     losses = history.history["loss"]
     assert len(losses) == 3 and np.all(np.isfinite(losses))
     changed = [not np.array_equal(w0, to_np(w1))
                for w0, w1 in zip(before, model.trainable_weights)]
     assert all(changed), [w.path for w, c in zip(model.trainable_weights, changed) if not c]
-    assert model.evaluate(x, y, batch_size=4, verbose=0) < loss0
+    # It learns: the training loss (BatchNorm on batch statistics) drops over the epochs.
+    # (Inference-mode loss is not compared: after six steps the BatchNorm moving
+    # statistics are still near their initial values.)
+    assert losses[-1] < losses[0], losses
+
+
+# The smallest model of every family (the others share its layers and builder).
+FAMILY_MODELS = {spec.family: name for name, spec in reversed(list(models.MODELS.items()))}
 
 
 @pytest.mark.slow
-def test_fit_classification():
-    model = models.get("kron_resnet_8")
+@pytest.mark.training
+@pytest.mark.parametrize("family", sorted(FAMILY_MODELS))
+def test_every_family_trains_with_plain_fit(family):
+    """Plain ``model.fit`` (no XLA) of each family: every weight moves, loss drops."""
+    name = FAMILY_MODELS[family]
+    keras.utils.set_random_seed(15)
     rng = np.random.default_rng(15)
-    x = pixels((8, 28, 28, 1), seed=15)
-    y = rng.integers(0, 10, 8)
-    _fit_and_check(model, x, y, keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-
-
-@pytest.mark.slow
-def test_fit_segmentation():
-    model = models.get("kron_context_net_basic", input_shape=(32, 32, 1))
-    rng = np.random.default_rng(16)
-    x = pixels((8, 32, 32, 1), seed=16)
-    y = rng.integers(0, 11, (8, 32, 32))
+    if models.spec(name).task == "classification":
+        model = models.get(name)
+        x = pixels((8, 28, 28, 1), seed=15)
+        y = rng.integers(0, 10, 8)
+    else:
+        model = models.get(name, input_shape=(32, 32, 1))
+        x = pixels((8, 32, 32, 1), seed=16)
+        y = rng.integers(0, 11, (8, 32, 32))
     _fit_and_check(model, x, y, keras.losses.SparseCategoricalCrossentropy(from_logits=True))

@@ -8,6 +8,10 @@ the 10,000 test images: QAT int8 TFLite vs float Keras vs post-training int8, an
 magnitude pruning (sparsity of the kernels, accuracy, zeros in the .tflite).
 """
 
+import importlib.util
+import os
+import subprocess
+import sys
 import time
 
 import keras
@@ -188,6 +192,38 @@ def test_keras3_only_options_are_refused():
     dense.enable_lora(2)
     with pytest.raises(UnsupportedLayerError, match=r"'adapted'.*lora_rank"):
         to_tf_keras(model)
+
+
+@pytest.mark.skipif(importlib.util.find_spec("jax") is None, reason="jax not installed")
+@pytest.mark.skipif(os.environ.get("KERAS_BACKEND", "tensorflow") != "tensorflow",
+                    reason="this is the outer (TensorFlow) run")
+def test_quantize_aware_and_prune_refuse_the_jax_backend():
+    script = (
+        "import keras\n"
+        "from kronecker_zoo import models, optimize, tf_keras_bridge\n"
+        "m = models.get('kron_resnet_8')\n"
+        "calls = {'quantize_aware': lambda: optimize.quantize_aware(m),\n"
+        "         'prune': lambda: optimize.prune(m, 0.5),\n"
+        "         'to_tf_keras': lambda: tf_keras_bridge.to_tf_keras(m)}\n"
+        "for name, call in calls.items():\n"
+        "    try:\n"
+        "        call()\n"
+        "    except ValueError as error:\n"
+        "        print(name, 'REFUSED:', error)\n"
+        "    else:\n"
+        "        print(name, 'RAN')\n"
+        "print('backend', keras.backend.backend())\n"
+    )
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = dict(os.environ, KERAS_BACKEND="jax", JAX_PLATFORMS="cpu", PYTHONPATH=root)
+    result = subprocess.run([sys.executable, "-c", script], cwd=root, env=env,
+                            capture_output=True, text=True, timeout=600)
+    lines = result.stdout.splitlines()
+    assert "backend jax" in lines, result.stdout + result.stderr[-3000:]
+    for name in ("quantize_aware", "prune", "to_tf_keras"):
+        line = next((x for x in lines if x.startswith(name + " ")), "")
+        assert line.startswith(f"{name} REFUSED: {name} builds a tf_keras model"), line
+        assert "on the 'jax' backend. Set KERAS_BACKEND=tensorflow" in line, line
 
 
 # -- quantization-aware training (structure) --------------------------------------------

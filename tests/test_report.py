@@ -438,6 +438,7 @@ RF_CASES = {
 }
 
 
+@pytest.mark.training
 @pytest.mark.parametrize("case", list(RF_CASES), ids=str)
 def test_receptive_field_matches_gradient_support(case):
     factory, hand, samples = RF_CASES[case]
@@ -448,6 +449,7 @@ def test_receptive_field_matches_gradient_support(case):
     assert gradient_receptive_field(model, samples=samples) == hand
 
 
+@pytest.mark.training
 @pytest.mark.parametrize("case", ["nearest", "bilinear", "conv_transpose"])
 def test_receptive_field_of_upsampling_layers_matches_gradient_support(case):
     """After a 3x3 conv (rf 3, stride 1) the upsampling output depends on:

@@ -3,26 +3,37 @@
     python tflite/convert.py --model kron_resnet_8 --weights fashion_mnist \
         --quantization int8 --out kron_resnet_8_int8.tflite
     python tflite/convert.py --model context_net_basic --out ctx.tflite --verify 256
+    python tflite/convert.py --model kron_resnet_8 --weights mine.weights.h5 \
+        --quantization int8 --calibration-data my_images.npy --out mine_int8.tflite
 
 Kronecker layers are exported factored, the batch is fixed (--batch-size, default 1),
 only builtin LiteRT ops are allowed, and an existing file is kept unless --overwrite.
-"int8" is full-integer with float32 input/output, calibrated on the model's pretraining
-images (--calibration-examples of them). Prints the file's size and ops; --verify N
-also compares it with the Keras model on N test images (exit status 1 if it fails).
+"int8" is full-integer with float32 input/output, calibrated on --calibration-data
+(a .npy array of raw 0..255 images, N x H x W [x C]); with published weights and no
+--calibration-data, on --calibration-examples of their pretraining images. Prints the
+file's size and ops; --verify N also compares it with the Keras model on N test
+images (exit status 1 if it fails).
 """
 
 import argparse
 import os
 import sys
 
+import numpy as np
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 # Run from a checkout: prefer the library next to this folder over an installed copy.
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from kronecker_zoo import models  # noqa: E402
-from kronecker_zoo.export import to_tflite, verify_tflite  # noqa: E402
-from kronecker_zoo.export import tflite as tflite_export  # noqa: E402
-from kronecker_zoo.export import zoo  # noqa: E402
+from kronecker_zoo.export import (  # noqa: E402
+    pretraining_calibration_data,
+    to_tflite,
+    verify_tflite,
+    zoo,
+)
+from kronecker_zoo.export.calibration import DEFAULT_CALIBRATION_EXAMPLES  # noqa: E402
+from kronecker_zoo.export.signature import check_output_file  # noqa: E402
 
 QUANTIZATION_CHOICES = ("float32", "float16", "dynamic", "int8")
 
@@ -44,9 +55,13 @@ def build_parser():
     parser.add_argument("--quantization", default="float32", choices=QUANTIZATION_CHOICES)
     parser.add_argument("--out", required=True, help="the .tflite file to write")
     parser.add_argument("--batch-size", type=int, default=1, help="fixed batch (default 1)")
+    parser.add_argument("--calibration-data", metavar="FILE.npy",
+                        help="int8: images calibrating it, raw 0..255 pixels (default: the "
+                             "pretraining images of published --weights)")
     parser.add_argument("--calibration-examples", type=int,
-                        default=tflite_export.DEFAULT_CALIBRATION_EXAMPLES,
-                        help="pretraining images calibrating int8 (default %(default)s)")
+                        default=DEFAULT_CALIBRATION_EXAMPLES,
+                        help="int8 without --calibration-data: pretraining images used "
+                             "(default %(default)s)")
     parser.add_argument("--execution", default="factored",
                         choices=("factored", "materialized", "as_built"),
                         help="Kronecker layers: factored (default) or materialized kernels")
@@ -56,19 +71,47 @@ def build_parser():
     return parser
 
 
+def calibration_data(args, weights):
+    """The int8 calibration images: --calibration-data, else published weights' own."""
+    if args.calibration_data:
+        return np.load(args.calibration_data)
+    if weights is None or weights.endswith(".weights.h5"):
+        raise ValueError(
+            f"--quantization int8 with --weights {args.weights or 'none'} needs "
+            "--calibration-data FILE.npy (images as the model sees them, raw 0..255 "
+            "pixels): only published weights come with calibration images.")
+    return pretraining_calibration_data(args.model, weights, count=args.calibration_examples)
+
+
+def _exists(out):
+    print(f"error: {out!r} already exists; not replacing it. Pass --overwrite to replace "
+          "it, or choose another --out.", file=sys.stderr)
+    return 2
+
+
 def main(argv=None):
     args = build_parser().parse_args(argv)
     quantization = None if args.quantization == "float32" else args.quantization
-    model = zoo.load_model(args.model, args.weights)
-    representative = None
-    if quantization == "int8":
-        representative = tflite_export.default_representative_data(
-            model, count=args.calibration_examples)
+    try:  # before the (slow) conversion
+        check_output_file(args.out, args.overwrite)
+    except FileExistsError:
+        return _exists(args.out)
+    except (FileNotFoundError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    if args.calibration_data and quantization != "int8":
+        print("error: --calibration-data calibrates --quantization int8 only.", file=sys.stderr)
+        return 2
+    weights = zoo.default_weights(args.model) if args.weights == "auto" else args.weights
     try:
+        model = zoo.load_model(args.model, weights)
+        representative = calibration_data(args, weights) if quantization == "int8" else None
         info = to_tflite(model, args.out, quantization=quantization,
                          representative_data=representative, batch_size=args.batch_size,
                          overwrite=args.overwrite, execution=args.execution)
-    except (FileExistsError, ValueError) as error:
+    except FileExistsError:
+        return _exists(args.out)
+    except (OSError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     print(info.summary())

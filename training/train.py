@@ -5,16 +5,20 @@
     python training/train.py --config ... --strategy mirrored      # all local devices
     TF_CONFIG=... python training/train.py --config ... --strategy multiworker
 
-Writes into ``--out`` (which must not exist yet: nothing is overwritten):
+Writes into ``--out`` (which must not exist yet, or be empty: nothing is overwritten):
 ``config.json`` (the resolved recipe), ``log.csv`` (per-epoch metrics),
 ``<model>.weights.h5`` and ``result.json`` (test metric, params, MACs, time).
+The run writes into a hidden sibling directory and renames it to ``--out`` only when
+it succeeds, so a failed or interrupted run never leaves ``--out`` half-written.
 Imports only the public kronecker_zoo API.
 """
 
 import argparse
 import json
 import os
+import shutil
 import sys
+import tempfile
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -112,10 +116,44 @@ def train(config, out, strategy_name="default", verbose=1):
     segmentation = task == "segmentation"
     config["dataset"] = config["dataset"] or ("fashion_scenes" if segmentation
                                               else "fashion_mnist")
-    if os.path.exists(out) and os.listdir(out):
-        raise FileExistsError(f"{out} exists and is not empty; choose a new --out "
-                              "(runs are never overwritten)")
-    os.makedirs(out, exist_ok=True)
+    _check_out(out)
+    parent = os.path.dirname(os.path.abspath(out))
+    os.makedirs(parent, exist_ok=True)
+    work = tempfile.mkdtemp(prefix=f".{os.path.basename(os.path.abspath(out))}.partial-",
+                            dir=parent)
+    try:
+        result = _run(config, work, strategy_name, segmentation, verbose)
+    except BaseException:
+        shutil.rmtree(work, ignore_errors=True)  # only this run's own directory
+        raise
+    _publish(work, out)
+    return result
+
+
+def _check_out(out):
+    if os.path.exists(out) and (not os.path.isdir(out) or os.listdir(out)):
+        raise FileExistsError(f"{out} exists and is not an empty directory; choose a new "
+                              "--out (runs are never overwritten)")
+
+
+def _publish(work, out):
+    """Rename the finished run ``work`` to ``out`` (absent, or an empty directory)."""
+    try:
+        _check_out(out)
+        try:
+            os.rename(work, out)  # POSIX: atomically replaces an empty directory
+        except OSError:
+            if not os.path.isdir(out) or os.listdir(out):
+                raise
+            os.rmdir(out)  # e.g. Windows, where rename never replaces a directory
+            os.rename(work, out)
+    except OSError as error:
+        raise FileExistsError(f"the run finished but could not be moved to {out} ({error}); "
+                              f"its files are in {work}") from None
+
+
+def _run(config, out, strategy_name, segmentation, verbose):
+    """Train, evaluate and write every file of the run into the directory ``out``."""
     with open(os.path.join(out, "config.json"), "w") as f:
         json.dump(config, f, indent=2)
 

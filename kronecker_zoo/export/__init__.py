@@ -1,20 +1,30 @@
 """Exporting zoo models: LiteRT (.tflite) files and XLA SavedModels.
 
     from kronecker_zoo import models
-    from kronecker_zoo.export import to_tflite, verify_tflite, check_tflite_ops, to_xla
+    from kronecker_zoo.export import (to_tflite, verify_tflite, check_tflite_ops, to_xla,
+                                      pretraining_calibration_data)
 
     model = models.get("kron_resnet_8", weights="fashion_mnist")
-    info = to_tflite(model, "kron_resnet_8_int8.tflite", quantization="int8")
+    calibration = pretraining_calibration_data("kron_resnet_8", "fashion_mnist")
+    info = to_tflite(model, "kron_resnet_8_int8.tflite", quantization="int8",
+                     representative_data=calibration)  # never guessed: always passed
     check_tflite_ops(info)                        # no Flex, no SPACE_TO_BATCH_ND
     print(verify_tflite(model, info, images, labels))
     to_xla(model, "kron_resnet_8_xla")            # SavedModel (jit_compile) + HLO text
 
 One idea per module: `execution` (Kronecker layers traced factored), `signature`
-(the fixed input shape), `tflite` (conversion), `inspect_tflite` (ops and
-quantization read from the file), `runner` (LiteRT interpreter, latency), `verify`
-(parity with Keras), `xla` (XLA SavedModel and HLO).
+(the fixed input shape), `calibration` (int8 calibration images, their range
+check), `tflite` (conversion), `inspect_tflite` (ops and quantization read from the
+file), `runner` (LiteRT interpreter, latency), `verify` (parity with Keras), `xla`
+(XLA SavedModel and HLO).
 """
 
+from kronecker_zoo.export.calibration import (
+    calibration_images,
+    check_calibration_range,
+    model_input_range,
+    pretraining_calibration_data,
+)
 from kronecker_zoo.export.execution import EXECUTIONS, execution_layers, forced_execution
 from kronecker_zoo.export.inspect_tflite import (
     FORBIDDEN_OPS,
@@ -30,7 +40,6 @@ from kronecker_zoo.export.tflite import (
     QUANTIZATIONS,
     TFLiteExport,
     convert_tflite,
-    default_representative_data,
     file_size_bound,
     to_tflite,
 )
@@ -49,12 +58,15 @@ __all__ = [
     "VerificationReport",
     "XLAExport",
     "benchmark_tflite",
+    "calibration_images",
+    "check_calibration_range",
     "check_tflite_ops",
     "convert_tflite",
-    "default_representative_data",
     "execution_layers",
     "file_size_bound",
     "forced_execution",
+    "model_input_range",
+    "pretraining_calibration_data",
     "run_tflite",
     "tflite_io",
     "tflite_op_counts",

@@ -25,19 +25,21 @@ Choices, and why:
   LowRankConv2D, ...) runs as a per-channel DEPTHWISE_CONV_2D instead of a MUL by a
   per-tensor-quantized vector and an ADD, with the Kronecker output's channel
   ranges equalised into the factors.
-- Calibration ("int8") uses ``representative_data``; for a zoo model (its ``name``
-  in the registry) the default is 256 seeded-random examples of its pretraining
-  data: Fashion-MNIST train (classification) or Fashion scenes train (segmentation).
+- Calibration ("int8") needs ``representative_data``, always passed explicitly: no
+  default is guessed (a fine-tuned zoo model keeps its name). For published weights
+  `pretraining_calibration_data(name, tag)` gives their pretraining images. Data
+  whose range cannot be the model's (e.g. scaled to [0, 1] for a zoo model, which
+  takes raw 0..255 pixels) are refused (`check_calibration_range`).
 """
 
 import contextlib
 import dataclasses
-import functools
 
 import numpy as np
 import tensorflow as tf
 
-from kronecker_zoo.export.execution import check_execution, forced_execution
+from kronecker_zoo.export.calibration import check_calibration_range
+from kronecker_zoo.export.execution import check_execution, execution_layers, forced_execution
 from kronecker_zoo.export.inspect_tflite import check_tflite_ops, tflite_ops
 from kronecker_zoo.export.int8_rewrites import int8_rewrites
 from kronecker_zoo.export.signature import (
@@ -49,8 +51,6 @@ from kronecker_zoo.export.signature import (
 )
 
 QUANTIZATIONS = (None, "float16", "dynamic", "int8")
-DEFAULT_CALIBRATION_EXAMPLES = 256
-CALIBRATION_SEED = 0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -64,6 +64,7 @@ class TFLiteExport:
     params: int
     execution: str
     ops: tuple
+    kronecker_layers: int = 0  # layers whose execution was chosen (KroneckerConv2D)
 
     def __fspath__(self):
         return self.path
@@ -76,9 +77,13 @@ class TFLiteExport:
         return self.size_bytes / max(self.params, 1)
 
     def summary(self):
+        """One line; names the execution only when the model has Kronecker layers."""
+        execution = (f"{self.execution} execution of {self.kronecker_layers} Kronecker "
+                     f"layer{'s' if self.kronecker_layers != 1 else ''}, "
+                     if self.kronecker_layers else "")
         return (f"{self.path}: {self.size_bytes:,} bytes ({self.bytes_per_param:.2f} B/param, "
                 f"{self.params:,} params), {self.quantization}, input {self.input_shape}, "
-                f"{self.execution} execution, ops: {', '.join(self.ops)}")
+                f"{execution}ops: {', '.join(self.ops)}")
 
 
 def _check_quantization(quantization):
@@ -93,32 +98,7 @@ def _check_quantization(quantization):
     return quantization
 
 
-# -- calibration data ------------------------------------------------------------------
-
-
-@functools.lru_cache(maxsize=4)
-def _pretraining_images(task, count, seed):
-    from kronecker_zoo import data
-
-    images = (data.fashion_mnist("train") if task == "classification"
-              else data.fashion_scenes("train"))[0]
-    order = np.random.default_rng(seed).permutation(len(images))[:count]
-    return images[np.sort(order)]
-
-
-def default_representative_data(model, count=DEFAULT_CALIBRATION_EXAMPLES, seed=CALIBRATION_SEED):
-    """``count`` pretraining images (uint8) for a zoo model; ValueError for any other."""
-    from kronecker_zoo.models import registry
-
-    name = getattr(model, "name", None)
-    if name not in registry.MODELS:
-        raise ValueError(
-            f"quantization='int8' needs `representative_data` (an array of input images, "
-            f"or an iterable of batches) for {name!r}: it is not a registry model, so no "
-            f"default calibration set is known. Registry models: "
-            f"{', '.join(registry.MODELS)}"
-        )
-    return _pretraining_images(registry.spec(name).task, count, seed).copy()
+# -- representative data ---------------------------------------------------------------
 
 
 def _as_images(batch, sample_shape):
@@ -203,19 +183,19 @@ def convert_tflite(model, quantization=None, representative_data=None, batch_siz
             f"with quantization='int8'. Received quantization={quantization!r}"
         )
     if quantization == "int8" and representative_data is None:
-        representative_data = default_representative_data(model)
-        if tuple(representative_data.shape[1:3]) != shape[1:3] or (
-                representative_data.shape[-1] != shape[-1]):
-            raise ValueError(
-                f"The default calibration images of {model.name!r} have shape "
-                f"{representative_data.shape[1:]}, the model input {shape[1:]}; pass "
-                "`representative_data` matching the input."
-            )
+        raise ValueError(
+            "quantization='int8' needs `representative_data`: a few hundred images as the "
+            "model sees them in use (an array (N, H, W, C) of raw pixels, an iterable of "
+            "batches or of (images, labels) tuples). No default is guessed. For published "
+            "zoo weights not fine-tuned since, pass representative_data="
+            "kronecker_zoo.export.pretraining_calibration_data(name, tag)."
+        )
     batches = None
     if quantization == "int8":
         # Read (and check) all of it now: errors surface before tracing, and a one-shot
         # generator or dataset is consumed once.
         batches = list(_batches(representative_data, shape))
+        check_calibration_range(model, batches)
     # Full integer: trace and freeze the int8-friendly, float-identical form (see
     # `int8_rewrites`); the converter reads the variables when it converts.
     rewrites = int8_rewrites(model) if quantization == "int8" else contextlib.nullcontext()
@@ -259,8 +239,8 @@ def to_tflite(model, path, quantization=None, representative_data=None, batch_si
         representative_data: images for "int8" calibration: an array
             ``(N, H, W, C)`` (or ``(N, H, W)`` for one channel), an iterable of such
             batches or of ``(images, labels)`` tuples (e.g. a `tf.data.Dataset`), or a
-            callable returning one. Defaults, for registry models only, to 256 images
-            of the model's pretraining set.
+            callable returning one, in the model's input range. Required for "int8"
+            (no default; see `pretraining_calibration_data`).
         batch_size: int. The file's fixed batch. Defaults to `1`.
         overwrite: bool. Replace an existing file. Defaults to `False` (raise
             `FileExistsError`).
@@ -271,10 +251,12 @@ def to_tflite(model, path, quantization=None, representative_data=None, batch_si
 
     Returns:
         `TFLiteExport` (``path``, ``size_bytes``, ``quantization``, ``input_shape``,
-        ``params``, ``execution``, ``ops``); ``os.fspath()`` of it is the path.
+        ``params``, ``execution``, ``ops``, ``kronecker_layers``); ``os.fspath()`` of
+        it is the path.
 
     Raises:
-        ValueError: bad arguments (naming the valid choices); `FileExistsError`:
+        ValueError: bad arguments (naming the valid choices), missing or
+            out-of-range ``representative_data``; `FileExistsError`:
             ``path`` exists and ``overwrite`` is False; `TFLiteOpsError`: the
             converted graph holds Flex/custom or SPACE_TO_BATCH_ND ops.
     """
@@ -290,6 +272,7 @@ def to_tflite(model, path, quantization=None, representative_data=None, batch_si
         params=int(model.count_params()),
         execution=execution,
         ops=tuple(tflite_ops(content)),
+        kronecker_layers=len(execution_layers(model)),
     )
 
 

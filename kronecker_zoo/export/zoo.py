@@ -2,12 +2,18 @@
 
 `compare` exports each model in float32 and int8, checks both against Keras on
 the model's test set and times them with LiteRT (XNNPACK) at 1 and 2 threads;
-`markdown_table` prints the side-by-side table.
+`markdown_table` prints the side-by-side table. int8 is calibrated on train images
+of the same data set (`calibration_set`).
 """
 
 import os
 import tempfile
 
+from kronecker_zoo.export.calibration import (
+    DEFAULT_CALIBRATION_EXAMPLES,
+    calibration_images,
+    pretraining_calibration_data,
+)
 from kronecker_zoo.export.runner import benchmark_tflite
 from kronecker_zoo.export.tflite import to_tflite
 from kronecker_zoo.export.verify import verify_tflite
@@ -42,6 +48,19 @@ def test_set(name, examples=None):
     return images, labels
 
 
+def calibration_set(name, weights, count=DEFAULT_CALIBRATION_EXAMPLES):
+    """int8 calibration images for ``name`` with ``weights`` in `compare`.
+
+    Published tag: its pretraining images (`pretraining_calibration_data`). Other
+    weights (`None`, a path): train images of the data set `test_set` scores on.
+    """
+    from kronecker_zoo import models, weights as weight_registry
+
+    if isinstance(weights, str) and weights in weight_registry.published(name):
+        return pretraining_calibration_data(name, weights, count)
+    return calibration_images(PRETRAINING_SETS[models.spec(name).task], count)
+
+
 def compare(names, weights="auto", quantizations=(None, "int8"), threads=(1, 2), runs=100,
             warmup=20, examples=None, directory=None, verbose=False):
     """One row per (model, quantization): size, latency, parity and accuracy.
@@ -72,7 +91,10 @@ def compare(names, weights="auto", quantizations=(None, "int8"), threads=(1, 2),
             for quantization in quantizations:
                 label = quantization or "float32"
                 path = os.path.join(folder, f"{name}_{label}.tflite")
+                calibration = (calibration_set(name, tag) if quantization == "int8"
+                               else None)
                 info = to_tflite(model, path, quantization=quantization,
+                                 representative_data=calibration,
                                  overwrite=directory is None)
                 report = verify_tflite(model, info, images, labels)
                 latency = benchmark_tflite(info, threads=threads, runs=runs, warmup=warmup)

@@ -76,14 +76,14 @@ class ContextModule(keras.layers.Layer):
     ``noise_stddev`` (default ``1e-3``) to break symmetry, "basic" none.
 
     Args:
-        channels: int. ``C``: output channels (and the input's, for the identity).
+        channels: int. ``C``: the input's and the output's channels (checked at build).
         variant: `"basic"` or `"large"`. Defaults to `"basic"`.
         dilations: sequence of int. Defaults to `(1, 1, 2, 4, 8, 16, 1)`.
         kernel_initializer: `"identity"` (Yu & Koltun) or any Keras initializer.
         noise_stddev: float or `None` (variant default). Noise of the identity init.
         seed: int or `None`. Seed of that noise.
 
-    Input shape: `(batch, height, width, in)`. Output: `(batch, height, width, C)`.
+    Input shape: `(batch, height, width, C)`. Output: `(batch, height, width, C)`.
     """
 
     def __init__(
@@ -150,6 +150,12 @@ class ContextModule(keras.layers.Layer):
             raise ValueError(
                 "ContextModule expects a 4-D input (batch, height, width, channels). "
                 f"Received input_shape={tuple(input_shape)}"
+            )
+        if input_shape[-1] is not None and input_shape[-1] != self.channels:
+            raise ValueError(
+                f"ContextModule({self.channels}) maps {self.channels} channels to "
+                f"{self.channels}: its input must have {self.channels} channels, got "
+                f"{input_shape[-1]}. Received input_shape={tuple(input_shape)}"
             )
         shape = tuple(input_shape)
         for conv in self.convs:

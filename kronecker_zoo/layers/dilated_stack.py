@@ -1,6 +1,7 @@
 """DilatedStack: a cascade of dilated convolutions with any dilation schedule."""
 
 import keras
+import numpy as np
 from keras import ops
 
 from kronecker_zoo import kernels as kernel_math
@@ -9,29 +10,42 @@ from kronecker_zoo.kernels import _pair
 from kronecker_zoo.layers.weight_args import positive_int
 
 
-def _per_layer(value, n, name, normalize):
-    """Broadcast one value to ``n`` layers, or validate a list of ``n`` values."""
-    try:
-        if isinstance(value, (list, tuple)) and len(value) == n:
-            return [normalize(v) for v in value]
-        return [normalize(value)] * n
-    except (TypeError, ValueError):
-        raise ValueError(
-            f"`{name}` must be one value or a list of {n} values (one per dilation "
-            f"rate). Received: {name}={value!r}"
-        ) from None
+def _filters(value, n):
+    """One int for all ``n`` layers, or a list of exactly ``n`` ints (one per rate)."""
+    if isinstance(value, (list, tuple)):
+        if len(value) != n:
+            raise ValueError(
+                "`filters` must be one int or a list with one int per dilation rate: got "
+                f"{len(value)} filters for {n} dilation rates. Received: filters={value!r}"
+            )
+        return [positive_int(v, "filters") for v in value]
+    return [positive_int(value, "filters")] * n
 
 
 def _kernel_sizes(value, n):
-    """An int or ``(kh, kw)`` pair for all layers, or one entry per layer.
+    """An int (square, every layer) or exactly ``n`` entries, each an int or ``(kh, kw)``.
 
-    A two-int tuple is a pair (for every layer) unless ``n != 2``; to give two
-    layers different square sizes write ``[(3, 3), (5, 5)]``.
+    A list is always per layer: ``(3, 5)`` with two rates is 3x3 then 5x5; the same
+    non-square kernel on every layer is ``[(3, 5)] * n``.
     """
-    per_layer = isinstance(value, (list, tuple)) and len(value) == n and (
-        n != 2 or any(isinstance(v, (list, tuple)) for v in value))
-    if per_layer:
+    if isinstance(value, (list, tuple)):
+        if len(value) != n:
+            hint = ""
+            if len(value) == 2 and all(isinstance(v, int) for v in value):
+                hint = (f" For a {value[0]}x{value[1]} kernel on every layer write "
+                        f"kernel_size=[{tuple(value)!r}] * {n}.")
+            raise ValueError(
+                "`kernel_size` must be an int (the same square kernel for every layer) or "
+                "a list with one int or (kh, kw) per dilation rate: got "
+                f"{len(value)} kernel sizes for {n} dilation rates.{hint} "
+                f"Received: kernel_size={value!r}"
+            )
         return [_pair(v, "kernel_size") for v in value]
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise ValueError(
+            "`kernel_size` must be an int or a list with one int or (kh, kw) per "
+            f"dilation rate. Received: kernel_size={value!r}"
+        )
     return [_pair(value, "kernel_size")] * n
 
 
@@ -53,8 +67,10 @@ class DilatedStack(keras.layers.Layer):
     the collapsed convolution with "same" padding everywhere, borders included.
 
     Args:
-        filters: int, or one int per layer.
-        kernel_size: int or pair, or one per layer. Defaults to `3`.
+        filters: int, or a list with one int per dilation rate.
+        kernel_size: int (same square kernel for all layers), or a list with one
+            int or ``(kh, kw)`` per dilation rate; a length mismatch raises.
+            Defaults to `3`.
         dilation_rates: one int or pair per layer. Defaults to `(1, 2, 4)`.
         activation: applied after every layer, `None` for a linear stack.
         use_bias: bool. Defaults to `True`.
@@ -95,7 +111,7 @@ class DilatedStack(keras.layers.Layer):
             )
         n = len(rates)
         self.dilation_rates = rates
-        self.filters = _per_layer(filters, n, "filters", lambda v: positive_int(v, "filters"))
+        self.filters = _filters(filters, n)
         self.kernel_size = _kernel_sizes(kernel_size, n)
         self.padding, _ = kz_ops.normalize_padding(padding)
         self.pad_once = bool(pad_once)

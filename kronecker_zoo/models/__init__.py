@@ -4,6 +4,9 @@
     models.list_models("classification")
     model = models.get("kron_resnet_8")               # raw pixels 0..255 -> logits
     model = models.kron_resnet(depth=14, rank=2)       # a builder directly
+
+Saved as ``.keras``, a zoo model loads with ``keras.saving.load_model`` only after
+``import kronecker_zoo`` (which registers the zoo layers).
 """
 
 from kronecker_zoo.models.context_net import context_net, kron_context_net

@@ -8,9 +8,11 @@ import math
 
 import keras
 
-# Raw pixels in [0, 255] -> [-1, 1], inside the model (no separate preprocessing).
-PIXEL_SCALE = 1.0 / 127.5
-PIXEL_OFFSET = -1.0
+# Raw pixels in PIXEL_RANGE = [0, 255] -> [-1, 1], inside the model (no separate
+# preprocessing). Every registry model takes this range (`ModelSpec.input_range`).
+PIXEL_RANGE = (0.0, 255.0)
+PIXEL_SCALE = 2.0 / (PIXEL_RANGE[1] - PIXEL_RANGE[0])
+PIXEL_OFFSET = -1.0 - PIXEL_RANGE[0] * PIXEL_SCALE
 
 
 def model_input(input_shape, name="pixels"):

@@ -1,8 +1,9 @@
 """Reusing pretrained weights in a model with another head or input channels.
 
 `transfer_weights(source, target)` copies every layer's weights by name. The head
-(``predictions`` / ``logits``) is left freshly initialised when its shape differs
-(another ``num_classes``) or absent (``include_top=False``); a first convolution
+(``predictions`` / ``logits``) is copied when its shape matches; it is left freshly
+initialised when its shape differs (another ``num_classes``), when asked
+(``fresh_head=True``) or absent (``include_top=False``); a first convolution
 whose input channels differ is adapted instead of discarded:
 ``W_new[:, :, j] = W_old[:, :, j mod c_old] * c_old / c_new``, so an image whose
 ``c_new`` channels repeat the ``c_old`` ones (e.g. grey copied to RGB) gives the
@@ -20,11 +21,13 @@ def _adapt_input_channels(old, new_shape):
     return (old[:, :, index, :] * (c_old / c_new)).astype(old.dtype)
 
 
-def transfer_weights(source, target):
+def transfer_weights(source, target, fresh_head=False):
     """Copies ``source``'s weights into ``target`` layer by layer (by name).
 
-    Returns the names of the target layers left as initialised (the head when it
-    changed). Raises ValueError when any other layer cannot take the weights.
+    The head (`HEAD_LAYERS`) is copied when its shapes match, unless
+    ``fresh_head``; otherwise it keeps its initialisation. Returns the names of
+    the target layers left as initialised. Raises ValueError when any other layer
+    cannot take the weights.
     """
     source_layers = {layer.name: layer for layer in source.layers}
     skipped = []
@@ -36,7 +39,9 @@ def transfer_weights(source, target):
             raise ValueError(f"The pretrained model has no layer {layer.name!r}")
         old = src.get_weights()
         new_shapes = [tuple(w.shape) for w in layer.weights]
-        if [tuple(w.shape) for w in old] == new_shapes:
+        if fresh_head and layer.name in HEAD_LAYERS:
+            skipped.append(layer.name)
+        elif [tuple(w.shape) for w in old] == new_shapes:
             layer.set_weights(old)
         elif layer.name in HEAD_LAYERS:
             skipped.append(layer.name)

@@ -8,11 +8,14 @@ import dataclasses
 import difflib
 import inspect
 import os
+import re
+import warnings
 
 from kronecker_zoo import weights as weight_registry
 from kronecker_zoo.models.context_net import context_net, kron_context_net
 from kronecker_zoo.models.dilated_fcn import dilated_fcn
-from kronecker_zoo.models.finetune import transfer_weights
+from kronecker_zoo.models.blocks import PIXEL_RANGE
+from kronecker_zoo.models.finetune import HEAD_LAYERS, transfer_weights
 from kronecker_zoo.models.pool_segnet import pool_segnet
 from kronecker_zoo.models.resnet import drn, kron_resnet, lowrank_resnet, resnet, separable_resnet
 
@@ -31,6 +34,7 @@ class ModelSpec:
     builder: object
     size_args: dict
     description: str
+    input_range: tuple = PIXEL_RANGE  # raw pixel values the model takes (min, max)
 
 
 _RESNET_SIZES = {"8": {"depth": 8}, "20": {"depth": 20}}
@@ -96,24 +100,45 @@ def valid_overrides(name):
     return sorted(p for p in params if p not in _GET_ARGS and p not in s.size_args)
 
 
-def get(name, weights=None, input_shape=None, num_classes=None, include_top=True, **overrides):
+def get(name, weights=None, input_shape=None, num_classes=None, include_top=True,
+        fresh_head=False, weights_sha256=None, **overrides):
     """Builds registered model ``name`` as a plain functional `keras.Model`.
 
     Args:
         name: str. A name from `list_models()`, e.g. `"kron_resnet_8"`.
         weights: `None` (random init), a published tag (see
-            `list_models(pretrained=True)`), or a path to a `.weights.h5` file.
+            `list_models(pretrained=True)`; SHA-256 checked, downloaded when the
+            packaged file is missing or damaged and the manifest has a ``url``), or a
+            path to a `.weights.h5` file.
         input_shape: `(height, width, channels)`; height/width may be `None`.
             Defaults to the family's default (28x28x1 classification, 64x64x1
             segmentation).
         num_classes: int. Classes of the head. Defaults to 10 (classification) or
             11 (segmentation: background + 10).
         include_top: bool. `False` returns the backbone (last feature map).
+        fresh_head: bool. With ``weights``: `True` leaves the head freshly
+            initialised; `False` (default) copies the head from the weights when
+            its shape matches (same ``num_classes``). A head of another shape is
+            always fresh.
+        weights_sha256: hex SHA-256 the file given by path must have (ValueError
+            otherwise). Published tags are checked against the manifest.
         **overrides: builder arguments that do not fix the size (see
             `valid_overrides(name)`), e.g. `rank=2` for `kron_resnet_8`.
 
+    Loading: published weights were trained with the default head and input; they
+    are loaded into that architecture (with ``overrides``) and copied by layer name
+    into the model built (see `transfer_weights`: a first convolution with other
+    input channels is adapted). A file given by path is loaded the same way when it
+    fits that architecture, else directly into the model built (a file saved from
+    exactly this configuration, e.g. after fine-tuning with ``num_classes=5``).
+    Weights that fit neither raise a ValueError naming the file and the model.
+
     Returns:
-        A `keras.Model` taking raw pixel values in [0, 255].
+        A `keras.Model` taking raw pixel values in [0, 255] (`ModelSpec.input_range`).
+        Saved with ``model.save("m.keras")``, it loads with
+        ``keras.saving.load_model`` only after ``import kronecker_zoo``, which
+        registers the zoo layers (without it Keras reports that it cannot locate a
+        class such as ``KroneckerConv2D``).
     """
     s = spec(name)
     bad = sorted(set(overrides) - set(valid_overrides(name)))
@@ -127,6 +152,8 @@ def get(name, weights=None, input_shape=None, num_classes=None, include_top=True
     if not include_top and num_classes is not None:
         raise ValueError("`num_classes` sets the size of the head, but include_top=False "
                          f"builds no head. Received: num_classes={num_classes!r}")
+    if not isinstance(fresh_head, bool):
+        raise ValueError(f"`fresh_head` must be True or False. Received: {fresh_head!r}")
     kwargs = dict(s.size_args, **overrides)
     if input_shape is not None:
         kwargs["input_shape"] = tuple(input_shape)
@@ -134,31 +161,124 @@ def get(name, weights=None, input_shape=None, num_classes=None, include_top=True
         if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
             raise ValueError(f"`num_classes` must be a positive int. Received: {num_classes!r}")
         kwargs["num_classes"] = num_classes
+    if weights is None:
+        if weights_sha256 is not None:
+            raise ValueError("`weights_sha256` checks a weights file given by path; "
+                             "received weights=None.")
+        return s.builder(include_top=include_top, name=name, **kwargs)
+    path, entry = _weights_file(name, weights, weights_sha256)
     model = s.builder(include_top=include_top, name=name, **kwargs)
-    if weights is not None:
-        path = _weights_path(name, weights)
-        # Load into the architecture the weights were trained with (default head and
-        # input channels), then copy by layer name: another head stays initialised,
-        # other input channels adapt the first conv (see models.finetune).
-        source_kwargs = {k: v for k, v in kwargs.items()
-                         if k not in ("input_shape", "num_classes")}
-        source = s.builder(include_top=True, name=name, **source_kwargs)
-        try:
-            source.load_weights(path)
-        except ValueError:
-            model.load_weights(path)  # a file saved from exactly this configuration
-        else:
-            transfer_weights(source, model)
+    _load_weights(model, s, path, entry, kwargs, include_top, fresh_head)
     return model
 
 
-def _weights_path(name, weights):
-    """The verified file behind ``weights`` (a published tag or a .weights.h5 path)."""
+def _defaults(builder):
+    """The builder's defaults of the arguments `get` may change for a pretrained file."""
+    params = inspect.signature(builder).parameters
+    return {k: params[k].default for k in ("input_shape", "num_classes") if k in params}
+
+
+def _same(a, b):
+    return (tuple(a) == tuple(b)) if isinstance(a, (tuple, list)) else a == b
+
+
+def _describe(kwargs):
+    return ", ".join(f"{k}={v!r}" for k, v in sorted(kwargs.items())) or "no overrides"
+
+
+def _load_weights(model, s, path, entry, kwargs, include_top, fresh_head):
+    """Loads ``path`` into ``model`` (see `get`, "Loading"); ValueError if it does not fit."""
+    defaults = _defaults(s.builder)
+    user = {k: v for k, v in kwargs.items() if k not in s.size_args}
+    tried = []
+    if not (include_top and all(_same(kwargs.get(k, d), d) for k, d in defaults.items())):
+        # Load into the architecture the file was trained with, then copy by name.
+        file_kwargs = {k: v for k, v in kwargs.items() if k not in defaults}
+        source = s.builder(include_top=True, name=s.name, **file_kwargs)
+        error = _try_load(source, path)
+        if error is None:
+            transfer_weights(source, model, fresh_head=fresh_head)
+            return
+        tried.append(("the default head and input", error))
+        if entry is not None:  # published files have the default head and input
+            raise _mismatch(s.name, path, entry, user, tried)
+    # The model built is the architecture the file was saved from (or, for a file given
+    # by path, was saved from exactly this configuration).
+    head = {layer.name: layer.get_weights() for layer in model.layers
+            if fresh_head and layer.name in HEAD_LAYERS}
+    error = _try_load(model, path)
+    if error is not None:
+        tried.append((f"the model built ({_describe(user)})", error))
+        raise _mismatch(s.name, path, entry, user, tried)
+    for layer_name, values in head.items():
+        model.get_layer(layer_name).set_weights(values)
+
+
+def _try_load(model, path):
+    """``model.load_weights(path)``: `None`, or the error (warnings only kept on success)."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            model.load_weights(path)
+        except (ValueError, OSError, KeyError) as error:
+            return error
+    for w in caught:
+        warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    return None
+
+
+def _summary(error):
+    """The informative part of a Keras loading error, on one line."""
+    text = str(error)
+    match = re.search(r"Example error message for object <(.*?)>:\s*(.*?)\s*"
+                      r"(?:List of objects that could not be loaded|$)", text, re.S)
+    if match:
+        text = f"{match.group(2).split(' Target variable:')[0]} ({match.group(1)})"
+    text = " ".join(text.split())
+    return text[:400] + ("..." if len(text) > 400 else "")
+
+
+def _mismatch(name, path, entry, user, tried):
+    if any(isinstance(e, OSError) for _, e in tried):
+        error = next(e for _, e in tried if isinstance(e, OSError))
+        return ValueError(
+            f"Cannot read the weights file {os.fspath(path)!r} for {name!r}: it is truncated, "
+            f"corrupted or not a Keras .weights.h5 file ({_summary(error)}).")
+    if entry is not None:
+        config = entry.get("config", {})
+        trained = config.get("overrides") or {}
+        return ValueError(
+            f"The published {entry.get('dataset', '')!r} weights of {name!r} "
+            f"({entry['file']}) were trained on {config.get('model', name)!r} with "
+            f"{_describe(trained)} (and the default head and input); they do not fit "
+            f"{name!r} built with {_describe(user)}: {_summary(tried[0][1])} Drop the "
+            "overrides that change weight shapes, or pass weights=None.")
+    known = weight_registry.find_published(weight_registry.sha256_of(path))
+    origin = (f" It is the published {known[1]!r} weights file of {known[0]!r}: load it "
+              f"with models.get({known[0]!r}, weights={known[1]!r})." if known else
+              " Was it saved from another model, or with other overrides?")
+    if len(tried) == 1:
+        attempts = f": {_summary(tried[0][1])}"
+    else:
+        attempts = " (" + "; ".join(f"loaded into {what}: {_summary(e)}"
+                                    for what, e in tried) + ")"
+    return ValueError(
+        f"The weights file {os.fspath(path)!r} does not match the architecture of {name!r} "
+        f"built with {_describe(user)}{attempts}.{origin}")
+
+
+def _weights_file(name, weights, weights_sha256):
+    """``(path, manifest entry or None)`` behind ``weights`` (a published tag or a path)."""
     tags = weight_registry.published(name)
-    if isinstance(weights, (str, os.PathLike)) and str(weights).endswith(".weights.h5"):
+    if isinstance(weights, (str, os.PathLike)) and os.fspath(weights).endswith(".weights.h5"):
+        weights = os.fspath(weights)
         if not os.path.isfile(weights):
             raise FileNotFoundError(f"Weight file not found: {weights}")
-        return weights
+        if weights_sha256 is not None:
+            weight_registry.verified_path(
+                weights, weights_sha256,
+                advice="Check that it is the file you meant, or drop `weights_sha256`.")
+        return weights, None
     if weights not in tags:
         raise ValueError(
             f"Unknown weights {weights!r} for {name!r}. Valid: None, a path to a "
@@ -166,5 +286,10 @@ def _weights_path(name, weights):
             f"{'' if tags else ' (no weights are published for this model yet)'}"
         )
     entry = tags[weights]
-    return weight_registry.verified_path(weight_registry.file_path(entry["file"]),
-                                         entry["sha256"])
+    if weights_sha256 is not None and (
+            weight_registry.check_sha256(weights_sha256) != entry["sha256"]):
+        raise ValueError(
+            f"`weights_sha256` {weights_sha256} is not the SHA-256 of the published "
+            f"{weights!r} weights of {name!r} ({entry['sha256']}); published files are "
+            "checked against the manifest, so it is not needed.")
+    return weight_registry.entry_path(entry), entry

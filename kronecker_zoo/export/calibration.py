@@ -1,0 +1,129 @@
+"""Calibration images for full-integer ("int8") export, and a check of their range.
+
+Calibration data are always passed explicitly (``representative_data``): they must
+be the images the model will see, which a model's name cannot tell (a fine-tuned
+zoo model keeps its name). `pretraining_calibration_data` gives the pretraining
+images of published weights; `calibration_images` those of a zoo data set.
+
+`check_calibration_range` refuses data whose range cannot be the model's: a zoo
+model (one with the zoo's pixel normalisation, see `model_input_range`) takes raw
+pixels in [0, 255], so data scaled to [0, 1] or [-1, 1] would calibrate it wrongly.
+"""
+
+import functools
+
+import numpy as np
+
+from kronecker_zoo.layers.weight_args import positive_int
+
+DEFAULT_CALIBRATION_EXAMPLES = 256
+CALIBRATION_SEED = 0
+DATASETS = ("fashion_mnist", "fashion_scenes")
+
+
+@functools.lru_cache(maxsize=4)
+def _train_images(dataset, count, seed):
+    from kronecker_zoo import data
+
+    images = getattr(data, dataset)("train")[0]
+    order = np.random.default_rng(seed).permutation(len(images))[:count]
+    return images[np.sort(order)]
+
+
+def calibration_images(dataset, count=DEFAULT_CALIBRATION_EXAMPLES, seed=CALIBRATION_SEED):
+    """``count`` seeded-random train images of ``dataset`` (see `DATASETS`).
+
+    Returns raw uint8 pixels (0..255), ``(count, H, W, 1)``: the input format of
+    the zoo models.
+    """
+    if dataset not in DATASETS:
+        raise ValueError(f"Unknown calibration dataset {dataset!r}. Valid: "
+                         f"{', '.join(repr(d) for d in DATASETS)}")
+    positive_int(count, "count")
+    return _train_images(dataset, count, seed).copy()
+
+
+def pretraining_calibration_data(name, tag=None, count=DEFAULT_CALIBRATION_EXAMPLES,
+                                 seed=CALIBRATION_SEED):
+    """``count`` train images of the data set the published ``tag`` weights of ``name``
+    were trained on (the manifest's ``dataset``), as `calibration_images` returns them.
+
+    ``tag`` defaults to the model's only published tag. Use it for a model loaded
+    with those weights and not fine-tuned on other data.
+    """
+    from kronecker_zoo import models, weights
+
+    models.spec(name)  # unknown names list the valid ones
+    tags = weights.published(name)
+    if tag is None:
+        if len(tags) != 1:
+            raise ValueError(f"Pass `tag`: {name!r} has published weights "
+                             f"{', '.join(map(repr, tags)) or '(none)'}.")
+        tag = next(iter(tags))
+    if tag not in tags:
+        raise ValueError(f"No published {tag!r} weights for {name!r}; published: "
+                         f"{', '.join(map(repr, tags)) or '(none)'}.")
+    dataset = tags[tag]["dataset"]
+    if dataset not in DATASETS:
+        raise ValueError(f"The {tag!r} weights of {name!r} were trained on {dataset!r}, for "
+                         "which no calibration images are available; pass your own.")
+    return calibration_images(dataset, count, seed)
+
+
+def _unwrap(layer):
+    while hasattr(layer, "layer") and not hasattr(layer, "scale"):
+        layer = layer.layer  # tfmot wrappers (tf_keras)
+    return layer
+
+
+def model_input_range(model):
+    """``(min, max)`` raw pixel values ``model`` takes, or `None` if it cannot tell.
+
+    A model built by the zoo (Keras 3, or its tf_keras twin from
+    `kronecker_zoo.optimize`) normalises its input with a ``Rescaling`` by the
+    zoo's pixel scale and offset; its range is then ``ModelSpec.input_range``.
+    """
+    from kronecker_zoo.models import blocks
+
+    for layer in getattr(model, "layers", ()):
+        layer = _unwrap(layer)
+        if type(layer).__name__ != "Rescaling":
+            continue
+        config = layer.get_config()
+        try:
+            scale, offset = (float(np.asarray(config.get(k))) for k in ("scale", "offset"))
+        except (TypeError, ValueError):  # per-channel or serialized values: not the zoo's
+            continue
+        if np.isclose(scale, blocks.PIXEL_SCALE) and np.isclose(offset, blocks.PIXEL_OFFSET):
+            return blocks.PIXEL_RANGE
+    return None
+
+
+def check_calibration_range(model, batches):
+    """ValueError when the values of ``batches`` cannot be inputs of ``model``.
+
+    For a model with a known input range (`model_input_range`): data that lie
+    outside it, or that all lie in [-1, 1] while the range reaches 255 (images
+    scaled to [0, 1] or [-1, 1]).
+    """
+    expected = model_input_range(model)
+    if expected is None or not batches:
+        return
+    low = float(min(np.min(b) for b in batches))
+    high = float(max(np.max(b) for b in batches))
+    lo, hi = expected
+    tolerance = 1e-3 * (hi - lo)
+    name = getattr(model, "name", "the model")
+    if hi > 1.0 and -1.0 <= low and high <= 1.0:
+        problem = (f"they lie in [{low:g}, {high:g}], as if scaled to [0, 1] or [-1, 1], but "
+                   f"{name!r} takes raw pixels in [{lo:g}, {hi:g}] and normalises them itself")
+    elif low < lo - tolerance or high > hi + tolerance:
+        problem = (f"they lie in [{low:g}, {high:g}], outside the [{lo:g}, {hi:g}] raw pixels "
+                   f"{name!r} takes")
+    else:
+        return
+    raise ValueError(
+        f"representative_data cannot be what the model sees: {problem}. Pass the images "
+        "exactly as you feed the model (e.g. unscaled uint8 pixels; "
+        "kronecker_zoo.export.pretraining_calibration_data(name, tag) gives those of "
+        "published weights).")
