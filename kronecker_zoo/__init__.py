@@ -29,6 +29,7 @@ from kronecker_zoo import (
     models,
     ops,
     report,
+    runtime,
 )
 from kronecker_zoo.kernels import collapse, dilate, kron, receptive_field
 from kronecker_zoo.layers import (
@@ -68,4 +69,5 @@ __all__ = [
     "optimize",
     "receptive_field",
     "report",
+    "runtime",
 ]

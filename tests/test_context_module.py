@@ -229,5 +229,6 @@ def test_saving_round_trip(tmp_path):
         lambda: ContextModule(2, "large", dilations=(1, 2), seed=0), (2, 10, 9, 2), tmp_path)
 
 
+@pytest.mark.training
 def test_fit_step():
     check_fit_step(lambda: ContextModule(2, dilations=(1, 2)), (2, 10, 10, 2))

@@ -351,5 +351,6 @@ def test_saving_round_trip(tmp_path):
         (2, 9, 10, 2), tmp_path)
 
 
+@pytest.mark.training
 def test_fit_step():
     check_fit_step(lambda: DilatedStack(2, dilation_rates=(1, 2)), (2, 8, 8, 2))

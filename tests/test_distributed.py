@@ -38,10 +38,10 @@ TIMEOUT = 600
 # trained on twice or half the data per epoch, falls outside it.
 REL_TOL = 0.10
 
-MIRRORED_RECIPE = {"model": "resnet_8", "epochs": 3, "subset": 1024, "batch_size": 64,
-                   "seed": 0}
+MIRRORED_RECIPE = {"model": "resnet_8", "epochs": 3, "subset": 1024, "test_subset": 256,
+                   "batch_size": 64, "seed": 0}
 MULTIWORKER_ARGS = ["--model", "resnet_8", "--epochs", "2", "--subset", "512",
-                    "--batch-size", "64", "--verbose", "0"]
+                    "--test-subset", "256", "--batch-size", "64", "--verbose", "0"]
 
 # argv: number of logical CPU devices, recipe (JSON), out, strategy. The split must come
 # before anything initialises TensorFlow's devices, i.e. before training.train is imported.

@@ -43,6 +43,7 @@ from kronecker_zoo.export import (
 )
 from kronecker_zoo.layers import KroneckerConv2D
 from tests import reference as ref
+from tests import zoo_cases
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EVAL_EXAMPLES = 256  # test images per parity check (the full sets run in tflite/verify.py)
@@ -517,7 +518,7 @@ def test_xla_export_under_the_jax_backend(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", models.list_models())
+@pytest.mark.parametrize("name", zoo_cases.ONE_PER_FAMILY)
 def test_jit_compiled_training_steps(name):
     keras.utils.set_random_seed(0)
     model = models.get(name)

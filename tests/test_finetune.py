@@ -6,8 +6,6 @@ import pytest
 
 from kronecker_zoo import models
 
-pytestmark = pytest.mark.training
-
 
 def _np(x):
     return np.asarray(keras.ops.convert_to_numpy(x))
@@ -79,6 +77,7 @@ def test_weights_of_another_model_are_rejected(saved):
         models.get("resnet_8", weights=path)
 
 
+@pytest.mark.training
 def test_frozen_backbone_trains_only_the_head(saved):
     _, path = saved
     model = models.set_backbone_trainable(

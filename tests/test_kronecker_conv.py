@@ -446,6 +446,7 @@ def test_keras_saving_round_trip(execution, tmp_path):
         assert layer.resolved_execution == execution
 
 
+@pytest.mark.training
 @pytest.mark.parametrize("execution", EXECUTIONS)
 def test_fit_step_lowers_loss(execution):
     check_fit_step(

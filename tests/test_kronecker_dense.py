@@ -310,5 +310,6 @@ def test_saving_round_trip(tmp_path):
         (3, 6), tmp_path)
 
 
+@pytest.mark.training
 def test_fit_step():
     check_fit_step(lambda: KroneckerDense(6, factors=[(2, 3), (4, 2)], rank=2), (4, 8))

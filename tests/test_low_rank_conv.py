@@ -173,5 +173,6 @@ def test_saving_round_trip(tmp_path):
         (2, 9, 8, 3), tmp_path)
 
 
+@pytest.mark.training
 def test_fit_step():
     check_fit_step(lambda: LowRankConv2D(3, 3, 2), (2, 8, 8, 2))

@@ -30,6 +30,7 @@ from kronecker_zoo.tf_keras_bridge import (
     to_tf_keras,
     unwrap,
 )
+from tests import zoo_cases
 
 
 def _np(x):
@@ -62,7 +63,7 @@ def _rel_error(a, b):
 # -- the bridge ------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", models.list_models())
+@pytest.mark.parametrize("name", zoo_cases.ONE_PER_FAMILY)
 def test_twin_matches_every_registry_model(name):
     model = _randomize(models.get(name))
     twin = to_tf_keras(model)
@@ -104,6 +105,7 @@ def test_twin_with_unknown_input_size(name):
     assert _rel_error(model(x, training=False), twin(x, training=False)) < 1e-5
 
 
+@pytest.mark.training
 def test_twin_gradients_match():
     model = _randomize(models.get("kron_resnet_8"))
     twin = to_tf_keras(model)
@@ -229,6 +231,7 @@ def test_quantize_aware_and_prune_refuse_the_jax_backend():
 # -- quantization-aware training (structure) --------------------------------------------
 
 
+@pytest.mark.training
 def test_quantize_aware_structure_and_step():
     model = models.get("kron_resnet_8", execution="materialized")
     qat = optimize.quantize_aware(model)
@@ -279,6 +282,7 @@ def test_quantize_aware_unsupported_layer():
 # -- pruning (structure) ----------------------------------------------------------------
 
 
+@pytest.mark.training
 def test_prune_structure_sparsity_and_restore():
     model = _randomize(models.get("kron_resnet_8", execution="materialized"))
     pruned = optimize.prune(model, 0.5, frequency=1)  # ConstantSparsity from step 0
@@ -336,16 +340,21 @@ def _keras_accuracy(model, x, y):
     return float(np.mean(np.argmax(_np(model.predict(x, batch_size=500, verbose=0)), -1) == y))
 
 
+# Test-set accuracy of the published float models, measured once per run (name -> float).
+FLOAT_ACCURACY = {}
+
+
 def _qat_vs_ptq(name, fashion, tmp_path, train_images=4000, learning_rate=1e-5):
     x, y, xt, yt = fashion
     calibration = x[-256:]  # not among the fine-tuning images
     overrides = {"execution": "materialized"} if name.startswith("kron") else {}
     model = models.get(name, weights="fashion_mnist", **overrides)
-    float_accuracy = _keras_accuracy(model, xt, yt)
 
     ptq = to_tflite(model, tmp_path / "ptq.tflite", quantization="int8",
                     representative_data=calibration)
-    ptq_accuracy = verify_tflite(model, ptq, xt, yt).tflite_accuracy
+    ptq_report = verify_tflite(model, ptq, xt, yt)  # runs the Keras model on xt too
+    float_accuracy, ptq_accuracy = ptq_report.keras_accuracy, ptq_report.tflite_accuracy
+    FLOAT_ACCURACY[name] = float_accuracy
 
     tf_keras.utils.set_random_seed(0)
     qat = optimize.quantize_aware(model)
@@ -409,7 +418,7 @@ def test_prune_half_kron_resnet_8(fashion, tmp_path):
     n, epochs, batch = 8000, 2, 64
     steps = epochs * (-(-n // batch))
     model = models.get("kron_resnet_8", weights="fashion_mnist", execution="materialized")
-    float_accuracy = _keras_accuracy(model, xt, yt)
+    float_accuracy = FLOAT_ACCURACY.get("kron_resnet_8") or _keras_accuracy(model, xt, yt)
 
     tf_keras.utils.set_random_seed(0)
     pruned = optimize.prune(model, 0.5, begin_step=0, end_step=int(0.3 * steps),

@@ -80,6 +80,7 @@ def test_fashion_pretraining_helps_mnist_5k():
 
 
 @pytest.mark.slow
+@pytest.mark.training
 def test_scenes_pretrained_segmenter_fine_tunes_on_nuclei():
     name = "kron_context_net_basic"
     if name not in models.list_models(pretrained=True):

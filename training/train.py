@@ -39,6 +39,7 @@ DEFAULTS = {
     "label_smoothing": 0.0,
     "seed": 0,
     "subset": None,  # train on the first N examples (short runs, tests)
+    "test_subset": None,  # evaluate on the first N test examples (tests); None: all
     "steps_per_epoch": None,
     "validation_fraction": 0.0,
     "overrides": {},  # builder arguments for models.get, e.g. {"execution": "materialized"}
@@ -80,7 +81,7 @@ def make_strategy(name):
     return tf.distribute.get_strategy()
 
 
-def load_data(dataset, subset):
+def load_data(dataset, subset, test_subset=None):
     """``(x_train, y_train), (x_test, y_test)`` as raw uint8 pixels and int labels."""
     if dataset == "fashion_mnist":
         train, test = data.fashion_mnist("train"), data.fashion_mnist("test")
@@ -90,6 +91,8 @@ def load_data(dataset, subset):
         raise ValueError(f"Unknown dataset {dataset!r}: fashion_mnist or fashion_scenes")
     if subset:
         train = (train[0][:subset], train[1][:subset])
+    if test_subset:
+        test = (test[0][:test_subset], test[1][:test_subset])
     return train, test
 
 
@@ -159,7 +162,8 @@ def _run(config, out, strategy_name, segmentation, verbose):
 
     keras.utils.set_random_seed(config["seed"])
     strategy = make_strategy(strategy_name)
-    (x_train, y_train), (x_test, y_test) = load_data(config["dataset"], config["subset"])
+    (x_train, y_train), (x_test, y_test) = load_data(config["dataset"], config["subset"],
+                                                   config["test_subset"])
     batch = config["batch_size"]
     train_ds = data.pixel_dataset(x_train, y_train, batch, shuffle=True, seed=config["seed"])
     test_ds = data.pixel_dataset(x_test, y_test, 256)
@@ -185,6 +189,7 @@ def _run(config, out, strategy_name, segmentation, verbose):
         "strategy": strategy_name,
         "replicas": strategy.num_replicas_in_sync,
         "train_seconds": round(seconds, 1),
+        "test_examples": len(x_test),
         "test_accuracy": round(float(metrics["accuracy"]), 4),
         "test_loss": round(float(metrics["loss"]), 4),
         "params": r.params,
