@@ -17,9 +17,12 @@ layers' math is not duplicated) and apply tfmot to the twin:
     qat.fit(x, y, epochs=1)
     to_tflite(qat, "kron_int8.tflite", quantization="int8", representative_data=x[:256])
 
-    # Magnitude pruning to 50% -> sparse kernels, back into the Keras 3 model
-    pruned = optimize.prune(model, 0.5, begin_step=0, end_step=100, frequency=10)
-    optimize.compile_for_finetuning(pruned, learning_rate=5e-4)
+    # Magnitude pruning to 50% -> sparse kernels, back into the Keras 3 model. Pruned
+    # at once (no ramp), every step recovers; the learning rate decays to 0.
+    steps = 2 * (len(x) // 32)
+    pruned = optimize.prune(model, 0.5, begin_step=0, frequency=steps // 20)
+    optimize.compile_for_finetuning(
+        pruned, learning_rate=tf_keras.optimizers.schedules.CosineDecay(1e-3, steps))
     pruned.fit(x, y, epochs=2, callbacks=optimize.pruning_callbacks())
     stripped = optimize.strip_pruning(pruned)     # plain tf_keras model, sparse kernels
     optimize.sparsity(stripped, optimize.pruned_layers(pruned))   # {"total": 0.5, ...}
@@ -426,7 +429,8 @@ def compile_for_finetuning(model, learning_rate=1e-4):
     """Compiles a twin to fine-tune a zoo model: Adam, cross-entropy on logits, accuracy.
 
     Zoo models output logits (classification ``(N, classes)``, segmentation
-    ``(N, H, W, classes)``); labels are class ids. Returns ``model``.
+    ``(N, H, W, classes)``); labels are class ids. ``learning_rate`` is a float or a
+    ``tf_keras.optimizers.schedules.LearningRateSchedule``. Returns ``model``.
     """
     model.compile(
         optimizer=tf_keras.optimizers.Adam(learning_rate),

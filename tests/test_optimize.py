@@ -421,9 +421,15 @@ def test_prune_half_kron_resnet_8(fashion, tmp_path):
     float_accuracy = FLOAT_ACCURACY.get("kron_resnet_8") or _keras_accuracy(model, xt, yt)
 
     tf_keras.utils.set_random_seed(0)
-    pruned = optimize.prune(model, 0.5, begin_step=0, end_step=int(0.3 * steps),
-                            frequency=steps // 20)
-    optimize.compile_for_finetuning(pruned, learning_rate=5e-4)
+    # One-shot magnitude pruning to 50% at step 0, then every step recovers with a
+    # cosine-decayed learning rate. Measured on 8,000 images x 2 epochs (float 90.57%,
+    # 2 CPU cores): this 88.89% (88.79% from 5e-4); a ramp to 50% over the first 30% of
+    # the steps at a constant 5e-4 (the earlier recipe) 88.56%, with cosine decay 88.63%
+    # (1e-3: 88.59%, 2e-3: 88.34%); a ramp over half of the steps 88.12% (1e-3) and
+    # 87.85% (2e-4). The sooner the target sparsity, the longer the recovery.
+    pruned = optimize.prune(model, 0.5, begin_step=0, frequency=steps // 20)
+    optimize.compile_for_finetuning(
+        pruned, learning_rate=tf_keras.optimizers.schedules.CosineDecay(1e-3, steps))
     pruned.fit(x[:n], y[:n], batch_size=batch, epochs=epochs, verbose=0,
                callbacks=optimize.pruning_callbacks())
     stripped = optimize.strip_pruning(pruned)
