@@ -114,6 +114,8 @@ def test_kron_resnet_int8_agrees_with_keras_on_the_whole_test_set(tmp_path):
     int8 = to_tflite(model, tmp_path / "i8.tflite", quantization="int8",
                      representative_data=pretraining_calibration_data("kron_resnet_8",
                                                                       "fashion_mnist"))
-    report = verify_tflite(model, int8, images, labels)
+    # The Keras reference runs materialised: the same function (tests/test_kronecker_conv.py),
+    # several times faster on a CPU; the file holds the factored execution.
+    report = verify_tflite(model, int8, images, labels, reference_execution="materialized")
     assert report.passed and report.agreement >= 0.99, str(report)
     assert report.tflite_accuracy >= report.keras_accuracy - 0.005, str(report)
