@@ -17,7 +17,7 @@ class Forced(Exception):
     pass
 
 
-def _tiny_data(dataset, subset):
+def _tiny_data(dataset, subset, test_subset=None):
     rng = np.random.default_rng(0)
     x = rng.integers(0, 256, (16, 28, 28, 1)).astype("uint8")
     y = rng.integers(0, 10, 16)
