@@ -4,8 +4,11 @@ touches what is already in ``--out``. Runs in-process on a few random images."""
 import os
 import types
 
+import keras
 import numpy as np
 import pytest
+
+from kronecker_zoo import models
 
 from training import train as train_script
 
@@ -45,23 +48,84 @@ def test_early_failure_leaves_nothing(tmp_path, monkeypatch, error, pre_existing
         assert os.listdir(out) == []
 
 
-def test_failure_after_training_leaves_nothing_and_the_retry_succeeds(tmp_path, monkeypatch):
+def test_failure_after_an_epoch_keeps_the_checkpoint_and_resume_finishes(tmp_path, monkeypatch):
     monkeypatch.setattr(train_script, "load_data", _tiny_data)
     monkeypatch.setattr(train_script, "report", types.SimpleNamespace(parameter_report=_fail))
     out = tmp_path / "r1"
-    with pytest.raises(Forced):  # after fit: log.csv and the weights were already written
+    with pytest.raises(Forced):  # after fit: the checkpoint of the last epoch exists
         train_script.train(RECIPE, str(out), verbose=0)
-    assert os.listdir(tmp_path) == []
+    work = tmp_path / "r1.partial"
+    assert os.listdir(tmp_path) == ["r1.partial"]
+    assert "checkpoint" in os.listdir(work)
     monkeypatch.undo()
     monkeypatch.setattr(train_script, "load_data", _tiny_data)
-    result = train_script.train(RECIPE, str(out), verbose=0)
+    with pytest.raises(FileExistsError, match="--resume"):  # never silently restarted
+        train_script.train(RECIPE, str(out), verbose=0)
+    with pytest.raises(ValueError, match=r"differs .*\['epochs'\]"):
+        train_script.train({**RECIPE, "epochs": 3}, str(out), verbose=0, resume=True)
+    result = train_script.train(None, str(out), verbose=0, resume=True)
     assert sorted(os.listdir(out)) == RUN_FILES
     assert os.listdir(tmp_path) == ["r1"]
     assert result["model"] == "resnet_8" and result["params"] > 0
+    with open(out / "log.csv") as f:
+        assert len(f.read().splitlines()) == 2  # header + the one epoch, not retrained
     # A finished run is never overwritten.
     with pytest.raises(FileExistsError, match="not an empty directory"):
         train_script.train(RECIPE, str(out), verbose=0)
     assert sorted(os.listdir(out)) == RUN_FILES
+
+
+def test_resume_continues_from_the_interrupted_epoch_with_the_optimizer_state(tmp_path,
+                                                                             monkeypatch):
+    """A run killed after epoch 2 of 3 and resumed ends with the weights of the run that
+    was never interrupted (same seed; batch order equal because nothing is shuffled
+    between sessions here: one batch per epoch)."""
+    monkeypatch.setattr(train_script, "load_data", _tiny_data)
+    recipe = {**RECIPE, "epochs": 3, "batch_size": 16, "optimizer": "sgd",
+              "learning_rate": 0.05}
+    whole = train_script.train(recipe, str(tmp_path / "whole"), verbose=0)
+
+    class Interrupt(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            if epoch == 1:
+                raise KeyboardInterrupt
+
+    fit = keras.Model.fit
+
+    def interrupted_fit(self, *args, callbacks=(), **kwargs):
+        return fit(self, *args, callbacks=[*callbacks, Interrupt()], **kwargs)
+
+    monkeypatch.setattr(keras.Model, "fit", interrupted_fit)
+    with pytest.raises(KeyboardInterrupt):
+        train_script.train(recipe, str(tmp_path / "cut"), verbose=0)
+    monkeypatch.setattr(keras.Model, "fit", fit)
+    resumed = train_script.train(None, str(tmp_path / "cut"), verbose=0, resume=True)
+    with open(tmp_path / "cut" / "log.csv") as f:
+        assert [row.split(",")[0] for row in f.read().splitlines()] == ["epoch", "0", "1", "2"]
+    assert resumed["test_loss"] == pytest.approx(whole["test_loss"], rel=1e-5)
+    a = models.get("resnet_8")
+    a.load_weights(tmp_path / "whole" / "resnet_8.weights.h5")
+    b = models.get("resnet_8")
+    b.load_weights(tmp_path / "cut" / "resnet_8.weights.h5")
+    for u, v in zip(a.weights, b.weights):
+        np.testing.assert_allclose(np.asarray(u), np.asarray(v), rtol=1e-5, atol=1e-6)
+
+
+def test_resume_without_an_interrupted_run_says_so(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no interrupted run"):
+        train_script.train(None, str(tmp_path / "r1"), verbose=0, resume=True)
+
+
+def test_recipe_keys_and_values_are_checked(tmp_path):
+    with pytest.raises(ValueError, match="unknown recipe keys \\['epoch'\\]"):
+        train_script.train({**RECIPE, "epoch": 2}, str(tmp_path / "a"), verbose=0)
+    with pytest.raises(ValueError, match="per-pixel labels"):
+        train_script.train({"model": "context_net_basic", "augment": "crop_flip"},
+                           str(tmp_path / "b"), verbose=0)
+    assert os.listdir(tmp_path) == []
+    with pytest.raises(SystemExit):
+        train_script.main(["--model", "resnet_8", "--out", str(tmp_path / "c"),
+                           "--jit-compile", "maybe"])
 
 
 @pytest.mark.parametrize("kind", ["directory", "file"])

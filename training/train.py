@@ -8,8 +8,14 @@
 Writes into ``--out`` (which must not exist yet, or be empty: nothing is overwritten):
 ``config.json`` (the resolved recipe), ``log.csv`` (per-epoch metrics),
 ``<model>.weights.h5`` and ``result.json`` (test metric, params, MACs, time).
-The run writes into a hidden sibling directory and renames it to ``--out`` only when
-it succeeds, so a failed or interrupted run never leaves ``--out`` half-written.
+The run writes into the sibling directory ``<out>.partial`` and renames it to ``--out``
+only when it succeeds, so ``--out`` is never half-written. While it trains,
+``<out>.partial/checkpoint/`` holds the weights, the optimizer state and the epoch of the
+last finished epoch (``keras.callbacks.BackupAndRestore``); an interrupted or failed run
+continues from there with the same command plus ``--resume`` (the recipe is read back from
+``<out>.partial/config.json``; a different one is refused). A run that fails before its
+first epoch ends leaves nothing. A resumed run reshuffles from the seed, so its example
+order differs from an uninterrupted run's.
 Imports only the public kronecker_zoo API.
 """
 
@@ -18,7 +24,6 @@ import json
 import os
 import shutil
 import sys
-import tempfile
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -34,17 +39,22 @@ DEFAULTS = {
     "dataset": None,  # fashion_mnist (classification) / fashion_scenes (segmentation)
     "epochs": 10,
     "batch_size": 128,
+    "optimizer": "adamw",  # adamw, or sgd (Nesterov momentum 0.9)
     "learning_rate": 2e-3,
-    "weight_decay": 1e-4,
+    "weight_decay": 1e-4,  # decoupled, as Keras applies it: w -= lr * weight_decay * w
+    "augment": None,  # None, or "crop_flip" (pad crop_padding, random crop, random flip)
+    "crop_padding": 4,
+    "jit_compile": False,  # XLA-compile the train step (TensorFlow and JAX backends)
     "label_smoothing": 0.0,
     "seed": 0,
     "subset": None,  # train on the first N examples (short runs, tests)
     "test_subset": None,  # evaluate on the first N test examples (tests); None: all
     "steps_per_epoch": None,
-    "validation_fraction": 0.0,
     "overrides": {},  # builder arguments for models.get, e.g. {"execution": "materialized"}
 }
 STRATEGIES = ("default", "mirrored", "multiworker")
+OPTIMIZERS = ("adamw", "sgd")
+CHECKPOINT = "checkpoint"  # in the partial directory: weights, optimizer state, epoch
 
 
 class _MultiWorkerStrategy(tf.distribute.MultiWorkerMirroredStrategy):
@@ -96,41 +106,90 @@ def load_data(dataset, subset, test_subset=None):
     return train, test
 
 
-def compile_model(model, config, steps, segmentation):
+def make_optimizer(config, steps):
+    """The recipe's optimizer, its learning rate cosine-decayed to 1% over the run."""
     schedule = keras.optimizers.schedules.CosineDecay(
         config["learning_rate"], decay_steps=max(1, steps * config["epochs"]), alpha=0.01)
+    if config["optimizer"] == "adamw":
+        return keras.optimizers.AdamW(schedule, weight_decay=config["weight_decay"])
+    if config["optimizer"] == "sgd":
+        return keras.optimizers.SGD(schedule, momentum=0.9, nesterov=True,
+                                    weight_decay=config["weight_decay"])
+    raise ValueError(f"optimizer must be one of {OPTIMIZERS}. Received: "
+                     f"{config['optimizer']!r}")
+
+
+def compile_model(model, config, steps, segmentation):
     metrics = ["accuracy"]
     if segmentation:
         num_classes = model.output_shape[-1]
         metrics.append(keras.metrics.MeanIoU(num_classes, sparse_y_pred=False, name="miou"))
     model.compile(
-        optimizer=keras.optimizers.AdamW(schedule, weight_decay=config["weight_decay"]),
+        optimizer=make_optimizer(config, steps),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         metrics=metrics,
+        jit_compile=bool(config["jit_compile"]),
     )
 
 
-def train(config, out, strategy_name="default", verbose=1):
-    """Runs one recipe; returns the result dict written to ``out/result.json``."""
+def partial_dir(out):
+    """Where the run of ``out`` works (and keeps its checkpoint) until it succeeds."""
+    return os.path.abspath(out).rstrip(os.sep) + ".partial"
+
+
+def train(config, out, strategy_name="default", verbose=1, resume=False):
+    """Runs one recipe; returns the result dict written to ``out/result.json``.
+
+    ``resume=True`` continues the interrupted run in ``partial_dir(out)`` from its last
+    checkpoint (``config`` may then be ``None``: the run's own recipe is used).
+    """
+    work = partial_dir(out)
+    if resume:
+        config = _resumed_config(work, config)
+    elif os.path.exists(work):
+        raise FileExistsError(f"{work} holds an interrupted run of {out}: continue it with "
+                              "--resume, or delete that directory to start afresh")
     config = {**DEFAULTS, **config}
+    unknown = sorted(set(config) - set(DEFAULTS))
+    if unknown:
+        raise ValueError(f"unknown recipe keys {unknown}; known: {sorted(DEFAULTS)}")
     if config["model"] not in models.MODELS:
         models.spec(config["model"])  # raises with the valid names
     task = models.spec(config["model"]).task
     segmentation = task == "segmentation"
     config["dataset"] = config["dataset"] or ("fashion_scenes" if segmentation
                                               else "fashion_mnist")
+    if config["augment"] is not None and segmentation:
+        raise ValueError(f"augment={config['augment']!r} is for classification recipes "
+                         "(it would move the pixels but not the per-pixel labels)")
     _check_out(out)
-    parent = os.path.dirname(os.path.abspath(out))
-    os.makedirs(parent, exist_ok=True)
-    work = tempfile.mkdtemp(prefix=f".{os.path.basename(os.path.abspath(out))}.partial-",
-                            dir=parent)
+    os.makedirs(work, exist_ok=True)
     try:
         result = _run(config, work, strategy_name, segmentation, verbose)
     except BaseException:
-        shutil.rmtree(work, ignore_errors=True)  # only this run's own directory
+        if not os.path.isdir(os.path.join(work, CHECKPOINT)):
+            shutil.rmtree(work, ignore_errors=True)  # no epoch finished: nothing to resume
         raise
+    shutil.rmtree(os.path.join(work, CHECKPOINT))
     _publish(work, out)
     return result
+
+
+def _resumed_config(work, config):
+    """The recipe of the interrupted run in ``work``; ``config`` must agree with it."""
+    path = os.path.join(work, "config.json")
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"--resume: no interrupted run to continue ({path} is "
+                                "missing); run without --resume to start one")
+    with open(path) as f:
+        saved = json.load(f)
+    if config:
+        differ = sorted(k for k, v in config.items()
+                        if v is not None and v != saved.get(k, DEFAULTS.get(k)))
+        if differ:
+            raise ValueError(f"--resume: the recipe differs from the interrupted run's in "
+                             f"{differ} (see {path}); resume with the same recipe")
+    return saved
 
 
 def _check_out(out):
@@ -155,29 +214,57 @@ def _publish(work, out):
                               f"its files are in {work}") from None
 
 
+class _EpochSeconds(keras.callbacks.Callback):
+    """Adds ``seconds`` (wall time of the epoch) to the logs CSVLogger writes."""
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._start = time.time()
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is not None:
+            logs["seconds"] = round(time.time() - self._start, 1)
+
+
+def _logged_seconds(log):
+    """Sum of the ``seconds`` column of log.csv: the training time over all sessions."""
+    import csv
+
+    with open(log, newline="") as f:
+        return sum(float(row["seconds"]) for row in csv.DictReader(f))
+
+
 def _run(config, out, strategy_name, segmentation, verbose):
     """Train, evaluate and write every file of the run into the directory ``out``."""
     with open(os.path.join(out, "config.json"), "w") as f:
         json.dump(config, f, indent=2)
+    checkpoint = os.path.join(out, CHECKPOINT)
 
     keras.utils.set_random_seed(config["seed"])
     strategy = make_strategy(strategy_name)
     (x_train, y_train), (x_test, y_test) = load_data(config["dataset"], config["subset"],
                                                    config["test_subset"])
     batch = config["batch_size"]
-    train_ds = data.pixel_dataset(x_train, y_train, batch, shuffle=True, seed=config["seed"])
+    train_ds = data.pixel_dataset(x_train, y_train, batch, shuffle=True, seed=config["seed"],
+                                  augment=config["augment"],
+                                  crop_padding=config["crop_padding"])
     test_ds = data.pixel_dataset(x_test, y_test, 256)
     steps = config["steps_per_epoch"] or int(np.ceil(len(x_train) / batch))
     with strategy.scope():
         model = models.get(config["model"], input_shape=x_train.shape[1:],
                            **config["overrides"])
         compile_model(model, config, steps, segmentation)
-    start = time.time()
+    log = os.path.join(out, "log.csv")
+    callbacks = [
+        _EpochSeconds(),  # before CSVLogger, which writes the logs it leaves
+        keras.callbacks.CSVLogger(log, append=True),
+        # restores weights, optimizer state and epoch when a checkpoint exists (--resume)
+        # and saves them after every epoch; train() deletes them once the run is complete
+        keras.callbacks.BackupAndRestore(checkpoint, delete_checkpoint=False),
+    ]
     model.fit(train_ds.repeat() if config["steps_per_epoch"] else train_ds,
               epochs=config["epochs"], steps_per_epoch=config["steps_per_epoch"],
-              callbacks=[keras.callbacks.CSVLogger(os.path.join(out, "log.csv"))],
-              shuffle=False, verbose=verbose)
-    seconds = time.time() - start
+              callbacks=callbacks, shuffle=False, verbose=verbose)
+    seconds = _logged_seconds(log)
     metrics = model.evaluate(test_ds, return_dict=True, verbose=0)
     weights = os.path.join(out, f"{config['model']}.weights.h5")
     model.save_weights(weights)
@@ -203,16 +290,27 @@ def _run(config, out, strategy_name, segmentation, verbose):
     return result
 
 
+def _flag(text):
+    """``true``/``false`` (also 1/0, yes/no) for boolean recipe keys on the command line."""
+    value = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
+    if text.lower() not in value:
+        raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+    return value[text.lower()]
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", help="JSON recipe (keys as in DEFAULTS)")
     parser.add_argument("--out", required=True, help="new output directory")
     parser.add_argument("--strategy", default="default", choices=STRATEGIES)
     parser.add_argument("--verbose", type=int, default=1, help="Keras fit verbosity (progress bar)")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue the interrupted run of --out from its last checkpoint")
     for key, value in DEFAULTS.items():
         if isinstance(value, dict):
             continue
-        kind = type(value) if value is not None else (str if key in ("model", "dataset") else int)
+        kind = (_flag if isinstance(value, bool) else type(value) if value is not None
+                else str if key in ("model", "dataset", "augment") else int)
         parser.add_argument("--" + key.replace("_", "-"), type=kind, default=None)
     args = parser.parse_args(argv)
     config = {}
@@ -221,9 +319,9 @@ def main(argv=None):
             config.update(json.load(f))
     config.update({k: getattr(args, k) for k in DEFAULTS
                    if not isinstance(DEFAULTS[k], dict) and getattr(args, k) is not None})
-    if not config.get("model"):
+    if not config.get("model") and not args.resume:
         parser.error("give --model or a --config with a model")
-    result = train(config, args.out, args.strategy, args.verbose)
+    result = train(config, args.out, args.strategy, args.verbose, resume=args.resume)
     print(json.dumps(result, indent=2))
     return 0
 

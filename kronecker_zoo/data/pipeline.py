@@ -1,20 +1,63 @@
 """tf.data pipelines over in-memory arrays of raw pixels and labels."""
 
+AUGMENTATIONS = (None, "crop_flip")
 
-def pixel_dataset(images, labels, batch_size, shuffle=False, seed=0):
+
+def pixel_dataset(images, labels, batch_size, shuffle=False, seed=0, augment=None,
+                  crop_padding=4):
     """`tf.data.Dataset` of ``(float32 images 0..255, int32 labels)`` batches.
 
     Shuffles all examples (with ``seed``, reshuffled every epoch) when asked.
+    ``augment="crop_flip"`` (classification: labels are one class per image) applies the
+    standard small-image augmentation to every training example: zero-pad by
+    ``crop_padding`` pixels on each side, crop a random ``(H, W)`` window, flip
+    left-right with probability 1/2.
     Multi-worker runs shard by element (in-memory tensors have no files to
     shard); every worker shuffles with the same seed, so the shards are disjoint.
     """
+    import numpy as np
     import tensorflow as tf
+
+    if augment not in AUGMENTATIONS:
+        raise ValueError(f"augment must be one of {AUGMENTATIONS}. Received: {augment!r}")
+    if augment is not None:
+        if np.ndim(labels) != 1:
+            raise ValueError(f"augment={augment!r} moves pixels but not per-pixel labels: it "
+                             f"is for one label per image; got labels of shape "
+                             f"{np.shape(labels)}")
+        if np.ndim(images) not in (3, 4):
+            raise ValueError(f"augment={augment!r} needs images (N, H, W) or (N, H, W, C); "
+                             f"got shape {np.shape(images)}")
+        if not isinstance(crop_padding, int) or crop_padding < 0:
+            raise ValueError(f"crop_padding must be an int >= 0. Received: {crop_padding!r}")
 
     ds = tf.data.Dataset.from_tensor_slices((images, labels))
     if shuffle:
         ds = ds.shuffle(len(images), seed=seed, reshuffle_each_iteration=True)
     ds = ds.map(lambda x, y: (tf.cast(x, tf.float32), tf.cast(y, tf.int32)),
                 num_parallel_calls=tf.data.AUTOTUNE)
+    if augment == "crop_flip":
+        ds = ds.map(_crop_flip(tf, crop_padding, seed), num_parallel_calls=tf.data.AUTOTUNE)
     options = tf.data.Options()
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
     return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE).with_options(options)
+
+
+def _crop_flip(tf, padding, seed):
+    """``(image, label) -> (image', label)``: random crop of the zero-padded image, random
+    left-right flip (a `tf.random.Generator` seeded by ``seed``)."""
+    generator = tf.random.Generator.from_seed(seed)
+
+    def augment(image, label):
+        squeeze = image.shape.rank == 2
+        if squeeze:
+            image = image[..., None]
+        size = tf.shape(image)
+        padded = tf.pad(image, [[padding, padding], [padding, padding], [0, 0]])
+        offset = generator.uniform([2], 0, 2 * padding + 1, dtype=tf.int32)
+        image = tf.slice(padded, [offset[0], offset[1], 0], size)
+        flip = generator.uniform([], 0, 2, dtype=tf.int32) > 0
+        image = tf.cond(flip, lambda: tf.reverse(image, [1]), lambda: image)
+        return (image[..., 0] if squeeze else image), label
+
+    return augment

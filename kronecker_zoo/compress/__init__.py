@@ -1,0 +1,39 @@
+"""Compress trained Keras models into Kronecker-factored (or low-rank) ones.
+
+    from kronecker_zoo import compress
+    plan = compress.plan_factorization(model, ratio=5.0)   # shapes, ranks, errors, MACs
+    print(plan)
+    student = compress.factorize(model, plan=plan)          # a new model; `model` untouched
+    distiller = keras.distillation.Distiller(
+        teacher=model, student=student,
+        distillation_losses=keras.distillation.LogitsDistillation(temperature=4.0),
+        student_loss_weight=0.5)
+    distiller.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+    distiller.fit(x, y, epochs=...)                          # then use `student`
+
+- `nearest_kronecker`: the factors whose Kronecker sum best approximates a kernel.
+- `plan_factorization` / `factorize`: per-layer shape and rank search under a parameter
+  budget, and the rewrite of a Sequential or functional model.
+"""
+
+from kronecker_zoo.compress.factorize import (
+    FactorizationPlan,
+    LayerChoice,
+    Skipped,
+    factorize,
+    plan_factorization,
+)
+from kronecker_zoo.compress.nearest import NearestKronecker, nearest_kronecker
+from kronecker_zoo.compress.search import Candidate, two_factor_shapes
+
+__all__ = [
+    "Candidate",
+    "FactorizationPlan",
+    "LayerChoice",
+    "NearestKronecker",
+    "Skipped",
+    "factorize",
+    "nearest_kronecker",
+    "plan_factorization",
+    "two_factor_shapes",
+]

@@ -1,0 +1,429 @@
+"""Factorize a trained Keras model: every eligible ``Conv2D`` / ``Dense`` becomes a
+Kronecker (or low-rank) layer initialised with the nearest factorisation of its kernel.
+
+    plan = plan_factorization(model, ratio=5.0)     # per-layer shapes, ranks, errors
+    print(plan)
+    student = factorize(model, ratio=5.0)           # a new model; `model` is untouched
+
+Eligible: exactly `keras.layers.Conv2D` (channels last, ``groups=1``,
+``dilation_rate=1``) and exactly `keras.layers.Dense` on a last axis of more than one
+feature. Everything else (BatchNormalization, shortcuts, depthwise and grouped
+convolutions, zoo layers, excluded layers) is copied with its weights.
+"""
+
+import math
+from typing import NamedTuple
+
+import keras
+import numpy as np
+
+from kronecker_zoo import ops as kz_ops
+from kronecker_zoo.compress import search
+from kronecker_zoo.compress.nearest import nearest_kronecker
+from kronecker_zoo.layers import KroneckerConv2D, KroneckerDense, LowRankConv2D
+
+METHODS = ("kronecker", "lowrank")
+NOT_A_KERNEL = "not a Conv2D or Dense layer"
+
+
+class LayerChoice(NamedTuple):
+    """How one layer is factorized (``params_*`` include the bias; ``macs_*`` per
+    example, the executed count after: `KroneckerConv2D` runs the cheaper execution)."""
+
+    name: str
+    layer_type: str  # the new layer's class name
+    factors: tuple
+    rank: int
+    relative_error: float
+    params_before: int
+    params_after: int
+    macs_before: int
+    macs_after: int
+
+
+class Skipped(NamedTuple):
+    name: str
+    reason: str
+
+
+class FactorizationPlan(NamedTuple):
+    """What `factorize` does to a model; ``str(plan)`` is the per-layer report."""
+
+    method: str
+    ratio: float  # requested: count_params() before / after (None: layer_overrides only)
+    layers: list  # LayerChoice, in model order
+    skipped: list  # Skipped, in model order
+    params_before: int
+    params_after: int
+    macs_before: int
+    macs_after: int
+
+    def __str__(self):
+        header = (f"{'layer':22s} {'new layer':15s} {'factors (outermost first)':34s} "
+                  f"{'rank':>4s} {'rel.err':>7s} {'params':>17s} {'MACs':>21s}")
+        lines = [f"factorize(method={self.method!r}, ratio={self.ratio}): "
+                 f"{self.params_before:,} -> {self.params_after:,} parameters "
+                 f"({self.params_before / max(self.params_after, 1):.2f}x), MACs "
+                 f"{self.macs_before:,} -> {self.macs_after:,}", header, "-" * len(header)]
+        for c in self.layers:
+            factors = " (x) ".join("x".join(str(v) for v in s) for s in c.factors)
+            lines.append(f"{c.name[:22]:22s} {c.layer_type:15s} {factors[:34]:34s} "
+                         f"{c.rank:4d} {c.relative_error:7.3f} "
+                         f"{c.params_before:>8,}->{c.params_after:<8,} "
+                         f"{c.macs_before:>10,}->{c.macs_after:<10,}")
+        for s in self.skipped:
+            lines.append(f"{s.name[:22]:22s} kept: {s.reason}")
+        return "\n".join(lines)
+
+
+def _check_model(model):
+    if not isinstance(model, keras.Model):
+        raise TypeError(f"factorize needs a keras.Model. Received: {type(model).__name__}")
+    if not isinstance(model, keras.Sequential) and type(model).__name__ != "Functional":
+        raise ValueError(
+            f"factorize works on Sequential and functional models; {type(model).__name__} "
+            "is a subclassed model, whose call() Keras cannot rewrite. Build it with the "
+            "functional API (keras.Model(inputs, outputs)) or keras.Sequential.")
+    if not model.built or not model.inputs:
+        raise ValueError(f"Model {model.name!r} is not built: give it an Input (or call "
+                         "build) so that every layer's input shape is known")
+
+
+def _layers(model):
+    """``(path, layer)`` for every layer, nested Sequential/functional models flattened."""
+    for layer in model.layers:
+        if isinstance(layer, keras.Model):
+            _check_model(layer)
+            for path, inner in _layers(layer):
+                yield f"{layer.name}/{path}", inner
+        else:
+            yield layer.name, layer
+
+
+def _input_shape(layer):
+    try:
+        return tuple(layer.input.shape)
+    except (AttributeError, ValueError):
+        raise ValueError(f"Layer {layer.name!r} is called more than once or outside the "
+                         "model graph; its input shape is ambiguous") from None
+
+
+def _eligibility(layer):
+    """``None`` if ``layer`` can be factorized, else why not."""
+    if type(layer) is keras.layers.Conv2D:
+        if layer.data_format != "channels_last":
+            raise ValueError(f"Layer {layer.name!r} is channels_first; factorize supports "
+                             "channels_last models only (the Keras default)")
+        if layer.groups != 1:
+            return f"grouped convolution (groups={layer.groups})"
+        if tuple(layer.dilation_rate) != (1, 1):
+            return f"dilated convolution (dilation_rate={tuple(layer.dilation_rate)})"
+        if getattr(layer, "lora_enabled", False):
+            return "LoRA-enabled layer"
+        kh, kw, cin, cout = layer.kernel.shape
+        if kh * kw * cin == 1 or cout == 1:
+            return "one input value or one output channel per position: nothing to factor"
+        return None
+    if type(layer) is keras.layers.Dense:
+        cin, cout = layer.kernel.shape
+        if cin == 1 or cout == 1:
+            return "one input or output feature: nothing to factor"
+        return None
+    if isinstance(layer, (keras.layers.Conv2D, keras.layers.Dense)):
+        return f"subclass {type(layer).__name__} of a Keras layer: its call may differ"
+    if isinstance(layer, keras.layers.DepthwiseConv2D):
+        return "depthwise convolution"
+    if any(hasattr(layer, a) for a in ("kernel", "factor_weights", "depthwise_kernel")):
+        return f"{type(layer).__name__}: only Conv2D and Dense layers are factorized"
+    return NOT_A_KERNEL
+
+
+class _Target(NamedTuple):
+    path: str
+    layer: object
+    kernel: np.ndarray
+    input_hw: tuple
+    options: list  # search.Option per candidate shape (None with an override)
+    macs_before: int
+
+
+def _macs_dense_conv(layer, input_shape):
+    kh, kw, cin, cout = layer.kernel.shape
+    return kz_ops.dense_conv_macs(input_shape[1:3], (kh, kw), cin, cout,
+                                  tuple(layer.strides), layer.padding)
+
+
+def _spectra(kernel, method):
+    if method == "kronecker":
+        return search.spectra(kernel)
+    # low rank: the one shape (kh, 1, in, 1) (x) (1, kw, 1, out), or (in, 1) (x) (1, out)
+    if kernel.ndim == 4:
+        kh, kw, cin, cout = kernel.shape
+        shape = ((kh, 1, cin, 1), (1, kw, 1, cout))
+    else:
+        shape = ((kernel.shape[0], 1), (1, kernel.shape[1]))
+    return search.spectra(kernel, [shape])
+
+
+def plan_factorization(model, ratio=5.0, method="kronecker", exclude=(), layer_overrides=None,
+                       max_relative_macs=None):
+    """Choose, per layer, the factor shapes and rank that `factorize` will use.
+
+    The new model gets at most ``model.count_params() / ratio`` parameters: every eligible
+    layer gets the same share ``1 / q`` of its kernel's parameters, with the largest ``q``
+    (found by bisection) for which the whole model meets the budget; within its share each
+    layer takes the shape and rank of least relative approximation error (fewer MACs
+    break ties). Copied layers (BatchNormalization, biases, skipped layers) count in full.
+
+    Args:
+        model: a built Sequential or functional Keras model (never modified).
+        ratio: ``count_params()`` before / after, > 1; or ``None`` to factorize exactly
+            the layers of ``layer_overrides`` (as they say, no budget).
+        method: ``"kronecker"`` (every two-factor shape, `KroneckerConv2D` /
+            `KroneckerDense`) or ``"lowrank"`` (`LowRankConv2D`; Dense layers as the
+            ``(in, 1) (x) (1, out)`` `KroneckerDense`, i.e. a rank-r product).
+        exclude: names of layers to keep as they are (e.g. the classifier head).
+        layer_overrides: ``{name: {"factors": [...], "rank": r}}`` to fix a layer's
+            choice (``"lowrank"``: ``{"rank": r}``); it counts against the budget.
+        max_relative_macs: if set, a layer only takes shapes whose factored MACs are at
+            most this fraction of the original layer's.
+
+    Returns:
+        `FactorizationPlan`; ``str(plan)`` prints shapes, ranks, errors, params and MACs.
+
+    Raises:
+        ValueError: subclassed or unbuilt model, channels_first layers, unknown method or
+            layer names, nothing eligible, or a ``ratio`` no choice reaches (the message
+            gives the largest reachable ratio).
+    """
+    _check_model(model)
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}. Received: method={method!r}")
+    if ratio is None:
+        if not layer_overrides:
+            raise ValueError("ratio=None factorizes only the layers of layer_overrides, "
+                             "and none were given")
+    elif isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not ratio > 1:
+        raise ValueError(f"ratio (parameters before / after) must be a number > 1, or None "
+                         f"with layer_overrides. Received: ratio={ratio!r}")
+    layer_overrides = dict(layer_overrides or {})
+    paths = dict(_layers(model))
+    names = {path.split("/")[-1]: path for path in paths}
+    unknown = sorted((set(exclude) | set(layer_overrides)) - set(names) - set(paths))
+    if unknown:
+        raise ValueError(f"No layers named {unknown} in model {model.name!r}")
+    excluded = {names.get(n, n) for n in exclude}
+    overrides = {names.get(n, n): v for n, v in layer_overrides.items()}
+
+    targets, skipped = [], []
+    for path, layer in paths.items():
+        reason = _eligibility(layer)
+        if reason is None and path in excluded:
+            reason = "excluded by the caller"
+        elif reason is None and ratio is None and path not in overrides:
+            reason = "not in layer_overrides (ratio=None)"
+        if reason is not None:
+            if reason != NOT_A_KERNEL:  # BatchNormalization & co. are simply copied
+                skipped.append(Skipped(path, reason))
+            continue
+        input_shape = _input_shape(layer)
+        kernel = np.asarray(keras.ops.convert_to_numpy(layer.kernel))
+        conv = kernel.ndim == 4
+        input_hw = tuple(input_shape[1:3]) if conv else None
+        targets.append(_Target(
+            path, layer, kernel, input_hw,
+            None if path in overrides else search.options(
+                _spectra(kernel, method), input_hw, tuple(getattr(layer, "strides", (1, 1))),
+                getattr(layer, "padding", "same")),
+            _macs_dense_conv(layer, input_shape) if conv else kernel.size))
+    if not targets:
+        raise ValueError(f"Nothing to factorize in model {model.name!r}: no eligible Conv2D "
+                         f"or Dense layer ({'; '.join(f'{s.name}: {s.reason}' for s in skipped) or 'no layers with weights'})")
+
+    params_before = int(model.count_params())
+    fixed = params_before - sum(t.kernel.size for t in targets)  # copied + biases
+    fixed_choices = {t.path: _override_choice(t, overrides[t.path], method)
+                     for t in targets if t.path in overrides}
+    budget = params_before / ratio if ratio is not None else math.inf
+
+    def choose(q):
+        chosen = []
+        for t in targets:
+            if t.path in fixed_choices:
+                chosen.append(fixed_choices[t.path])
+                continue
+            c = search.best_candidate(
+                t.options, int(t.kernel.size / q),
+                None if max_relative_macs is None else max_relative_macs * t.macs_before)
+            chosen.append(c)
+        return chosen
+
+    def total(chosen):
+        return fixed + sum(c.params if c is not None else t.kernel.size
+                           for t, c in zip(targets, chosen))
+
+    smallest = fixed + sum(
+        fixed_choices[t.path].params if t.path in fixed_choices
+        else min(o.params_per_rank for o in t.options)
+        for t in targets)
+    if smallest > budget:
+        raise ValueError(
+            f"ratio={ratio:g} is out of reach for model {model.name!r} with "
+            f"method={method!r}: at most {params_before / smallest:.2f}x (every eligible "
+            f"layer at its smallest factorisation; {fixed:,} parameters are copied as they "
+            "are). Choose a smaller ratio, or exclude fewer layers.")
+    lo, hi = 1.0, 2.0
+    while total(choose(hi)) > budget:
+        lo, hi = hi, hi * 2
+        if hi > 1e9:  # max_relative_macs leaves too few shapes
+            raise ValueError(f"ratio={ratio:g} is out of reach for model {model.name!r} with "
+                             f"max_relative_macs={max_relative_macs}: too few layers have a "
+                             "shape that cheap. Raise max_relative_macs or lower the ratio.")
+    for _ in range(40):  # the largest per-layer share that meets the budget
+        mid = (lo + hi) / 2
+        lo, hi = (lo, mid) if total(choose(mid)) <= budget else (mid, hi)
+    chosen = choose(hi)
+
+    layers = []
+    for t, c in zip(targets, chosen):
+        if c is None:
+            skipped.append(Skipped(t.path, f"no shape within max_relative_macs="
+                                           f"{max_relative_macs}"))
+            continue
+        bias = t.layer.bias.shape[0] if t.layer.use_bias else 0
+        new_type = ("KroneckerDense" if t.kernel.ndim == 2 else
+                    "LowRankConv2D" if method == "lowrank" else "KroneckerConv2D")
+        macs_after = c.macs
+        if new_type == "LowRankConv2D":
+            macs_after = _lowrank_macs(t, c.rank)
+        elif new_type == "KroneckerConv2D":
+            macs_after = min(c.macs, t.macs_before)  # execution="auto" runs the cheaper
+        layers.append(LayerChoice(t.path, new_type, c.factors, c.rank, c.relative_error,
+                                  t.kernel.size + bias, c.params + bias, t.macs_before,
+                                  macs_after))
+    order = list(paths)
+    layers.sort(key=lambda c: order.index(c.name))
+    skipped.sort(key=lambda s: order.index(s.name))
+    params_after = params_before - sum(c.params_before - c.params_after for c in layers)
+    macs_total = _model_macs(model)  # as kronecker_zoo.report counts: nested models not
+    macs_after = macs_total - sum(c.macs_before - c.macs_after for c in layers
+                                  if "/" not in c.name)
+    return FactorizationPlan(method, None if ratio is None else float(ratio), layers, skipped, params_before,
+                             params_after, macs_total, macs_after)
+
+
+def _override_choice(target, override, method):
+    if not isinstance(override, dict) or "rank" not in override:
+        raise ValueError(f"layer_overrides[{target.path!r}] must be a dict with 'rank' "
+                         f"(and 'factors' for method='kronecker'). Received: {override!r}")
+    kernel = target.kernel
+    if method == "lowrank" or "factors" not in override:
+        if method == "kronecker":
+            raise ValueError(f"layer_overrides[{target.path!r}] needs 'factors' with "
+                             "method='kronecker'")
+        factors = _spectra(kernel, "lowrank")[0].factors
+    else:
+        factors = tuple(tuple(int(v) for v in s) for s in override["factors"])
+    result = nearest_kronecker(kernel, factors, override["rank"])
+    params = override["rank"] * sum(math.prod(s) for s in factors)
+    layer = target.layer
+    macs = search.conv_macs(factors, override["rank"], target.input_hw,
+                            tuple(getattr(layer, "strides", (1, 1))),
+                            getattr(layer, "padding", "same"))
+    return search.Candidate(factors, int(override["rank"]), int(params),
+                            result.relative_error, macs)
+
+
+def _lowrank_macs(target, rank):
+    layer = target.layer
+    kh, kw, cin, cout = target.kernel.shape
+    probe = LowRankConv2D(cout, (kh, kw), rank, strides=tuple(layer.strides),
+                          padding=layer.padding)
+    probe.build((None,) + target.input_hw + (cin,))
+    return probe.macs(target.input_hw)
+
+
+def _model_macs(model):
+    from kronecker_zoo import report
+
+    return int(report.parameter_report(model).macs)
+
+
+def factorize(model, ratio=5.0, method="kronecker", exclude=(), layer_overrides=None,
+              max_relative_macs=None, plan=None):
+    """A new model with every layer of ``plan`` factorized and every other layer copied.
+
+    ``plan`` defaults to ``plan_factorization(model, ratio, method, exclude,
+    layer_overrides, max_relative_macs)`` (see there for the arguments). Each chosen
+    layer becomes a `KroneckerConv2D` (``execution="auto"``), `LowRankConv2D` or
+    `KroneckerDense` with the same name, filters/units, kernel size, strides, padding,
+    bias, activation and kernel/bias regularizers and constraints (these act on each
+    factor), its factors set to `nearest_kronecker` of the trained kernel and its bias
+    copied. With every layer at full rank the new model computes what the original does.
+    The original model is not modified. To see the choices first (or change them), call
+    `plan_factorization` and pass its result as ``plan``.
+    """
+    if plan is None:
+        plan = plan_factorization(model, ratio, method, exclude, layer_overrides,
+                                  max_relative_macs)
+    else:
+        _check_model(model)
+    choices = {c.name.split("/")[-1]: c for c in plan.layers}
+    paths = dict(_layers(model))
+    missing = [c.name for c in plan.layers if c.name not in paths]
+    if missing:
+        raise ValueError(f"The plan names layers {missing} that model {model.name!r} lacks")
+
+    def clone_layer(layer):
+        choice = choices.get(layer.name)
+        if choice is None or paths.get(choice.name) is not layer:
+            return layer.__class__.from_config(layer.get_config())
+        return _new_layer(layer, choice)
+
+    new_model = keras.models.clone_model(model, clone_function=clone_layer, recursive=True)
+    for path, layer in paths.items():
+        if not layer.weights:
+            continue
+        target = _find(new_model, path)
+        choice = next((c for c in plan.layers if c.name == path), None)
+        if choice is None:
+            target.set_weights(layer.get_weights())
+            continue
+        kernel = np.asarray(keras.ops.convert_to_numpy(layer.kernel))
+        factors = nearest_kronecker(kernel, choice.factors, choice.rank).factors
+        if choice.layer_type == "LowRankConv2D":
+            # (rank, kh, 1, in, 1), (rank, 1, kw, 1, out) -> (kh, 1, in, rank), (1, kw, rank, out)
+            target.vertical.assign(np.moveaxis(factors[0][..., 0], 0, -1))
+            target.horizontal.assign(np.moveaxis(factors[1][:, :, :, 0], 0, 2))
+        else:
+            for variable, value in zip(target.factor_weights, factors):
+                variable.assign(value)
+        if layer.use_bias:
+            target.bias.assign(keras.ops.convert_to_numpy(layer.bias))
+    return new_model
+
+
+def _find(model, path):
+    layer = model
+    for name in path.split("/"):
+        layer = layer.get_layer(name)
+    return layer
+
+
+def _new_layer(layer, choice):
+    config = layer.get_config()
+    common = dict(
+        use_bias=config["use_bias"], activation=config["activation"],
+        kernel_regularizer=config["kernel_regularizer"],
+        bias_regularizer=config["bias_regularizer"],
+        kernel_constraint=config["kernel_constraint"],
+        bias_constraint=config["bias_constraint"],
+        name=layer.name, dtype=layer.dtype_policy, trainable=layer.trainable)
+    if choice.layer_type == "KroneckerDense":
+        return KroneckerDense(config["units"], choice.factors, rank=choice.rank, **common)
+    if choice.layer_type == "LowRankConv2D":
+        return LowRankConv2D(config["filters"], config["kernel_size"], choice.rank,
+                             strides=config["strides"], padding=config["padding"], **common)
+    return KroneckerConv2D(config["filters"], config["kernel_size"], choice.factors,
+                           rank=choice.rank, strides=config["strides"],
+                           padding=config["padding"], execution="auto", **common)

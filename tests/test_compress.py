@@ -1,0 +1,340 @@
+"""kronecker_zoo.compress against independent references: np.kron reconstructions, a
+rearrangement written index by index, np.linalg.svd, and the original Keras model."""
+
+import math
+
+import keras
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from kronecker_zoo import compress, report
+from kronecker_zoo.compress import search
+from kronecker_zoo.layers import KroneckerConv2D, KroneckerDense, LowRankConv2D
+
+
+def _kron_sum(factors):
+    """sum_r kron(F_0[r], F_1[r], ...) with np.kron."""
+    total = 0
+    for r in range(factors[0].shape[0]):
+        term = factors[0][r]
+        for f in factors[1:]:
+            term = np.kron(term, f[r])
+        total = total + term
+    return total
+
+
+def _rearranged_by_index(kernel, outer, inner):
+    """The Van Loan-Pitsianis matrix, entry by entry: row = outer index, column = inner."""
+    rows = np.zeros((math.prod(outer), math.prod(inner)))
+    for a in np.ndindex(*outer):
+        for b in np.ndindex(*inner):
+            index = tuple(i * n + j for i, j, n in zip(a, b, inner))
+            rows[np.ravel_multi_index(a, outer), np.ravel_multi_index(b, inner)] = kernel[index]
+    return rows
+
+
+# -- nearest_kronecker ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("outer, inner", [
+    ((3, 1, 2, 3), (1, 3, 2, 5)),   # spatial split (3x1) (x) (1x3)
+    ((1, 1, 4, 2), (3, 3, 2, 4)),   # (1x1) (x) (3x3)
+    ((3, 3, 1, 1), (1, 1, 6, 4)),   # spatial (x) channels
+    ((4, 6), (3, 2)),               # dense matrix (in, out)
+])
+def test_two_factors_error_is_the_discarded_singular_values(outer, inner):
+    rng = np.random.default_rng(1)
+    kernel = rng.normal(size=[a * b for a, b in zip(outer, inner)])
+    s = np.linalg.svd(_rearranged_by_index(kernel, outer, inner), compute_uv=False)
+    full = min(math.prod(outer), math.prod(inner))
+    for rank in sorted({1, 2, full // 2 or 1, full}):
+        result = compress.nearest_kronecker(kernel, [outer, inner], rank)
+        assert [f.shape for f in result.factors] == [(rank,) + outer, (rank,) + inner]
+        approx = _kron_sum(result.factors)
+        assert np.linalg.norm(kernel - approx) == pytest.approx(result.error, rel=1e-9,
+                                                                 abs=1e-9)
+        assert result.error == pytest.approx(np.sqrt(np.sum(s[rank:] ** 2)), rel=1e-9,
+                                             abs=1e-9)
+        assert result.relative_error == pytest.approx(result.error / np.linalg.norm(kernel))
+        np.testing.assert_allclose(result.singular_values, s, rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(_kron_sum(compress.nearest_kronecker(
+        kernel, [outer, inner], full).factors), kernel, atol=1e-10)  # exact at full rank
+
+
+def test_two_factors_is_optimal_against_perturbations_and_recovers_exact_sums():
+    rng = np.random.default_rng(2)
+    shapes = [(3, 1, 4, 2), (1, 3, 2, 4)]
+    truth = [rng.normal(size=(2,) + s) for s in shapes]
+    kernel = _kron_sum(truth)
+    exact = compress.nearest_kronecker(kernel, shapes, rank=2)
+    assert exact.error < 1e-10 and np.allclose(_kron_sum(exact.factors), kernel)
+    noisy = kernel + 0.3 * rng.normal(size=kernel.shape)
+    best = compress.nearest_kronecker(noisy, shapes, rank=2)
+    for _ in range(20):  # no nearby factors approximate better (Eckart-Young)
+        moved = [f + 1e-2 * rng.normal(size=f.shape) for f in best.factors]
+        assert np.linalg.norm(noisy - _kron_sum(moved)) >= best.error - 1e-12
+
+
+def test_three_factors_recover_a_product_exactly_and_report_their_true_error():
+    rng = np.random.default_rng(3)
+    shapes = [(1, 3, 2, 2), (3, 1, 2, 2), (1, 1, 2, 3)]
+    truth = [rng.normal(size=(1,) + s) for s in shapes]
+    kernel = _kron_sum(truth)
+    result = compress.nearest_kronecker(kernel, shapes, rank=1)
+    assert result.singular_values is None
+    assert result.error < 1e-9 * np.linalg.norm(kernel)
+    np.testing.assert_allclose(_kron_sum(result.factors), kernel, atol=1e-9)
+    norms = [np.linalg.norm(f) for f in result.factors]  # the scale split evenly
+    assert max(norms) / min(norms) == pytest.approx(1.0)
+    noisy = rng.normal(size=kernel.shape)
+    errors = []
+    for rank in (1, 2, 4):
+        r = compress.nearest_kronecker(noisy, shapes, rank)
+        assert np.linalg.norm(noisy - _kron_sum(r.factors)) == pytest.approx(r.error)
+        errors.append(r.error)
+    assert errors[0] < np.linalg.norm(noisy) and errors[2] < errors[0]
+    # never worse than the best single product of the outer factor with the rest
+    two = compress.nearest_kronecker(noisy, [shapes[0], tuple(
+        a * b for a, b in zip(shapes[1], shapes[2]))], 1)
+    assert errors[0] >= two.error - 1e-9  # three factors are a special case of two
+
+
+@given(st.lists(st.sampled_from([(1, 1), (1, 2), (2, 1), (2, 2), (3, 1), (1, 3)]),
+                min_size=4, max_size=4),
+       st.integers(1, 3), st.integers(0, 10_000))
+def test_random_shapes_reconstruct_with_np_kron(axis_splits, rank, seed):
+    outer = tuple(a for a, _ in axis_splits)
+    inner = tuple(b for _, b in axis_splits)
+    if math.prod(outer) < 2 or math.prod(inner) < 2:
+        return
+    kernel = np.random.default_rng(seed).normal(size=[a * b for a, b in axis_splits])
+    result = compress.nearest_kronecker(kernel.astype("float32"), [outer, inner], rank)
+    assert all(f.dtype == np.float32 for f in result.factors)
+    assert np.linalg.norm(kernel - _kron_sum(result.factors)) == pytest.approx(
+        result.error, rel=1e-4, abs=1e-5)
+
+
+def test_nearest_kronecker_errors_name_the_problem():
+    kernel = np.zeros((3, 3, 4, 4))
+    with pytest.raises(ValueError, match="multiply to"):
+        compress.nearest_kronecker(kernel, [(3, 1, 2, 2), (1, 3, 2, 3)])
+    with pytest.raises(ValueError, match="two or more shapes"):
+        compress.nearest_kronecker(kernel, [(3, 3, 4, 4)])
+    with pytest.raises(ValueError, match="rank must be a positive int"):
+        compress.nearest_kronecker(kernel, [(3, 1, 2, 2), (1, 3, 2, 2)], rank=0)
+    with pytest.raises(ValueError, match="float"):
+        compress.nearest_kronecker(kernel.astype(int), [(3, 1, 2, 2), (1, 3, 2, 2)])
+
+
+# -- shape search ---------------------------------------------------------------------------
+
+
+def test_search_covers_every_divisor_split_including_low_rank():
+    shapes = compress.two_factor_shapes((3, 3, 4, 6))
+    assert len(shapes) == 2 * 2 * 3 * 4 - 2  # all but the two trivial splits
+    assert ((3, 1, 4, 1), (1, 3, 1, 6)) in shapes  # spatial SVD (Jaderberg et al.)
+    assert ((1, 1, 2, 3), (3, 3, 2, 2)) in shapes
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_kronecker_search_is_never_worse_than_low_rank_at_equal_parameters(seed):
+    rng = np.random.default_rng(seed)
+    kh, kw, cin, cout = 3, 3, 8, 12
+    kernel = rng.normal(size=(kh, kw, cin, cout)) * np.linspace(1, 3, cout)
+    s = np.linalg.svd(kernel.transpose(0, 2, 1, 3).reshape(kh * cin, kw * cout),
+                      compute_uv=False)  # independent low-rank SVD
+    options = search.options(search.spectra(kernel))
+    for rank in (1, 2, 4, 6):
+        budget = rank * (kh * cin + kw * cout)
+        low_rank_error = np.sqrt(np.sum(s[rank:] ** 2) / np.sum(s ** 2))
+        best = search.best_candidate(options, budget)
+        assert best.params <= budget
+        assert best.relative_error <= low_rank_error + 1e-9
+
+
+# -- factorize ------------------------------------------------------------------------------
+
+
+def _sequential():
+    return keras.Sequential([
+        keras.Input((16, 16, 3)),
+        keras.layers.Conv2D(8, 3, padding="same", activation="relu"),
+        keras.layers.Conv2D(12, (3, 2), strides=2, padding="valid", use_bias=False),
+        keras.layers.BatchNormalization(),
+        keras.layers.DepthwiseConv2D(3),
+        keras.layers.Flatten(),
+        keras.layers.Dense(6, activation="softmax"),
+    ], name="seq")
+
+
+def _residual():
+    inputs = keras.Input((12, 12, 4))
+    x = keras.layers.Conv2D(8, 3, padding="same", name="stem")(inputs)
+    y = keras.layers.Conv2D(8, 3, strides=1, padding="same", activation="relu", name="a")(x)
+    y = keras.layers.Conv2D(8, 1, name="b", use_bias=False)(y)
+    x = keras.layers.Add()([x, y])
+    x = keras.layers.Conv2D(16, 3, strides=2, padding="same", name="down")(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    head = keras.Sequential([keras.layers.Dense(12, activation="relu", name="hidden"),
+                             keras.layers.Dense(5, name="logits")], name="head")
+    return keras.Model(inputs, head(x), name="residual")
+
+
+def _randomise(model, seed=0):
+    rng = np.random.default_rng(seed)
+    for w in model.weights:
+        value = rng.normal(size=w.shape) * 0.3
+        if "variance" in w.path:
+            value = np.abs(value) + 0.5
+        w.assign(value.astype(w.dtype))
+    return model
+
+
+def _full_rank_overrides(model, method):
+    overrides = {}
+    for layer in model._flatten_layers(include_self=False):
+        if type(layer) not in (keras.layers.Conv2D, keras.layers.Dense):
+            continue
+        shape = tuple(layer.kernel.shape)
+        if method == "lowrank":
+            if len(shape) == 4:
+                rank = min(shape[0] * shape[2], shape[1] * shape[3])
+            else:
+                rank = min(shape)
+            overrides[layer.name] = {"rank": rank}
+        else:
+            outer = tuple(d if i == 0 else 1 for i, d in enumerate(shape))  # kh alone
+            outer = outer if math.prod(outer) > 1 else (shape[0],) + (1,) * (len(shape) - 1)
+            if math.prod(outer) < 2:  # e.g. a 1x1 kernel: split the input channels
+                outer = tuple(shape[2] if i == 2 else 1 for i in range(4)) if len(
+                    shape) == 4 else outer
+            inner = tuple(d // o for d, o in zip(shape, outer))
+            overrides[layer.name] = {"factors": [outer, inner],
+                                     "rank": min(math.prod(outer), math.prod(inner))}
+    return overrides
+
+
+def _snapshot(model):
+    return [np.array(w) for w in model.weights], model.to_json()
+
+
+@pytest.mark.parametrize("build", [_sequential, _residual])
+@pytest.mark.parametrize("method", ["kronecker", "lowrank"])
+def test_full_rank_factorization_computes_what_the_original_computes(build, method):
+    model = _randomise(build())
+    before = _snapshot(model)
+    student = compress.factorize(model, ratio=None,
+                                 layer_overrides=_full_rank_overrides(model, method),
+                                 method=method)
+    x = np.random.default_rng(5).normal(size=(4,) + model.input_shape[1:]).astype("float32")
+    np.testing.assert_allclose(student(x), model(x), rtol=1e-4, atol=1e-4)
+    new_types = {type(l) for l in student._flatten_layers() if l.weights}
+    assert not new_types & {keras.layers.Conv2D, keras.layers.Dense}
+    assert (LowRankConv2D if method == "lowrank" else KroneckerConv2D) in new_types
+    assert KroneckerDense in new_types
+    after = _snapshot(model)  # the original is untouched
+    assert before[1] == after[1]
+    for a, b in zip(before[0], after[0]):
+        np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("method", ["kronecker", "lowrank"])
+def test_ratio_budget_is_met_and_the_plan_reports_the_new_model(method):
+    model = _randomise(_residual())
+    plan = compress.plan_factorization(model, ratio=3.0, method=method)
+    student = compress.factorize(model, plan=plan)
+    assert student.count_params() == plan.params_after <= model.count_params() / 3.0
+    assert plan.params_before == model.count_params()
+    assert report.parameter_report(student).macs == plan.macs_after
+    assert report.parameter_report(model).macs == plan.macs_before
+    x = np.random.default_rng(0).normal(size=(2, 12, 12, 4)).astype("float32")
+    for choice in plan.layers:  # the reported error is the kernel's, measured here
+        layer = student.get_layer(choice.name) if "/" not in choice.name else \
+            student.get_layer(choice.name.split("/")[0]).get_layer(choice.name.split("/")[1])
+        original = model.get_layer(choice.name.split("/")[0])
+        if "/" in choice.name:
+            original = original.get_layer(choice.name.split("/")[1])
+        w = np.array(original.kernel)
+        approx = np.array(layer.kernel)
+        assert np.linalg.norm(w - approx) / np.linalg.norm(w) == pytest.approx(
+            choice.relative_error, rel=1e-4, abs=1e-6)
+        assert layer.count_params() == choice.params_after
+    text = str(plan)
+    assert "rel.err" in text and all(c.name[:22] in text for c in plan.layers)
+    assert student(x).shape == model(x).shape
+
+
+def test_exclusions_skips_and_the_saved_student_reloads(tmp_path):
+    model = _randomise(_sequential())
+    dense = next(l.name for l in model.layers if isinstance(l, keras.layers.Dense))
+    plan = compress.plan_factorization(model, ratio=1.2, exclude=[dense])
+    skipped = {s.name: s.reason for s in plan.skipped}
+    assert skipped[dense] == "excluded by the caller"
+    assert any("depthwise" in r for r in skipped.values())
+    student = compress.factorize(model, plan=plan)
+    assert type(student.get_layer(dense)) is keras.layers.Dense
+    np.testing.assert_array_equal(student.get_layer(dense).kernel,
+                                  model.get_layer(dense).kernel)
+    path = tmp_path / "student.keras"
+    student.save(path)
+    again = keras.saving.load_model(path)
+    x = np.random.default_rng(1).normal(size=(2, 16, 16, 3)).astype("float32")
+    np.testing.assert_allclose(again(x), student(x), rtol=1e-5, atol=1e-6)
+
+
+def test_factorize_errors_name_the_problem():
+    class Sub(keras.Model):
+        def __init__(self):
+            super().__init__()
+            self.conv = keras.layers.Conv2D(4, 3)
+
+        def call(self, x):
+            return self.conv(x)
+
+    sub = Sub()
+    sub(np.zeros((1, 8, 8, 3), "float32"))
+    with pytest.raises(ValueError, match="subclassed model"):
+        compress.factorize(sub)
+    first = keras.Sequential([keras.Input((3, 8, 8)),
+                              keras.layers.Conv2D(4, 3, data_format="channels_first")])
+    with pytest.raises(ValueError, match="channels_first"):
+        compress.factorize(first)
+    nothing = keras.Sequential([keras.Input((8, 8, 3)), keras.layers.DepthwiseConv2D(3)])
+    with pytest.raises(ValueError, match="Nothing to factorize.*depthwise"):
+        compress.factorize(nothing)
+    model = _residual()
+    with pytest.raises(ValueError, match=r"out of reach .* at most ([\d.]+)x") as error:
+        compress.plan_factorization(model, ratio=1000)
+    reachable = float(error.value.args[0].split("at most ")[1].split("x")[0])
+    plan = compress.plan_factorization(model, ratio=reachable * 0.999)
+    assert plan.params_after <= model.count_params() / (reachable * 0.999)
+    with pytest.raises(ValueError, match=r"No layers named \['nope'\]"):
+        compress.plan_factorization(model, exclude=["nope"])
+    with pytest.raises(ValueError, match="method must be one of"):
+        compress.plan_factorization(model, method="tucker")
+    with pytest.raises(ValueError, match="ratio .* must be a number > 1"):
+        compress.plan_factorization(model, ratio=0.5)
+    with pytest.raises(ValueError, match="needs 'factors'"):
+        compress.plan_factorization(model, ratio=None, layer_overrides={"a": {"rank": 2}})
+
+
+@pytest.mark.training
+def test_factorized_student_distils_from_its_teacher_with_keras_distiller():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(64, 12, 12, 4)).astype("float32")
+    teacher = _randomise(_residual())
+    y = np.argmax(teacher.predict(x, verbose=0), axis=-1)
+    student = compress.factorize(teacher, ratio=2.0)
+    distiller = keras.distillation.Distiller(
+        teacher=teacher, student=student,
+        distillation_losses=keras.distillation.LogitsDistillation(temperature=2.0),
+        student_loss_weight=0.5)
+    distiller.compile(optimizer=keras.optimizers.Adam(1e-2),
+                      loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    before = [np.array(w) for w in teacher.weights]
+    history = distiller.fit(x, y, epochs=8, batch_size=16, verbose=0)
+    assert history.history["loss"][-1] < history.history["loss"][0]
+    for a, w in zip(before, teacher.weights):  # the teacher stays frozen
+        np.testing.assert_array_equal(a, np.array(w))
