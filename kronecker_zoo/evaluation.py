@@ -107,8 +107,9 @@ def evaluate(model, images, labels, batch_size=256):
     return result
 
 
-def evaluate_published(name, tag):
-    """Metrics of the published ``tag`` weights of ``name`` on the full test split.
+def evaluate_published(name, tag, num_examples=None):
+    """Metrics of the published ``tag`` weights of ``name`` on its test split: all of it,
+    or its first ``num_examples`` examples (the manifest's ``check`` records those).
 
     The model is built with the recipe's overrides (the manifest's ``config``), as the
     published metric was measured: e.g. ``execution="materialized"`` for the Kronecker
@@ -117,6 +118,12 @@ def evaluate_published(name, tag):
     if tag not in TEST_SETS:
         raise ValueError(f"No test set known for weights tag {tag!r}; known: {sorted(TEST_SETS)}")
     images, labels = TEST_SETS[tag]()
+    if num_examples is not None:
+        if isinstance(num_examples, bool) or not isinstance(num_examples, int) or not (
+                0 < num_examples <= len(images)):
+            raise ValueError(f"num_examples must be an int in [1, {len(images)}]. "
+                             f"Received: {num_examples!r}")
+        images, labels = images[:num_examples], labels[:num_examples]
     entry = weight_registry.published(name).get(tag, {})
     overrides = entry.get("config", {}).get("overrides") or {}
     return evaluate(models.get(name, weights=tag, **overrides), images, labels)

@@ -38,6 +38,9 @@ def test_metric_inputs_are_checked():
         evaluation.confusion_matrix(np.zeros(3, int), np.array([0, 1, 2]), 2)
     with pytest.raises(ValueError, match="No test set known"):
         evaluation.evaluate_published("resnet_8", "imagenet")
+    for bad in (0, 10_001, 2.5, True):
+        with pytest.raises(ValueError, match=r"num_examples must be an int in \[1, 10000\]"):
+            evaluation.evaluate_published("resnet_8", "fashion_mnist", num_examples=bad)
 
 
 def test_evaluate_scores_a_model_whose_answers_are_known():

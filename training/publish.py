@@ -6,6 +6,11 @@ Copies ``<model>.weights.h5`` to ``kronecker_zoo/weights/<model>-<tag>.weights.h
 (the tag is the dataset) and records its SHA-256, dataset, recipe, epochs, test
 metrics, parameters and MACs in ``kronecker_zoo/weights/manifest.json``. An
 existing, different file of the same name is never overwritten.
+
+Each entry also gets a ``check``: the metrics of the published file on the first
+``CHECK_EXAMPLES`` test examples, which the test suite reproduces exactly (a fifth to a
+tenth of the cost of the whole test split; ``python training/evaluate.py`` re-measures
+the whole split). ``--checks-only`` re-records the checks of entries already published.
 """
 
 import argparse
@@ -14,8 +19,11 @@ import os
 import shutil
 import sys
 
-from kronecker_zoo import models, report
+from kronecker_zoo import evaluation, models, report
 from kronecker_zoo import weights as weight_registry
+
+# Test examples behind each entry's "check" (a tenth of each test split).
+CHECK_EXAMPLES = {"fashion_mnist": 1000, "fashion_scenes": 200}
 
 
 def publish(run_dir, recipe=None):
@@ -50,18 +58,43 @@ def publish(run_dir, recipe=None):
     # execution the recipe trained with.
     default = report.parameter_report(models.get(model))
     entry["params"], entry["macs"] = default.params, default.macs
+    _write_entry(model, tag, entry)
+    return record_check(model, tag)
+
+
+def record_check(model, tag):
+    """Measure and store the ``check`` of the published ``model``/``tag``; the entry."""
+    count = CHECK_EXAMPLES[tag]
+    metrics = evaluation.evaluate_published(model, tag, num_examples=count)
+    check = {"test_examples": count, "test_accuracy": round(metrics["accuracy"], 4)}
+    if "miou" in metrics:
+        check["test_miou"] = round(metrics["miou"], 4)
+    entry = dict(weight_registry.published(model)[tag], check=check)
+    _write_entry(model, tag, entry)
+    return entry
+
+
+def _write_entry(model, tag, entry):
     manifest = weight_registry.manifest()
     manifest.setdefault(model, {})[tag] = entry
     with open(weight_registry.MANIFEST, "w") as f:
         json.dump(manifest, f, indent=2, sort_keys=True)
         f.write("\n")
-    return entry
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("run_dirs", nargs="+")
+    parser.add_argument("run_dirs", nargs="*")
+    parser.add_argument("--checks-only", action="store_true",
+                        help="re-record the check of every published entry (no run dirs)")
     args = parser.parse_args(argv)
+    if args.checks_only:
+        for model, tags in weight_registry.published().items():
+            for tag in tags:
+                print(model, tag, record_check(model, tag)["check"], flush=True)
+        return 0
+    if not args.run_dirs:
+        parser.error("give run directories, or --checks-only")
     for run in args.run_dirs:
         entry = publish(run)
         print(f"{run}: {entry['file']} sha256={entry['sha256'][:12]}... "
