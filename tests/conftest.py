@@ -42,22 +42,8 @@ def _keep_working_directory(request):
         warnings.warn(f"{request.node.nodeid} changed the working directory; restored")
 
 
-def pytest_collection_finish(session):
-    """Start the JAX rerun (tests/jax_rerun.py) early, beside the other tests."""
-    if session.config.option.collectonly:
-        return
-    if os.environ["KERAS_BACKEND"] == "tensorflow" and any(
-            item.nodeid.endswith("test_jax_backend.py::test_layer_tests_pass_under_jax")
-            for item in session.items):
-        from tests import jax_rerun
-
-        jax_rerun.start()
-
-
-def pytest_unconfigure(config):
-    """Never leave the JAX rerun running behind an aborted run (-x, Ctrl-C)."""
-    import sys
-
-    jax_rerun = sys.modules.get("tests.jax_rerun")
-    if jax_rerun is not None:
-        jax_rerun.stop()
+def pytest_collection_modifyitems(config, items):
+    """The long tests (marked slow) first, otherwise collection order: parallel workers
+    (``pytest -n``, as run.sh runs the suite) then never end waiting on one long test
+    that started last."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)

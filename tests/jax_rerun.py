@@ -1,15 +1,13 @@
-"""The layer and kernel tests once more under KERAS_BACKEND=jax, in a subprocess.
+"""Run one test file once more under KERAS_BACKEND=jax, in a subprocess.
 
-`start` launches it (once per process; conftest does so as soon as the outer run has
-collected ``test_layer_tests_pass_under_jax``, so it runs beside the other tests,
-which leave a core idle most of the time); `wait` returns its exit code and output.
+`tests/test_jax_backend.py` does so for every file of ``LAYER_TESTS``, one test per file,
+so that pytest-xdist spreads them over its workers like any other test.
 """
 
 import importlib.util
 import os
 import subprocess
 import sys
-import tempfile
 
 LAYER_TESTS = [
     "tests/test_kernels.py",
@@ -23,37 +21,18 @@ LAYER_TESTS = [
 ]
 TIMEOUT = 1200
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-_run = None  # (process, log file) once started
 
 
-def start():
-    """Start the subprocess unless it runs already; `False` when jax is not installed."""
-    global _run
-    if _run is None:
-        if importlib.util.find_spec("jax") is None:
-            return False
-        env = dict(os.environ, KERAS_BACKEND="jax", JAX_PLATFORMS="cpu")
-        log = tempfile.TemporaryFile(mode="w+")
-        process = subprocess.Popen(
-            [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *LAYER_TESTS],
-            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, text=True)
-        _run = (process, log)
-    return True
+def available():
+    return importlib.util.find_spec("jax") is not None
 
 
-def wait():
-    """``(exit code, output)`` of the subprocess (started if needed)."""
-    process, log = _run
-    try:
-        code = process.wait(timeout=TIMEOUT)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        raise
-    log.seek(0)
-    return code, log.read()
-
-
-def stop():
-    """Kill the subprocess if it still runs (an aborted outer run)."""
-    if _run is not None and _run[0].poll() is None:
-        _run[0].kill()
+def run(test_file):
+    """``(exit code, output)`` of ``pytest test_file`` with ``KERAS_BACKEND=jax``."""
+    env = dict(os.environ, KERAS_BACKEND="jax", JAX_PLATFORMS="cpu")
+    env.pop("PYTEST_XDIST_WORKER", None)
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "no:xdist",
+         test_file], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        text=True, timeout=TIMEOUT)
+    return result.returncode, result.stdout

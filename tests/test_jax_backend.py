@@ -1,8 +1,5 @@
-"""Run the layer and kernel tests once more under KERAS_BACKEND=jax (subprocess).
-
-The subprocess starts as soon as pytest has collected this test (tests/jax_rerun.py,
-conftest), beside the rest of the suite; the test waits for it and checks it.
-"""
+"""Run the layer, kernel and model tests once more under KERAS_BACKEND=jax (one
+subprocess per test file, tests/jax_rerun.py)."""
 
 import os
 
@@ -14,10 +11,12 @@ from tests import jax_rerun
 @pytest.mark.slow
 @pytest.mark.skipif(os.environ.get("KERAS_BACKEND", "tensorflow") != "tensorflow",
                     reason="this is the outer (TensorFlow) run")
-def test_layer_tests_pass_under_jax():
-    if not jax_rerun.start():
+@pytest.mark.parametrize("test_file", jax_rerun.LAYER_TESTS,
+                         ids=[os.path.basename(f)[:-3] for f in jax_rerun.LAYER_TESTS])
+def test_layer_tests_pass_under_jax(test_file):
+    if not jax_rerun.available():
         pytest.fail("jax is not installed: `pip install .[test]` installs it")
-    code, output = jax_rerun.wait()
+    code, output = jax_rerun.run(test_file)
     tail = "\n".join(output.splitlines()[-40:])
-    assert code == 0, f"layer tests failed under JAX:\n{tail}"
+    assert code == 0, f"{test_file} failed under JAX:\n{tail}"
     assert " passed" in output, tail
