@@ -55,6 +55,8 @@ DEFAULTS = {
 STRATEGIES = ("default", "mirrored", "multiworker")
 OPTIMIZERS = ("adamw", "sgd")
 CHECKPOINT = "checkpoint"  # in the partial directory: weights, optimizer state, epoch
+# Keys that recipes recorded in the manifest still carry, at the value that did nothing.
+LEGACY_KEYS = {"validation_fraction": 0.0}
 
 
 class _MultiWorkerStrategy(tf.distribute.MultiWorkerMirroredStrategy):
@@ -143,39 +145,62 @@ def train(config, out, strategy_name="default", verbose=1, resume=False):
     ``resume=True`` continues the interrupted run in ``partial_dir(out)`` from its last
     checkpoint (``config`` may then be ``None``: the run's own recipe is used).
     """
+
+    def prepare(config):
+        if config["model"] not in models.MODELS:
+            models.spec(config["model"])  # raises with the valid names
+        segmentation = models.spec(config["model"]).task == "segmentation"
+        config["dataset"] = config["dataset"] or ("fashion_scenes" if segmentation
+                                                  else "fashion_mnist")
+        if config["augment"] is not None and segmentation:
+            raise ValueError(f"augment={config['augment']!r} is for classification recipes "
+                             "(it would move the pixels but not the per-pixel labels)")
+        return config
+
+    def run(config, work):
+        segmentation = models.spec(config["model"]).task == "segmentation"
+        return _run(config, work, strategy_name, segmentation, verbose)
+
+    return managed_run(config, out, resume, DEFAULTS, prepare, run)
+
+
+def managed_run(config, out, resume, defaults, prepare, run):
+    """The run directory protocol shared by the recipes (train.py, distill.py).
+
+    Resolves the recipe (``defaults`` + ``config``, or the interrupted run's own with
+    ``resume``; ``prepare(config)`` checks and completes it), works in `partial_dir`
+    (``run(config, work)`` writes there and returns the result), keeps a failed run's
+    checkpoint for ``--resume`` (or deletes the directory when no epoch finished), and
+    renames the finished run to ``out``.
+    """
     work = partial_dir(out)
     if resume:
-        config = _resumed_config(work, config)
+        config = _resumed_config(work, config, defaults)
     elif os.path.exists(work):
         raise FileExistsError(f"{work} holds an interrupted run of {out}: continue it with "
                               "--resume, or delete that directory to start afresh")
-    config = {**DEFAULTS, **config}
-    unknown = sorted(set(config) - set(DEFAULTS))
+    config = {**defaults, **config}
+    for key, value in LEGACY_KEYS.items():  # recipes recorded before a key was retired
+        if config.get(key, value) == value and key not in defaults:
+            config.pop(key, None)
+    unknown = sorted(set(config) - set(defaults))
     if unknown:
-        raise ValueError(f"unknown recipe keys {unknown}; known: {sorted(DEFAULTS)}")
-    if config["model"] not in models.MODELS:
-        models.spec(config["model"])  # raises with the valid names
-    task = models.spec(config["model"]).task
-    segmentation = task == "segmentation"
-    config["dataset"] = config["dataset"] or ("fashion_scenes" if segmentation
-                                              else "fashion_mnist")
-    if config["augment"] is not None and segmentation:
-        raise ValueError(f"augment={config['augment']!r} is for classification recipes "
-                         "(it would move the pixels but not the per-pixel labels)")
+        raise ValueError(f"unknown recipe keys {unknown}; known: {sorted(defaults)}")
+    config = prepare(config)
     _check_out(out)
     os.makedirs(work, exist_ok=True)
     try:
-        result = _run(config, work, strategy_name, segmentation, verbose)
+        result = run(config, work)
     except BaseException:
         if not os.path.isdir(os.path.join(work, CHECKPOINT)):
             shutil.rmtree(work, ignore_errors=True)  # no epoch finished: nothing to resume
         raise
-    shutil.rmtree(os.path.join(work, CHECKPOINT))
+    shutil.rmtree(os.path.join(work, CHECKPOINT), ignore_errors=True)
     _publish(work, out)
     return result
 
 
-def _resumed_config(work, config):
+def _resumed_config(work, config, defaults):
     """The recipe of the interrupted run in ``work``; ``config`` must agree with it."""
     path = os.path.join(work, "config.json")
     if not os.path.isfile(path):
@@ -185,7 +210,7 @@ def _resumed_config(work, config):
         saved = json.load(f)
     if config:
         differ = sorted(k for k, v in config.items()
-                        if v is not None and v != saved.get(k, DEFAULTS.get(k)))
+                        if v is not None and v != saved.get(k, defaults.get(k)))
         if differ:
             raise ValueError(f"--resume: the recipe differs from the interrupted run's in "
                              f"{differ} (see {path}); resume with the same recipe")
@@ -225,6 +250,22 @@ class _EpochSeconds(keras.callbacks.Callback):
             logs["seconds"] = round(time.time() - self._start, 1)
 
 
+def fit_with_checkpoints(model, train_ds, config, out, verbose):
+    """``model.fit`` for ``config["epochs"]``, logging every epoch to ``out/log.csv`` and
+    checkpointing weights, optimizer state and epoch in ``out/checkpoint`` (restored from
+    there first when it exists: a resumed run)."""
+    callbacks = [
+        _EpochSeconds(),  # before CSVLogger, which writes the logs it leaves
+        keras.callbacks.CSVLogger(os.path.join(out, "log.csv"), append=True),
+        # restores weights, optimizer state and epoch when a checkpoint exists (--resume)
+        # and saves them after every epoch; managed_run deletes them once the run is complete
+        keras.callbacks.BackupAndRestore(os.path.join(out, CHECKPOINT),
+                                         delete_checkpoint=False),
+    ]
+    model.fit(train_ds, epochs=config["epochs"], steps_per_epoch=config["steps_per_epoch"],
+              callbacks=callbacks, shuffle=False, verbose=verbose)
+
+
 def _logged_seconds(log):
     """Sum of the ``seconds`` column of log.csv: the training time over all sessions."""
     import csv
@@ -237,7 +278,6 @@ def _run(config, out, strategy_name, segmentation, verbose):
     """Train, evaluate and write every file of the run into the directory ``out``."""
     with open(os.path.join(out, "config.json"), "w") as f:
         json.dump(config, f, indent=2)
-    checkpoint = os.path.join(out, CHECKPOINT)
 
     keras.utils.set_random_seed(config["seed"])
     strategy = make_strategy(strategy_name)
@@ -253,18 +293,9 @@ def _run(config, out, strategy_name, segmentation, verbose):
         model = models.get(config["model"], input_shape=x_train.shape[1:],
                            **config["overrides"])
         compile_model(model, config, steps, segmentation)
-    log = os.path.join(out, "log.csv")
-    callbacks = [
-        _EpochSeconds(),  # before CSVLogger, which writes the logs it leaves
-        keras.callbacks.CSVLogger(log, append=True),
-        # restores weights, optimizer state and epoch when a checkpoint exists (--resume)
-        # and saves them after every epoch; train() deletes them once the run is complete
-        keras.callbacks.BackupAndRestore(checkpoint, delete_checkpoint=False),
-    ]
-    model.fit(train_ds.repeat() if config["steps_per_epoch"] else train_ds,
-              epochs=config["epochs"], steps_per_epoch=config["steps_per_epoch"],
-              callbacks=callbacks, shuffle=False, verbose=verbose)
-    seconds = _logged_seconds(log)
+    fit_with_checkpoints(model, train_ds.repeat() if config["steps_per_epoch"] else train_ds,
+                         config, out, verbose)
+    seconds = _logged_seconds(os.path.join(out, "log.csv"))
     metrics = model.evaluate(test_ds, return_dict=True, verbose=0)
     weights = os.path.join(out, f"{config['model']}.weights.h5")
     model.save_weights(weights)

@@ -58,6 +58,14 @@ class FactorizationPlan(NamedTuple):
     macs_before: int
     macs_after: int
 
+    def layer_overrides(self):
+        """The plan as ``layer_overrides`` (JSON-friendly): ``plan_factorization(model,
+        ratio=None, method=plan.method, layer_overrides=plan.layer_overrides())``
+        rebuilds exactly this plan, e.g. to rebuild a student's architecture."""
+        return {c.name.split("/")[-1]: (
+            {"rank": c.rank} if c.layer_type == "LowRankConv2D" else
+            {"factors": [list(f) for f in c.factors], "rank": c.rank}) for c in self.layers}
+
     def __str__(self):
         header = (f"{'layer':22s} {'new layer':15s} {'factors (outermost first)':34s} "
                   f"{'rank':>4s} {'rel.err':>7s} {'params':>17s} {'MACs':>21s}")

@@ -1,0 +1,75 @@
+"""training/distill.py: a student from compress.factorize, fine-tuned by Keras' Distiller
+(or plain fit), in train.py's run directory protocol. In-process on a few random images."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+from kronecker_zoo import compress, models
+from training import distill as distill_script
+from training import train as train_script
+
+RECIPE = {"teacher": "resnet_8", "ratio": 4.0, "epochs": 1, "batch_size": 8,
+          "augment": None}
+RUN_FILES = ["config.json", "log.csv", "plan.json", "plan.txt", "result.json",
+             "student.weights.h5"]
+
+
+def _tiny_data(dataset, subset, test_subset=None):
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, (16, 28, 28, 1)).astype("uint8")
+    y = rng.integers(0, 10, 16)
+    return (x, y), (x[:8], y[:8])
+
+
+def _student_from_run(run):
+    teacher = models.get("resnet_8", weights="fashion_mnist")
+    with open(os.path.join(run, "plan.json")) as f:
+        overrides = json.load(f)
+    student = compress.factorize(teacher, ratio=None, layer_overrides=overrides)
+    student.load_weights(os.path.join(run, "student.weights.h5"))
+    return teacher, student
+
+
+@pytest.mark.training
+@pytest.mark.parametrize("distillation", [True, False])
+def test_student_run_writes_a_rebuildable_student(tmp_path, monkeypatch, distillation):
+    monkeypatch.setattr(train_script, "load_data", _tiny_data)
+    recipe = dict(RECIPE, distillation=None) if not distillation else RECIPE
+    out = tmp_path / "s"
+    result = distill_script.distill(recipe, str(out), verbose=0)
+    assert sorted(os.listdir(out)) == RUN_FILES
+    assert os.listdir(tmp_path) == ["s"]
+    teacher, student = _student_from_run(out)
+    assert result["params"] == student.count_params() <= teacher.count_params() / 4.0
+    assert result["compression"] >= 4.0
+    assert result["teacher_params"] == teacher.count_params()
+    x = np.random.default_rng(1).integers(0, 256, (8, 28, 28, 1)).astype("float32")
+    accuracy = np.mean(np.argmax(student.predict(x, verbose=0), -1) == _tiny_data(0, 0)[1][1])
+    assert result["test_accuracy"] == pytest.approx(accuracy, abs=1e-4)
+    with open(out / "config.json") as f:
+        assert (json.load(f)["distillation"] is None) == (not distillation)
+
+
+def test_scratch_init_keeps_the_architecture_and_not_the_weights(tmp_path):
+    teacher = models.get("resnet_8", weights="fashion_mnist")
+    config = {**distill_script.DEFAULTS, **RECIPE}
+    factorized, plan = distill_script._student(config, teacher, str(tmp_path))
+    scratch, _ = distill_script._student({**config, "init": "scratch"}, teacher, str(tmp_path))
+    assert [w.shape for w in factorized.weights] == [w.shape for w in scratch.weights]
+    assert factorized.count_params() == plan.params_after
+    layer = plan.layers[1].name
+    assert not np.allclose(np.array(factorized.get_layer(layer).weights[0]),
+                           np.array(scratch.get_layer(layer).weights[0]))
+
+
+def test_student_recipe_errors_name_the_problem(tmp_path):
+    with pytest.raises(ValueError, match="classification"):
+        distill_script.distill({**RECIPE, "teacher": "context_net_basic"}, str(tmp_path / "a"))
+    with pytest.raises(ValueError, match="init must be one of"):
+        distill_script.distill({**RECIPE, "init": "random"}, str(tmp_path / "b"))
+    with pytest.raises(ValueError, match="unknown recipe keys"):
+        distill_script.distill({**RECIPE, "temperature": 4}, str(tmp_path / "c"))
+    assert os.listdir(tmp_path) == []
