@@ -50,7 +50,7 @@ case "$job" in
     # the very configuration pass 2 would repeat.
     status=0
     # pytest-xdist: one worker per core (at most 4), long tests first (tests/conftest.py)
-    parallel="-n auto --maxprocesses=4 --dist worksteal"
+    parallel="-n auto --maxprocesses=4 --dist load"
     default_kernels=$(.venv/bin/python -c \
       "from kronecker_zoo import runtime; print(runtime.tensorflow_cpu_kernels())")
     echo "== pass 1: whole suite, TensorFlow's default CPU kernels ($default_kernels)"
