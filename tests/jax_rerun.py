@@ -1,5 +1,7 @@
 """Run one test file once more under KERAS_BACKEND=jax, in a subprocess.
 
+``LAYER_TESTS``: the kernel math, every layer, every registry model and compress.
+
 `tests/test_jax_backend.py` does so for every file of ``LAYER_TESTS``, one test per file,
 so that pytest-xdist spreads them over its workers like any other test.
 """
@@ -18,6 +20,7 @@ LAYER_TESTS = [
     "tests/test_context_module.py",
     "tests/test_backend_gradients.py",
     "tests/test_models.py",
+    "tests/test_compress.py",
 ]
 TIMEOUT = 1200
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
