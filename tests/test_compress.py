@@ -269,12 +269,17 @@ def test_ratio_budget_is_met_and_the_plan_reports_the_new_model(method):
 def test_exclusions_skips_and_the_saved_student_reloads(tmp_path):
     model = _randomise(_sequential())
     dense = next(l.name for l in model.layers if isinstance(l, keras.layers.Dense))
+    frozen = model.layers[0].name
+    model.layers[0].trainable = False  # a layer the user froze stays frozen
     plan = compress.plan_factorization(model, ratio=1.2, exclude=[dense])
     skipped = {s.name: s.reason for s in plan.skipped}
     assert skipped[dense] == "excluded by the caller"
     assert any("depthwise" in r for r in skipped.values())
     student = compress.factorize(model, plan=plan)
     assert type(student.get_layer(dense)) is keras.layers.Dense
+    assert type(student.get_layer(frozen)) is KroneckerConv2D
+    assert [l.trainable for l in student.layers] == [l.trainable for l in model.layers]
+    assert not student.get_layer(frozen).trainable and student.get_layer(dense).trainable
     np.testing.assert_array_equal(student.get_layer(dense).kernel,
                                   model.get_layer(dense).kernel)
     path = tmp_path / "student.keras"

@@ -367,7 +367,10 @@ def factorize(model, ratio=5.0, method="kronecker", exclude=(), layer_overrides=
     `KroneckerDense` with the same name, filters/units, kernel size, strides, padding,
     bias, activation and kernel/bias regularizers and constraints (these act on each
     factor), its factors set to `nearest_kronecker` of the trained kernel and its bias
-    copied. With every layer at full rank the new model computes what the original does.
+    copied. Every layer keeps its ``trainable`` flag (a teacher that
+    `keras.distillation.Distiller` has frozen gives a frozen copy: factorize before
+    distilling, or set ``student.trainable = True``). With every layer at full rank the
+    new model computes what the original does.
     The original model is not modified. To see the choices first (or change them), call
     `plan_factorization` and pass its result as ``plan``.
     """
