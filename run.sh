@@ -49,8 +49,9 @@ case "$job" in
     # without oneDNN -- unless pass 1 ran Eigen already (this CPU's default), which is then
     # the very configuration pass 2 would repeat.
     status=0
-    # pytest-xdist: one worker per core (at most 4), long tests first (tests/conftest.py)
-    parallel="-n auto --maxprocesses=4 --dist load"
+    # pytest-xdist: one worker per core (at most 4), long tests first (tests/conftest.py),
+    # handed out one at a time to whichever worker is free
+    parallel="-n auto --maxprocesses=4 --dist load --maxschedchunk 1"
     default_kernels=$(.venv/bin/python -c \
       "from kronecker_zoo import runtime; print(runtime.tensorflow_cpu_kernels())")
     echo "== pass 1: whole suite, TensorFlow's default CPU kernels ($default_kernels)"

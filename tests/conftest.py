@@ -42,8 +42,22 @@ def _keep_working_directory(request):
         warnings.warn(f"{request.node.nodeid} changed the working directory; restored")
 
 
+# Files whose slow tests run longest (the JAX reruns of the model and layer tests, the
+# tfmot fine-tunes, the fine-tuning and distributed runs): started first of all.
+LONGEST_FIRST = ("test_jax_backend.py", "test_optimize.py", "test_pretrained.py",
+                 "test_distributed.py")
+
+
 def pytest_collection_modifyitems(config, items):
-    """The long tests (marked slow) first, otherwise collection order: parallel workers
-    (``pytest -n``, as run.sh runs the suite) then never end waiting on one long test
-    that started last."""
-    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+    """The long tests (marked slow) first, the longest files' first of those, otherwise
+    collection order: parallel workers (``pytest -n``, which run.sh runs with
+    ``--maxschedchunk 1``, i.e. one test at a time to whichever worker is free) then never
+    end waiting on one long test that started last."""
+
+    def key(item):
+        slow = item.get_closest_marker("slow") is not None
+        name = os.path.basename(str(item.fspath))
+        rank = LONGEST_FIRST.index(name) if name in LONGEST_FIRST else len(LONGEST_FIRST)
+        return (not slow, rank if slow else 0)
+
+    items.sort(key=key)

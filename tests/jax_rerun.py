@@ -11,16 +11,16 @@ import os
 import subprocess
 import sys
 
-LAYER_TESTS = [
-    "tests/test_kernels.py",
+LAYER_TESTS = [  # longest first (pytest-xdist hands them out in this order)
+    "tests/test_models.py",
     "tests/test_kronecker_conv.py",
-    "tests/test_kronecker_dense.py",
-    "tests/test_low_rank_conv.py",
     "tests/test_dilated_stack.py",
+    "tests/test_kronecker_dense.py",
+    "tests/test_compress.py",
+    "tests/test_low_rank_conv.py",
     "tests/test_context_module.py",
     "tests/test_backend_gradients.py",
-    "tests/test_models.py",
-    "tests/test_compress.py",
+    "tests/test_kernels.py",
 ]
 TIMEOUT = 1200
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
