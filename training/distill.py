@@ -32,6 +32,7 @@ from kronecker_zoo import compress, data, models, report  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from training import train as recipe  # noqa: E402
+from training.train import recipe_from_args  # noqa: E402
 
 DEFAULTS = {
     "teacher": None,  # a registry classification model
@@ -184,12 +185,7 @@ def main(argv=None):
     parser.add_argument("--no-distillation", action="store_true",
                         help="plain fit on the labels instead of distillation")
     args = parser.parse_args(argv)
-    config = {}
-    if args.config:
-        with open(args.config) as f:
-            config.update(json.load(f))
-    config.update({k: getattr(args, k) for k in DEFAULTS
-                   if getattr(args, k, None) is not None})
+    config = recipe_from_args(args, DEFAULTS)
     if args.no_distillation:
         config["distillation"] = None
     if not config.get("teacher") and not args.resume:

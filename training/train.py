@@ -329,6 +329,17 @@ def _flag(text):
     return value[text.lower()]
 
 
+def recipe_from_args(args, defaults):
+    """The recipe of ``--config`` (if given) with every recipe flag given overriding it."""
+    config = {}
+    if args.config:
+        with open(args.config) as f:
+            config.update(json.load(f))
+    config.update({k: getattr(args, k) for k in defaults
+                   if getattr(args, k, None) is not None})
+    return config
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", help="JSON recipe (keys as in DEFAULTS)")
@@ -344,12 +355,7 @@ def main(argv=None):
                 else str if key in ("model", "dataset", "augment") else int)
         parser.add_argument("--" + key.replace("_", "-"), type=kind, default=None)
     args = parser.parse_args(argv)
-    config = {}
-    if args.config:
-        with open(args.config) as f:
-            config.update(json.load(f))
-    config.update({k: getattr(args, k) for k in DEFAULTS
-                   if not isinstance(DEFAULTS[k], dict) and getattr(args, k) is not None})
+    config = recipe_from_args(args, DEFAULTS)
     if not config.get("model") and not args.resume:
         parser.error("give --model or a --config with a model")
     result = train(config, args.out, args.strategy, args.verbose, resume=args.resume)
