@@ -23,6 +23,7 @@ from kronecker_zoo import evaluation, models, report
 from kronecker_zoo import weights as weight_registry
 
 # Test examples behind each entry's "check" (a tenth of each test split).
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CHECK_EXAMPLES = {"fashion_mnist": 1000, "fashion_scenes": 200}
 
 
@@ -44,7 +45,7 @@ def publish(run_dir, recipe=None):
         "file": name,
         "sha256": digest,
         "dataset": tag,
-        "recipe": recipe or f"python training/train.py --config training/configs/{model}.json",
+        "recipe": recipe or default_recipe(run_dir, model),
         "config": config,
         "epochs": result["epochs"],
         "params": result["params"],
@@ -60,6 +61,17 @@ def publish(run_dir, recipe=None):
     entry["params"], entry["macs"] = default.params, default.macs
     _write_entry(model, tag, entry)
     return record_check(model, tag)
+
+
+def default_recipe(run_dir, model):
+    """The train.py command of the config named like the run directory, else the model."""
+    run_name = os.path.basename(os.path.normpath(run_dir))
+    for name in (run_name, model):
+        config = os.path.join("training", "configs", f"{name}.json")
+        if os.path.exists(os.path.join(ROOT, config)):
+            return f"python training/train.py --config {config}"
+    raise FileNotFoundError(f"no training/configs/<name>.json for run {run_dir!r} "
+                            f"(tried {run_name!r} and {model!r}): pass --recipe")
 
 
 def record_check(model, tag):
@@ -85,6 +97,8 @@ def _write_entry(model, tag, entry):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("run_dirs", nargs="*")
+    parser.add_argument("--recipe", help="the command that made the run (default: train.py "
+                        "with training/configs/<run dir name or model>.json)")
     parser.add_argument("--checks-only", action="store_true",
                         help="re-record the check of every published entry (no run dirs)")
     args = parser.parse_args(argv)
@@ -96,7 +110,7 @@ def main(argv=None):
     if not args.run_dirs:
         parser.error("give run directories, or --checks-only")
     for run in args.run_dirs:
-        entry = publish(run)
+        entry = publish(run, recipe=args.recipe)
         print(f"{run}: {entry['file']} sha256={entry['sha256'][:12]}... "
               f"acc={entry['test_accuracy']}")
     return 0
