@@ -7,7 +7,7 @@
 2. `compress.plan_factorization` picks, per layer, Kronecker factor shapes and ranks under
    ``--ratio``; `compress.factorize` builds the new model from the trained kernels (the
    teacher is not modified);
-3. fine-tunes the student with `keras.distillation.Distiller` (`LogitsDistillation`)
+3. fine-tunes the student with `keras.distillation.Distiller` (`compress.logits_distillation`)
    from the teacher, and, for comparison, the same student with plain `fit`;
 4. exports the distilled student with `export.to_tflite` (float32 and int8; Kronecker
    layers factored, and int8 also materialised) and checks each file with
@@ -90,8 +90,7 @@ def main(argv=None):
 
     distiller = keras.distillation.Distiller(
         teacher=teacher, student=student,
-        distillation_losses=keras.distillation.LogitsDistillation(
-            temperature=args.temperature),
+        distillation_losses=compress.logits_distillation(args.temperature),
         student_loss_weight=args.student_loss_weight)
     distiller.compile(keras.optimizers.Adam(_schedule(1e-3, steps * args.distill_epochs)),
                       loss)

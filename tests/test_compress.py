@@ -334,7 +334,7 @@ def test_factorized_student_distils_from_its_teacher_with_keras_distiller():
     student = compress.factorize(teacher, ratio=2.0)
     distiller = keras.distillation.Distiller(
         teacher=teacher, student=student,
-        distillation_losses=keras.distillation.LogitsDistillation(temperature=2.0),
+        distillation_losses=compress.logits_distillation(temperature=2.0),
         student_loss_weight=0.5)
     distiller.compile(optimizer=keras.optimizers.Adam(1e-2),
                       loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))

@@ -7,8 +7,9 @@
 The student is `kronecker_zoo.compress.factorize(teacher, ratio, method)` of the teacher's
 published (or given) weights. ``init="scratch"`` keeps the student's architecture but starts
 from fresh initial weights (the ablation's "same architecture from scratch").
-``distillation`` set: `keras.distillation.Distiller` with `LogitsDistillation(temperature)`
-and ``student_loss_weight``; ``None``: plain ``fit`` on the labels. The optimizer,
+``distillation`` set: `keras.distillation.Distiller` with
+`compress.logits_distillation(temperature)` (Keras' `LogitsDistillation` with an exact
+KL on logits) and ``student_loss_weight``; ``None``: plain ``fit`` on the labels. The optimizer,
 schedule, augmentation and run directory protocol (``<out>.partial``, checkpoints,
 ``--resume``, nothing overwritten) are train.py's.
 
@@ -127,8 +128,7 @@ def _run(config, work, verbose):
     else:
         trainee = keras.distillation.Distiller(
             teacher=teacher, student=student,
-            distillation_losses=keras.distillation.LogitsDistillation(
-                temperature=distillation["temperature"]),
+            distillation_losses=compress.logits_distillation(distillation["temperature"]),
             student_loss_weight=distillation["student_loss_weight"])
     trainee.compile(optimizer=recipe.make_optimizer(config, steps), loss=loss,
                     metrics=["accuracy"], jit_compile=bool(config["jit_compile"]))

@@ -6,7 +6,7 @@
     student = compress.factorize(model, plan=plan)          # a new model; `model` untouched
     distiller = keras.distillation.Distiller(
         teacher=model, student=student,
-        distillation_losses=keras.distillation.LogitsDistillation(temperature=4.0),
+        distillation_losses=compress.logits_distillation(temperature=4.0),
         student_loss_weight=0.5)
     distiller.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
     distiller.fit(x, y, epochs=...)                          # then use `student`
@@ -14,6 +14,8 @@
 - `nearest_kronecker`: the factors whose Kronecker sum best approximates a kernel.
 - `plan_factorization` / `factorize`: per-layer shape and rank search under a parameter
   budget, and the rewrite of a Sequential or functional model.
+- `logits_distillation`: Keras' `LogitsDistillation` with an exact KL on logits
+  (`LogitKLDivergence`; Keras' default clips probabilities and loses the gradient).
 """
 
 from kronecker_zoo.compress.factorize import (
@@ -23,6 +25,7 @@ from kronecker_zoo.compress.factorize import (
     factorize,
     plan_factorization,
 )
+from kronecker_zoo.compress.distillation import LogitKLDivergence, logits_distillation
 from kronecker_zoo.compress.nearest import NearestKronecker, nearest_kronecker
 from kronecker_zoo.compress.search import Candidate, two_factor_shapes
 
@@ -30,9 +33,11 @@ __all__ = [
     "Candidate",
     "FactorizationPlan",
     "LayerChoice",
+    "LogitKLDivergence",
     "NearestKronecker",
     "Skipped",
     "factorize",
+    "logits_distillation",
     "nearest_kronecker",
     "plan_factorization",
     "two_factor_shapes",
