@@ -20,7 +20,8 @@ import numpy as np
 from kronecker_zoo import ops as kz_ops
 from kronecker_zoo.compress import search
 from kronecker_zoo.compress.nearest import nearest_kronecker
-from kronecker_zoo.layers import KroneckerConv2D, KroneckerDense, LowRankConv2D
+from kronecker_zoo.layers import LowRankConv2D
+from kronecker_zoo.models.factorized import factorized_layer
 
 METHODS = ("kronecker", "lowrank")
 NOT_A_KERNEL = "not a Conv2D or Dense layer"
@@ -65,6 +66,14 @@ class FactorizationPlan(NamedTuple):
         return {c.name.split("/")[-1]: (
             {"rank": c.rank} if c.layer_type == "LowRankConv2D" else
             {"factors": [list(f) for f in c.factors], "rank": c.rank}) for c in self.layers}
+
+    def layer_specs(self):
+        """The new layers as `models.factorized.replace_layers` specs (JSON-friendly):
+        ``{name: {"layer": type, "factors": shapes, "rank": r}}``, the architecture of
+        the factorized model without its weights."""
+        return {c.name.split("/")[-1]: {"layer": c.layer_type,
+                                        "factors": [list(f) for f in c.factors],
+                                        "rank": c.rank} for c in self.layers}
 
     def __str__(self):
         header = (f"{'layer':22s} {'new layer':15s} {'factors (outermost first)':34s} "
@@ -389,7 +398,7 @@ def factorize(model, ratio=5.0, method="kronecker", exclude=(), layer_overrides=
         choice = choices.get(layer.name)
         if choice is None or paths.get(choice.name) is not layer:
             return layer.__class__.from_config(layer.get_config())
-        return _new_layer(layer, choice)
+        return factorized_layer(layer, choice.layer_type, choice.factors, choice.rank)
 
     new_model = keras.models.clone_model(model, clone_function=clone_layer, recursive=True)
     for path, layer in paths.items():
@@ -419,22 +428,3 @@ def _find(model, path):
     for name in path.split("/"):
         layer = layer.get_layer(name)
     return layer
-
-
-def _new_layer(layer, choice):
-    config = layer.get_config()
-    common = dict(
-        use_bias=config["use_bias"], activation=config["activation"],
-        kernel_regularizer=config["kernel_regularizer"],
-        bias_regularizer=config["bias_regularizer"],
-        kernel_constraint=config["kernel_constraint"],
-        bias_constraint=config["bias_constraint"],
-        name=layer.name, dtype=layer.dtype_policy, trainable=layer.trainable)
-    if choice.layer_type == "KroneckerDense":
-        return KroneckerDense(config["units"], choice.factors, rank=choice.rank, **common)
-    if choice.layer_type == "LowRankConv2D":
-        return LowRankConv2D(config["filters"], config["kernel_size"], choice.rank,
-                             strides=config["strides"], padding=config["padding"], **common)
-    return KroneckerConv2D(config["filters"], config["kernel_size"], choice.factors,
-                           rank=choice.rank, strides=config["strides"],
-                           padding=config["padding"], execution="auto", **common)

@@ -18,6 +18,7 @@ from kronecker_zoo.models.blocks import PIXEL_RANGE
 from kronecker_zoo.models.finetune import HEAD_LAYERS, transfer_weights
 from kronecker_zoo.models.pool_segnet import pool_segnet
 from kronecker_zoo.models.resnet import drn, kron_resnet, lowrank_resnet, resnet, separable_resnet
+from kronecker_zoo.models.students import STUDENTS, student_builder
 
 TASKS = ("classification", "segmentation")
 # Arguments `get` sets itself; never size-defining overrides.
@@ -68,6 +69,19 @@ MODELS = {
     for family, (task, builder, sizes, description) in FAMILIES.items()
     for size, args in sizes.items()
 }
+
+
+
+def _student_spec(name, teacher, method, layers):
+    """A student (students.py): the teacher's builder, size and task, layers factorized."""
+    t = MODELS[teacher]
+    return ModelSpec(name, f"{teacher}_student", t.task, student_builder(t.builder, layers),
+                     dict(t.size_args), f"{teacher} compressed by compress.factorize "
+                     f"(method={method!r}) and distilled; {len(layers)} layers factorized",
+                     t.input_range)
+
+
+MODELS.update({name: _student_spec(name, *entry) for name, entry in STUDENTS.items()})
 
 
 def _choices(values):

@@ -1,0 +1,77 @@
+"""Swap a model's ``Conv2D`` / ``Dense`` layers for Kronecker or low-rank layers.
+
+The architecture half of a factorization: `factorized_layer` builds the replacement of
+one layer from its config and a spec ``{"layer": type, "factors": [...], "rank": r}``,
+and `replace_layers` rebuilds a Sequential or functional model with replacements
+(fresh weights; `kronecker_zoo.compress.factorize` fills them from the trained kernels).
+The zoo's students (`students.py`) are a teacher's architecture rebuilt this way.
+"""
+
+import keras
+
+from kronecker_zoo.layers import KroneckerConv2D, KroneckerDense, LowRankConv2D
+
+LAYER_TYPES = ("KroneckerConv2D", "LowRankConv2D", "KroneckerDense")
+
+__all__ = ["LAYER_TYPES", "factorized_layer", "replace_layers"]
+
+
+def factorized_layer(layer, layer_type, factors=None, rank=1, execution="auto"):
+    """The ``layer_type`` twin of a ``Conv2D`` / ``Dense`` ``layer`` (not built).
+
+    Same name, filters/units, kernel size, strides, padding, bias, activation,
+    regularizers and constraints (these act on each factor), dtype policy and
+    ``trainable``. ``factors``: the factor shapes, outermost first (`KroneckerConv2D`:
+    ``(kh, kw, in, out)`` each; `KroneckerDense`: ``(in, out)`` each; unused by
+    `LowRankConv2D`, whose shapes the rank fixes).
+    """
+    if layer_type not in LAYER_TYPES:
+        raise ValueError(f"layer_type must be one of {LAYER_TYPES}. Received: {layer_type!r}")
+    expected = keras.layers.Dense if layer_type == "KroneckerDense" else keras.layers.Conv2D
+    if type(layer) is not expected:
+        raise ValueError(f"A {layer_type} replaces a {expected.__name__}; layer "
+                         f"{layer.name!r} is a {type(layer).__name__}")
+    if layer_type != "LowRankConv2D" and not factors:
+        raise ValueError(f"A {layer_type} needs its factor shapes (layer {layer.name!r})")
+    config = layer.get_config()
+    common = dict(
+        use_bias=config["use_bias"], activation=config["activation"],
+        kernel_regularizer=config["kernel_regularizer"],
+        bias_regularizer=config["bias_regularizer"],
+        kernel_constraint=config["kernel_constraint"],
+        bias_constraint=config["bias_constraint"],
+        name=layer.name, dtype=layer.dtype_policy, trainable=layer.trainable)
+    if layer_type == "KroneckerDense":
+        return KroneckerDense(config["units"], [tuple(f) for f in factors], rank=rank, **common)
+    if layer_type == "LowRankConv2D":
+        return LowRankConv2D(config["filters"], config["kernel_size"], rank,
+                             strides=config["strides"], padding=config["padding"], **common)
+    return KroneckerConv2D(config["filters"], config["kernel_size"],
+                           [tuple(f) for f in factors], rank=rank, strides=config["strides"],
+                           padding=config["padding"], execution=execution, **common)
+
+
+def replace_layers(model, specs, name=None):
+    """A new model: ``model`` with each layer named in ``specs`` replaced.
+
+    ``specs``: ``{layer_name: {"layer": type, "factors": [...], "rank": r}}`` (top-level
+    layers, or layers of nested Sequential/functional models, by their own name).
+    Replaced layers get fresh weights; every other layer is rebuilt from its config
+    (fresh weights too: copy them if you need them). ``model`` is not modified.
+    """
+    found = set()
+
+    def clone(layer):
+        spec = specs.get(layer.name)
+        if spec is None:
+            return layer.__class__.from_config(layer.get_config())
+        found.add(layer.name)
+        return factorized_layer(layer, spec["layer"], spec.get("factors"), spec["rank"])
+
+    new_model = keras.models.clone_model(model, clone_function=clone, recursive=True)
+    missing = sorted(set(specs) - found)
+    if missing:
+        raise ValueError(f"Model {model.name!r} has no layer(s) {missing} to replace")
+    if name is not None:
+        new_model.name = name
+    return new_model
