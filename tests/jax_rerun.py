@@ -1,6 +1,7 @@
 """Run one test file once more under KERAS_BACKEND=jax, in a subprocess.
 
-``LAYER_TESTS``: the kernel math, every layer, every registry model and compress.
+``LAYER_TESTS``: the kernel math, every layer, every registry model, compress
+(factorize, the students' architecture, the distillation loss).
 
 `tests/test_jax_backend.py` does so for every file of ``LAYER_TESTS``, one test per file,
 so that pytest-xdist spreads them over its workers like any other test.
@@ -20,6 +21,8 @@ LAYER_TESTS = [  # longest first (pytest-xdist hands them out in this order)
     "tests/test_low_rank_conv.py",
     "tests/test_context_module.py",
     "tests/test_backend_gradients.py",
+    "tests/test_students.py",
+    "tests/test_distillation_loss.py",
     "tests/test_kernels.py",
 ]
 TIMEOUT = 1200
