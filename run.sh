@@ -51,7 +51,7 @@ case "$job" in
     status=0
     # pytest-xdist: one worker per core (at most 4), long tests first (tests/conftest.py),
     # handed out one at a time to whichever worker is free
-    parallel="-n auto --maxprocesses=4 --dist load --maxschedchunk 1"
+    parallel="-n auto --maxprocesses=4 --dist load --maxschedchunk 1 --durations=25"
     default_kernels=$(.venv/bin/python -c \
       "from kronecker_zoo import runtime; print(runtime.tensorflow_cpu_kernels())")
     echo "== pass 1: whole suite, TensorFlow's default CPU kernels ($default_kernels)"
