@@ -1,6 +1,11 @@
 """Publish a finished training run as a package weight file + manifest entry.
 
     python training/publish.py training/runs/kron_resnet_8-fashion_mnist
+    python training/publish.py training/runs/resnet_8_kron5x     # a distill.py student
+
+A student run (``training/distill.py``) is published under its run directory's name,
+which must be registered in ``kronecker_zoo/models/students.py``; its entry names the
+teacher (model, weights tag, SHA-256, accuracy), the method and the distillation.
 
 Copies ``<model>.weights.h5`` to ``kronecker_zoo/weights/<model>-<tag>.weights.h5``
 (the tag is the dataset) and records its SHA-256, dataset, recipe, epochs, test
@@ -32,7 +37,13 @@ def publish(run_dir, recipe=None):
         result = json.load(f)
     with open(os.path.join(run_dir, "config.json")) as f:
         config = json.load(f)
-    model, tag = result["model"], result["dataset"]
+    student = "teacher" in result  # a training/distill.py run
+    model = _run_name(run_dir) if student else result["model"]
+    tag = config["dataset"] if student else result["dataset"]
+    if student and model not in models.MODELS:
+        raise ValueError(f"{model!r} is not registered: add its plan "
+                         f"({os.path.join(run_dir, 'plan.json')}) to "
+                         "kronecker_zoo/models/students.py first")
     source = os.path.join(run_dir, result["weights"])
     digest = weight_registry.sha256_of(source)
     name = f"{model}-{tag}.weights.h5"
@@ -45,7 +56,8 @@ def publish(run_dir, recipe=None):
         "file": name,
         "sha256": digest,
         "dataset": tag,
-        "recipe": recipe or default_recipe(run_dir, model),
+        "recipe": recipe or (f"python training/distill.py --config training/configs/{model}.json"
+                             if student else default_recipe(run_dir, model)),
         "config": config,
         "epochs": result["epochs"],
         "params": result["params"],
@@ -53,6 +65,12 @@ def publish(run_dir, recipe=None):
         "test_accuracy": result["test_accuracy"],
         "train_seconds": result["train_seconds"],
     }
+    if student:
+        teacher_entry = weight_registry.published(result["teacher"])[config["teacher_weights"]]
+        entry["teacher"] = {"model": result["teacher"], "weights": config["teacher_weights"],
+                            "sha256": teacher_entry["sha256"],
+                            "test_accuracy": result["teacher_test_accuracy"]}
+        entry["method"], entry["distillation"] = result["method"], result["distillation"]
     if "test_miou" in result:
         entry["test_miou"] = result["test_miou"]
     # Params and MACs of the model users get (default execution), whatever the
@@ -63,9 +81,13 @@ def publish(run_dir, recipe=None):
     return record_check(model, tag)
 
 
+def _run_name(run_dir):
+    return os.path.basename(os.path.normpath(run_dir))
+
+
 def default_recipe(run_dir, model):
     """The train.py command of the config named like the run directory, else the model."""
-    run_name = os.path.basename(os.path.normpath(run_dir))
+    run_name = _run_name(run_dir)
     for name in (run_name, model):
         config = os.path.join("training", "configs", f"{name}.json")
         if os.path.exists(os.path.join(ROOT, config)):
