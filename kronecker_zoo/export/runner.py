@@ -6,11 +6,7 @@ import time
 import numpy as np
 from ai_edge_litert.interpreter import Interpreter
 
-
-def _positive_int(value, name):
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"`{name}` must be a positive int. Received: {name}={value!r}")
-    return value
+from kronecker_zoo.layers.weight_args import positive_int
 
 
 class TFLiteRunner:
@@ -27,7 +23,7 @@ class TFLiteRunner:
     """
 
     def __init__(self, path, num_threads=1):
-        _positive_int(num_threads, "num_threads")
+        positive_int(num_threads, "num_threads")
         self.path = os.fspath(path)
         if not os.path.isfile(self.path):
             raise FileNotFoundError(f"No .tflite file at {self.path!r}")
@@ -82,7 +78,7 @@ class TFLiteRunner:
 
     def latency_ms(self, runs=50, warmup=10, seed=0):
         """Median and spread of one ``invoke`` (ms), on random 0..255 pixels."""
-        _positive_int(runs, "runs")
+        positive_int(runs, "runs")
         if isinstance(warmup, bool) or not isinstance(warmup, int) or warmup < 0:
             raise ValueError(f"`warmup` must be an int >= 0. Received: warmup={warmup!r}")
         batch = np.random.default_rng(seed).uniform(0, 255, self.input_shape).astype(np.float32)

@@ -11,11 +11,7 @@ import os
 
 import tensorflow as tf
 
-
-def _positive_int(value, name):
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"`{name}` must be a positive int. Received: {name}={value!r}")
-    return value
+from kronecker_zoo.layers.weight_args import positive_int
 
 
 def check_tensorflow_model(model, what="to_tflite"):
@@ -36,7 +32,7 @@ def static_input_shape(model, batch_size=1, input_shape=None):
     ``input_shape`` ``(H, W, C)`` fills in (or must agree with) the model's own
     shape; it is needed when the model was built with ``None`` height/width.
     """
-    _positive_int(batch_size, "batch_size")
+    positive_int(batch_size, "batch_size")
     shape = getattr(model, "input_shape", None)
     if isinstance(shape, list):
         if len(shape) != 1:
