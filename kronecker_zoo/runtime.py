@@ -76,3 +76,19 @@ def describe():
         text += (f"; TensorFlow CPU kernels: {kernels} "
                  f"(TF_ENABLE_ONEDNN_OPTS={flag if flag is not None else 'unset'})")
     return text
+
+
+def require_tensorflow_backend(what, needs):
+    """ValueError unless Keras 3 runs on TensorFlow: ``f"{what} {needs}, but ..."``.
+
+    For the features that hand a model to TensorFlow itself (TFLite conversion, the
+    tf_keras bridge and tfmot); the message says how to switch backends.
+    """
+    import keras
+
+    backend = keras.backend.backend()
+    if backend != "tensorflow":
+        raise ValueError(
+            f"{what} {needs}, but Keras runs on the {backend!r} backend. Set "
+            "KERAS_BACKEND=tensorflow (before Keras is imported), rebuild the model and load "
+            "its weights, then call it again.")

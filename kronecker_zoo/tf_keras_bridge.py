@@ -31,6 +31,8 @@ import numpy as np
 import tensorflow as tf
 import tf_keras
 
+from kronecker_zoo import runtime
+
 __all__ = [
     "BridgedLayer",
     "UnsupportedLayerError",
@@ -82,14 +84,8 @@ class UnsupportedLayerError(ValueError):
 
 def check_tensorflow_backend(what="to_tf_keras"):
     """ValueError unless Keras 3 runs on TensorFlow (the bridge runs Keras ops on tf tensors)."""
-    backend = keras.backend.backend()
-    if backend != "tensorflow":
-        raise ValueError(
-            f"{what} builds a tf_keras model whose zoo layers run Keras 3 ops on TensorFlow "
-            f"tensors, but Keras runs on the {backend!r} backend. Set "
-            "KERAS_BACKEND=tensorflow (before Keras is imported), rebuild the model and load "
-            "its weights, then call it again."
-        )
+    runtime.require_tensorflow_backend(
+        what, "builds a tf_keras model whose zoo layers run Keras 3 ops on TensorFlow tensors")
 
 
 def _is_zoo_layer(layer):

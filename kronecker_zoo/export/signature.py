@@ -11,6 +11,7 @@ import os
 
 import tensorflow as tf
 
+from kronecker_zoo import runtime
 from kronecker_zoo.layers.weight_args import positive_int
 
 
@@ -18,12 +19,8 @@ def check_tensorflow_model(model, what="to_tflite"):
     """Raise unless ``model`` can be traced by TensorFlow (tf_keras, or Keras 3 on TF)."""
     import keras
 
-    if isinstance(model, keras.Model) and keras.backend.backend() != "tensorflow":
-        raise ValueError(
-            f"{what} traces the model with TensorFlow, but Keras runs on the "
-            f"{keras.backend.backend()!r} backend. Set KERAS_BACKEND=tensorflow, rebuild the "
-            "model and load its weights, then export."
-        )
+    if isinstance(model, keras.Model):
+        runtime.require_tensorflow_backend(what, "traces the model with TensorFlow")
 
 
 def static_input_shape(model, batch_size=1, input_shape=None):
