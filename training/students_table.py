@@ -1,0 +1,78 @@
+"""The students' ablation table (markdown) from finished runs, same budget per row.
+
+    python training/students_table.py resnet_8 5
+
+Reads ``training/runs/<teacher>_<kind><N>x*/result.json`` (training/distill.py runs:
+factorize + distillation, + plain fine-tune, same architecture from scratch, the
+low-rank student) and the published ``kron_<family>`` / ``lowrank_<family>`` zoo models
+(manifest), and prints one row each: parameters, compression, MACs, test accuracy and
+its change against the teacher's accuracy measured in the same run.
+"""
+
+import argparse
+import glob
+import json
+import os
+import sys
+
+from kronecker_zoo import weights as weight_registry
+
+RUNS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "runs")
+
+
+def _describe(result, run):
+    if result["init"] == "scratch":
+        how = "same architecture, trained from scratch"
+    elif result["distillation"] is None:
+        how = "factorize + plain fine-tune"
+    else:
+        d = result["distillation"]
+        how = (f"factorize + distillation (T={d['temperature']:g}, "
+               f"student weight {d['student_loss_weight']:g})")
+    return f"`{run}`: {result['method']}, {how}, {result['epochs']} epochs"
+
+
+def rows(teacher, ratio):
+    found = []
+    paths = [p for kind in ("kron", "lowrank") for p in sorted(glob.glob(
+        os.path.join(RUNS, f"{teacher}_{kind}{ratio}x*", "result.json")))]
+    for path in paths:
+        run = os.path.basename(os.path.dirname(path))
+        with open(path) as f:
+            result = json.load(f)
+        found.append((_describe(result, run), result["params"], result["teacher_params"],
+                      result["macs"], result["test_accuracy"],
+                      result["teacher_test_accuracy"]))
+    if not found:
+        raise SystemExit(f"no finished runs training/runs/{teacher}_(kron|lowrank){ratio}x*")
+    teacher_params, teacher_accuracy = found[0][2], found[0][5]
+    family = teacher.split("_", 1)[1]
+    for zoo in (f"kron_resnet_{family}", f"lowrank_resnet_{family}"):
+        entry = weight_registry.published(zoo).get("fashion_mnist")
+        if entry:
+            found.append((f"`{zoo}` (zoo model, {entry['epochs']} epochs AdamW)",
+                          entry["params"], teacher_params, entry["macs"],
+                          entry["test_accuracy"], teacher_accuracy))
+    return found
+
+
+def markdown(teacher, ratio):
+    lines = ["| student | params | fewer params | MACs | test accuracy | vs teacher |",
+             "|---|---:|---:|---:|---:|---:|"]
+    for what, params, t_params, macs, acc, t_acc in rows(teacher, ratio):
+        lines.append(f"| {what} | {params:,} | {t_params / params:.1f}x | {macs / 1e6:.2f}M "
+                     f"| {100 * acc:.2f}% | {100 * (acc - t_acc):+.2f} |")
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("teacher")
+    parser.add_argument("ratio", help="the N of <teacher>_<kind><N>x")
+    args = parser.parse_args(argv)
+    print(markdown(args.teacher, args.ratio))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
