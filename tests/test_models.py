@@ -21,6 +21,7 @@ from kronecker_zoo.layers import (
     LowRankConv2D,
 )
 from kronecker_zoo.models.context_net import kronecker_context
+from kronecker_zoo.models.students import STUDENTS
 from tests import zoo_cases
 from tests.reference import conv2d, kron_kernel
 
@@ -85,6 +86,8 @@ def randomize_model(model, seed=0):
 def expected_shape(name, batch, h, w, include_top=True, num_classes=None):
     """Output shape of registered model ``name`` from its documented contract."""
     s = models.spec(name)
+    if name in STUDENTS:  # the teacher's architecture, layers factorized
+        s = models.spec(STUDENTS[name][0])
     if include_top:
         n = num_classes or (10 if s.task == "classification" else 11)
         return (batch, n) if s.task == "classification" else (batch, h, w, n)
@@ -126,6 +129,13 @@ def test_list_models_partition_and_names():
     assert not set(CLASSIFICATION) & set(SEGMENTATION)
     families = set(models.FAMILIES)
     for name in ALL:
+        if name in STUDENTS:  # <teacher>_<kron|lowrank><N>x, the teacher's task
+            teacher, method, _ = STUDENTS[name]
+            kind = {"kronecker": "kron", "lowrank": "lowrank"}[method]
+            assert re.fullmatch(rf"{teacher}_{kind}\d+x", name), name
+            assert models.spec(name).family == f"{teacher}_student"
+            assert models.spec(name).task == models.spec(teacher).task
+            continue
         family, _, size = name.rpartition("_")
         assert family in families and size, name
         assert re.fullmatch(r"[a-z0-9]+", size), name
@@ -133,7 +143,7 @@ def test_list_models_partition_and_names():
         assert (s.name, s.family) == (name, family)
         assert s.task == models.FAMILIES[family][0]
         assert name in (CLASSIFICATION if s.task == "classification" else SEGMENTATION)
-    assert {models.spec(n).family for n in ALL} == families  # every family registered
+    assert {models.spec(n).family for n in ALL if n not in STUDENTS} == families
     assert set(models.list_models(pretrained=True)) <= set(ALL)
     for task in models.TASKS:
         assert set(models.list_models(task, pretrained=True)) <= set(models.list_models(task))

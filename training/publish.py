@@ -41,9 +41,8 @@ def publish(run_dir, recipe=None):
     model = _run_name(run_dir) if student else result["model"]
     tag = config["dataset"] if student else result["dataset"]
     if student and model not in models.MODELS:
-        raise ValueError(f"{model!r} is not registered: add its plan "
-                         f"({os.path.join(run_dir, 'plan.json')}) to "
-                         "kronecker_zoo/models/students.py first")
+        raise ValueError(f"{model!r} is not registered: add this entry to STUDENTS in "
+                         "kronecker_zoo/models/students.py first:\n" + student_entry(run_dir))
     source = os.path.join(run_dir, result["weights"])
     digest = weight_registry.sha256_of(source)
     name = f"{model}-{tag}.weights.h5"
@@ -79,6 +78,26 @@ def publish(run_dir, recipe=None):
     entry["params"], entry["macs"] = default.params, default.macs
     _write_entry(model, tag, entry)
     return record_check(model, tag)
+
+
+def student_entry(run_dir):
+    """The ``STUDENTS`` entry (Python source) of a distill.py run: its plan as layer specs."""
+    from kronecker_zoo import compress
+
+    with open(os.path.join(run_dir, "config.json")) as f:
+        config = json.load(f)
+    with open(os.path.join(run_dir, "plan.json")) as f:
+        overrides = json.load(f)
+    teacher = models.get(config["teacher"], weights=config["teacher_weights"])
+    plan = compress.plan_factorization(teacher, ratio=None, method=config["method"],
+                                       layer_overrides=overrides)
+    lines = [f'    "{_run_name(run_dir)}": ("{config["teacher"]}", "{config["method"]}", {{']
+    for name, spec in plan.layer_specs().items():
+        factors = ("" if spec["layer"] == "LowRankConv2D"
+                   else f',\n{" " * 12}"factors": {spec["factors"]}')
+        lines.append(f'        "{name}": {{"layer": "{spec["layer"]}"{factors}, '
+                     f'"rank": {spec["rank"]}}},')
+    return "\n".join(lines + ["    }),"])
 
 
 def _run_name(run_dir):

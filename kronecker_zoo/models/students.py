@@ -5,6 +5,7 @@ layers below replaced (`factorized.replace_layers`), about N times fewer paramet
 all. Each entry is the plan its recipe chose (``training/configs/<name>.json`` ->
 ``training/runs/<name>/plan.json``: `compress.plan_factorization` of the published teacher
 at that ratio, stem and head kept dense); the published weights are the distilled student.
+``python training/publish.py training/runs/<name>`` prints the entry of a run not yet here.
 """
 
 import inspect
@@ -13,7 +14,26 @@ from kronecker_zoo.models.factorized import replace_layers
 from kronecker_zoo.models.finetune import HEAD_LAYERS
 
 # name -> (teacher, method, {layer: {"layer": type, "factors": shapes, "rank": r}})
-STUDENTS = {}
+STUDENTS = {
+    "resnet_8_kron5x": ("resnet_8", "kronecker", {
+        "stage1_block1_conv1": {"layer": "KroneckerConv2D",
+            "factors": [[1, 3, 1, 16], [3, 1, 16, 1]], "rank": 4},
+        "stage1_block1_conv2": {"layer": "KroneckerConv2D",
+            "factors": [[3, 1, 1, 16], [1, 3, 16, 1]], "rank": 4},
+        "stage2_block1_conv1": {"layer": "KroneckerConv2D",
+            "factors": [[1, 1, 16, 16], [3, 3, 1, 2]], "rank": 3},
+        "stage2_block1_conv2": {"layer": "KroneckerConv2D",
+            "factors": [[1, 1, 32, 2], [3, 3, 1, 16]], "rank": 8},
+        "stage2_block1_shortcut_conv": {"layer": "KroneckerConv2D",
+            "factors": [[1, 1, 2, 32], [1, 1, 8, 1]], "rank": 1},
+        "stage3_block1_conv1": {"layer": "KroneckerConv2D",
+            "factors": [[1, 1, 16, 32], [3, 3, 2, 2]], "rank": 6},
+        "stage3_block1_conv2": {"layer": "KroneckerConv2D",
+            "factors": [[1, 3, 1, 64], [3, 1, 64, 1]], "rank": 17},
+        "stage3_block1_shortcut_conv": {"layer": "KroneckerConv2D",
+            "factors": [[1, 1, 1, 64], [1, 1, 32, 1]], "rank": 3},
+    }),
+}
 
 
 def student_builder(teacher_builder, layers):
