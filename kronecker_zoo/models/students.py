@@ -33,6 +33,16 @@ STUDENTS = {
         "stage3_block1_shortcut_conv": {"layer": "KroneckerConv2D",
             "factors": [[1, 1, 1, 64], [1, 1, 32, 1]], "rank": 3},
     }),
+    "resnet_8_lowrank5x": ("resnet_8", "lowrank", {
+        "stage1_block1_conv1": {"layer": "LowRankConv2D", "rank": 4},
+        "stage1_block1_conv2": {"layer": "LowRankConv2D", "rank": 4},
+        "stage2_block1_conv1": {"layer": "LowRankConv2D", "rank": 5},
+        "stage2_block1_conv2": {"layer": "LowRankConv2D", "rank": 8},
+        "stage2_block1_shortcut_conv": {"layer": "LowRankConv2D", "rank": 1},
+        "stage3_block1_conv1": {"layer": "LowRankConv2D", "rank": 11},
+        "stage3_block1_conv2": {"layer": "LowRankConv2D", "rank": 17},
+        "stage3_block1_shortcut_conv": {"layer": "LowRankConv2D", "rank": 3},
+    }),
 }
 
 
