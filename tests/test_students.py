@@ -24,7 +24,8 @@ def test_student_builder_rebuilds_the_factorized_architecture(method):
     plan = compress.plan_factorization(teacher, ratio=4.0, method=method,
                                        exclude=["stem_conv"])
     student = compress.factorize(teacher, plan=plan)
-    build = students.student_builder(models.resnet, plan.layer_specs())
+    build = students.student_builder(models.resnet, plan.layer_specs(),
+                                     {"depth", "include_top", "name"})
     rebuilt = build(depth=8, name="resnet_8_student")
     assert rebuilt.name == "resnet_8_student"
     assert [(l.name, type(l)) for l in rebuilt.layers] == [
@@ -66,3 +67,6 @@ def test_registered_students_build_and_report(name):
     assert student.count_params() < teacher.count_params()
     five = models.get(name, num_classes=5)
     assert five.output_shape == (None, 5)
+    assert models.valid_overrides(name) == []  # the plan fixes the architecture
+    with pytest.raises(ValueError, match=r"Invalid override\(s\) 'widths'"):
+        models.get(name, widths=(8, 16, 24))

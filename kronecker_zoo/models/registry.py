@@ -75,7 +75,8 @@ MODELS = {
 def _student_spec(name, teacher, method, layers):
     """A student (students.py): the teacher's builder, size and task, layers factorized."""
     t = MODELS[teacher]
-    return ModelSpec(name, f"{teacher}_student", t.task, student_builder(t.builder, layers),
+    builder = student_builder(t.builder, layers, set(_GET_ARGS) | set(t.size_args))
+    return ModelSpec(name, f"{teacher}_student", t.task, builder,
                      dict(t.size_args), f"{teacher} compressed by compress.factorize "
                      f"(method={method!r}) and distilled; {len(layers)} layers factorized",
                      t.input_range)

@@ -46,17 +46,24 @@ STUDENTS = {
 }
 
 
-def student_builder(teacher_builder, layers):
-    """A builder with ``teacher_builder``'s signature that returns the student."""
+def student_builder(teacher_builder, layers, arguments):
+    """A builder that returns the student; it takes only ``arguments`` of the teacher's
+    builder (input shape, classes, head, name, the size): the plan fixes everything else."""
+    signature = inspect.signature(teacher_builder)
+    params = [p for name, p in signature.parameters.items() if name in arguments]
 
     def build(**kwargs):
+        unknown = sorted(set(kwargs) - {p.name for p in params})
+        if unknown:
+            raise TypeError(f"A student's architecture is fixed by its plan: it does not take "
+                            f"{unknown}")
         model = teacher_builder(**kwargs)
         present = {layer.name for layer in model.layers}
         specs = {name: spec for name, spec in layers.items()
                  if name in present or name not in HEAD_LAYERS}  # no head: include_top=False
         return replace_layers(model, specs, name=model.name)
 
-    build.__signature__ = inspect.signature(teacher_builder)
+    build.__signature__ = signature.replace(parameters=params)
     build.__name__ = teacher_builder.__name__
     build.__doc__ = f"{teacher_builder.__name__} with factorized layers {sorted(layers)}."
     return build
