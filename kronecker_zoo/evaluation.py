@@ -76,12 +76,19 @@ def _check_inputs(model, images, labels):
                              f"shape {expected_in}")
     out = _known_shape(model, "output_shape")
     if out is not None:
-        if labels.ndim == len(out) and labels.shape[-1] == 1:
-            labels = labels[..., 0]
-        if not _matches(labels.shape[1:], out[1:-1]):
-            raise ValueError(f"labels of shape {labels.shape} do not match the model's "
-                             f"predictions, shape (N,) + {out[1:-1]} (logits {out})")
+        labels = _class_ids(labels, (len(labels),) + tuple(out[1:-1]))
     return images, labels
+
+
+def _class_ids(labels, predictions_shape):
+    """``labels`` shaped like the predictions (class ids): a trailing axis of 1 dropped,
+    then the shapes checked (``None`` in ``predictions_shape``: any size)."""
+    if labels.ndim == len(predictions_shape) + 1 and labels.shape[-1] == 1:
+        labels = labels[..., 0]
+    if not _matches(labels.shape, predictions_shape):
+        raise ValueError(f"labels of shape {labels.shape} do not match the model's "
+                         f"predictions, shape {tuple(predictions_shape)}")
+    return labels
 
 
 def evaluate(model, images, labels, batch_size=256):
@@ -96,11 +103,7 @@ def evaluate(model, images, labels, batch_size=256):
     logits = np.asarray(model.predict(images.astype("float32"), batch_size=batch_size,
                                       verbose=0))
     predictions = np.argmax(logits, axis=-1)
-    if labels.shape != predictions.shape and labels.shape == predictions.shape + (1,):
-        labels = labels[..., 0]
-    if labels.shape != predictions.shape:
-        raise ValueError(f"labels of shape {labels.shape} do not match the predictions, "
-                         f"shape {predictions.shape}")
+    labels = _class_ids(labels, predictions.shape)  # (model shapes unknown before)
     result = {"accuracy": float((predictions == labels).mean())}
     if predictions.ndim > 1:
         result["miou"] = mean_iou(labels, predictions, logits.shape[-1])

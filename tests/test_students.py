@@ -55,6 +55,34 @@ def test_replace_layers_errors_name_the_problem():
                                                         "rank": 2}})
 
 
+def _two_heads():
+    """Two nested Sequential heads that both have a layer named ``dense``."""
+    inputs = keras.Input((6,))
+    first = keras.Sequential([keras.layers.Dense(8, name="dense")], name="first")
+    second = keras.Sequential([keras.layers.Dense(8, name="dense")], name="second")
+    x = keras.layers.Dense(8, name="stem")(inputs)
+    return keras.Model(inputs, keras.layers.Add()([first(x), second(x)]), name="heads")
+
+
+def test_replace_layers_finds_nested_layers_by_path_and_refuses_ambiguous_names():
+    model = _two_heads()
+    spec = {"layer": "KroneckerDense", "factors": [[2, 2], [4, 4]], "rank": 1}
+    stem = {"layer": "KroneckerDense", "factors": [[2, 2], [3, 4]], "rank": 1}
+    new = factorized.replace_layers(model, {"second/dense": spec, "stem": stem})
+    kinds = {f"{outer.name}/{l.name}" if isinstance(outer, keras.Model) else l.name:
+             type(l).__name__
+             for outer in new.layers for l in (outer.layers if isinstance(
+                 outer, keras.Model) else [outer])}
+    assert kinds["first/dense"] == "Dense"
+    assert kinds["second/dense"] == "KroneckerDense"
+    assert kinds["stem"] == "KroneckerDense"
+    assert type(model.get_layer("second").layers[0]) is keras.layers.Dense  # untouched
+    with pytest.raises(ValueError, match=r"'dense' is ambiguous.*give its path"):
+        factorized.replace_layers(model, {"dense": spec})
+    with pytest.raises(ValueError, match=r"no layer\(s\) \['third/dense'\]"):
+        factorized.replace_layers(model, {"third/dense": spec})
+
+
 @pytest.mark.parametrize("name", sorted(students.STUDENTS))
 def test_registered_students_build_and_report(name):
     assert name in models.list_models()

@@ -21,7 +21,7 @@ from kronecker_zoo import ops as kz_ops
 from kronecker_zoo.compress import search
 from kronecker_zoo.compress.nearest import nearest_kronecker
 from kronecker_zoo.layers import LowRankConv2D
-from kronecker_zoo.models.factorized import factorized_layer
+from kronecker_zoo.models.factorized import replace_layers
 
 METHODS = ("kronecker", "lowrank")
 NOT_A_KERNEL = "not a Conv2D or Dense layer"
@@ -69,11 +69,10 @@ class FactorizationPlan(NamedTuple):
 
     def layer_specs(self):
         """The new layers as `models.factorized.replace_layers` specs (JSON-friendly):
-        ``{name: {"layer": type, "factors": shapes, "rank": r}}``, the architecture of
+        ``{path: {"layer": type, "factors": shapes, "rank": r}}``, the architecture of
         the factorized model without its weights."""
-        return {c.name.split("/")[-1]: {"layer": c.layer_type,
-                                        "factors": [list(f) for f in c.factors],
-                                        "rank": c.rank} for c in self.layers}
+        return {c.name: {"layer": c.layer_type, "factors": [list(f) for f in c.factors],
+                         "rank": c.rank} for c in self.layers}
 
     def __str__(self):
         header = (f"{'layer':22s} {'new layer':15s} {'factors (outermost first)':34s} "
@@ -388,19 +387,12 @@ def factorize(model, ratio=5.0, method="kronecker", exclude=(), layer_overrides=
                                   max_relative_macs)
     else:
         _check_model(model)
-    choices = {c.name.split("/")[-1]: c for c in plan.layers}
     paths = dict(_layers(model))
     missing = [c.name for c in plan.layers if c.name not in paths]
     if missing:
         raise ValueError(f"The plan names layers {missing} that model {model.name!r} lacks")
-
-    def clone_layer(layer):
-        choice = choices.get(layer.name)
-        if choice is None or paths.get(choice.name) is not layer:
-            return layer.__class__.from_config(layer.get_config())
-        return factorized_layer(layer, choice.layer_type, choice.factors, choice.rank)
-
-    new_model = keras.models.clone_model(model, clone_function=clone_layer, recursive=True)
+    new_model = replace_layers(model, {c.name: {"layer": c.layer_type, "factors": c.factors,
+                                                "rank": c.rank} for c in plan.layers})
     for path, layer in paths.items():
         if not layer.weights:
             continue

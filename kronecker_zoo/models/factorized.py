@@ -54,24 +54,47 @@ def factorized_layer(layer, layer_type, factors=None, rank=1, execution="auto"):
 def replace_layers(model, specs, name=None):
     """A new model: ``model`` with each layer named in ``specs`` replaced.
 
-    ``specs``: ``{layer_name: {"layer": type, "factors": [...], "rank": r}}`` (top-level
-    layers, or layers of nested Sequential/functional models, by their own name).
-    Replaced layers get fresh weights; every other layer is rebuilt from its config
-    (fresh weights too: copy them if you need them). ``model`` is not modified.
+    ``specs``: ``{layer: {"layer": type, "factors": [...], "rank": r}}``, each key a
+    layer's path (``"block/conv"`` for layer ``conv`` of nested model ``block``) or, if
+    no other layer has it, its bare name. Replaced layers get fresh weights; every other
+    layer is rebuilt from its config (fresh weights too: copy them if you need them).
+    ``model`` is not modified.
     """
-    found = set()
+    paths = {}  # id(layer) -> path, nested Sequential/functional models flattened
+    by_name = {}
+
+    def walk(container, prefix):
+        for layer in container.layers:
+            path = prefix + layer.name
+            if isinstance(layer, keras.Model):
+                walk(layer, path + "/")
+                continue
+            paths[id(layer)] = path
+            by_name.setdefault(layer.name, []).append(path)
+
+    walk(model, "")
+    known = set(paths.values())
+    resolved, missing = {}, []
+    for key, spec in specs.items():
+        if key in known:
+            resolved[key] = spec
+        elif len(by_name.get(key, ())) == 1:
+            resolved[by_name[key][0]] = spec
+        elif key in by_name:
+            raise ValueError(f"Layer name {key!r} is ambiguous in model {model.name!r} "
+                             f"({by_name[key]}): give its path")
+        else:
+            missing.append(key)
+    if missing:
+        raise ValueError(f"Model {model.name!r} has no layer(s) {sorted(missing)} to replace")
 
     def clone(layer):
-        spec = specs.get(layer.name)
+        spec = resolved.get(paths.get(id(layer)))
         if spec is None:
             return layer.__class__.from_config(layer.get_config())
-        found.add(layer.name)
         return factorized_layer(layer, spec["layer"], spec.get("factors"), spec["rank"])
 
     new_model = keras.models.clone_model(model, clone_function=clone, recursive=True)
-    missing = sorted(set(specs) - found)
-    if missing:
-        raise ValueError(f"Model {model.name!r} has no layer(s) {missing} to replace")
     if name is not None:
         new_model.name = name
     return new_model
