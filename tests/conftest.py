@@ -15,7 +15,6 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 
 def pytest_configure(config):
-    config.addinivalue_line("markers", "slow: long-running tests (still part of the default suite)")
     config.addinivalue_line(
         "markers",
         "training: gradients, fit, fine-tuning, distributed and optimize tests; run.sh runs "

@@ -335,7 +335,8 @@ def test_forced_execution_restores_even_on_error():
 
 
 def test_tf_keras_model_is_accepted(tmp_path):
-    bridge = pytest.importorskip("kronecker_zoo.tf_keras_bridge")
+    from kronecker_zoo import tf_keras_bridge as bridge
+
     model = _kron_layer_model()
     twin = bridge.to_tf_keras(model)
     assert [k.name for k in execution_layers(twin)] == ["kron"]
