@@ -20,6 +20,8 @@ import math
 
 import numpy as np
 
+from kronecker_zoo.validation import positive_pair
+
 
 def _is_numpy(*arrays):
     return all(isinstance(a, (np.ndarray, np.generic, list, tuple)) for a in arrays)
@@ -32,27 +34,6 @@ def _xp(*arrays):
     import keras
 
     return keras.ops
-
-
-def _pair(value, name):
-    """Normalise an int or a pair of ints to a tuple ``(h, w)`` of positive ints."""
-    if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
-        value = (int(value), int(value))
-    try:
-        pair = tuple(int(v) for v in value)
-    except (TypeError, ValueError):
-        raise ValueError(
-            f"`{name}` must be a positive int or a pair of positive ints. "
-            f"Received: {name}={value!r}"
-        ) from None
-    if len(pair) != 2 or min(pair) < 1 or any(
-        isinstance(v, bool) or int(v) != v for v in value
-    ):
-        raise ValueError(
-            f"`{name}` must be a positive int or a pair of positive ints. "
-            f"Received: {name}={value!r}"
-        )
-    return pair
 
 
 def _shape(array):
@@ -116,7 +97,7 @@ def dilate(kernel, rate):
     with the original taps at multiples of the rate and zeros between: the seed's
     ``K (x) E`` with ``E`` the one-hot ``rate x rate`` matrix, trimmed.
     """
-    rh, rw = _pair(rate, "rate")
+    rh, rw = positive_pair(rate, "rate")
     xp = _xp(kernel)
     if xp is np:
         kernel = np.asarray(kernel)
@@ -186,7 +167,7 @@ def collapse(kernels, dilation_rates=None):
             )
     total = dilate(kernels4[0], dilation_rates[0])
     for kernel, rate in zip(kernels4[1:], dilation_rates[1:]):
-        rh, rw = _pair(rate, "dilation_rate")
+        rh, rw = positive_pair(rate, "dilation_rate")
         kh, kw = _shape(kernel)[:2]
         th, tw = _shape(total)[:2]
         out_h, out_w = th + (kh - 1) * rh, tw + (kw - 1) * rw
@@ -230,7 +211,8 @@ def receptive_field(kernel_sizes, dilation_rates=None, strides=None):
     rf = [1, 1]
     jump = [1, 1]
     for k, d, s in zip(kernel_sizes, dilation_rates, strides):
-        k, d, s = _pair(k, "kernel_size"), _pair(d, "dilation_rate"), _pair(s, "strides")
+        k, d, s = (positive_pair(k, "kernel_size"), positive_pair(d, "dilation_rate"),
+                   positive_pair(s, "strides"))
         for axis in range(2):
             rf[axis] += (k[axis] - 1) * d[axis] * jump[axis]
             jump[axis] *= s[axis]

@@ -24,7 +24,7 @@ import math
 import keras
 from keras import ops
 
-from kronecker_zoo.kernels import _pair
+from kronecker_zoo.validation import positive_pair
 
 PADDINGS = ("same", "valid")
 PADDING_MODES = ("zeros", "reflect", "symmetric")
@@ -327,7 +327,7 @@ def kronecker_conv2d(x, factors, strides=(1, 1), padding="same", padding_mode="z
     Returns:
         (N, H', W', prod out_k), never forming the full kernel.
     """
-    strides = _pair(strides, "strides")
+    strides = positive_pair(strides, "strides")
     padding, padding_mode = normalize_padding(padding, padding_mode)
     extent = (math.prod(int(f.shape[1]) for f in factors),
               math.prod(int(f.shape[2]) for f in factors))

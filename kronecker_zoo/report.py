@@ -179,7 +179,7 @@ def _fixed_width(header, body, left=3):
 
 # -- per-layer costs -------------------------------------------------------------------
 
-def _pair(value):
+def _as_pair(value):
     return tuple(value) if isinstance(value, (tuple, list)) else (value, value)
 
 
@@ -188,7 +188,7 @@ def _conv_macs(out_shape, kernel_hw, cin_per_group, cout):
 
 
 def _extent(kernel_size, dilation):
-    return tuple((k - 1) * d + 1 for k, d in zip(_pair(kernel_size), _pair(dilation)))
+    return tuple((k - 1) * d + 1 for k, d in zip(_as_pair(kernel_size), _as_pair(dilation)))
 
 
 def _bias(layer, n):
@@ -211,7 +211,7 @@ def layer_costs(layer, in_shape, out_shape):
         return layer.macs() * positions, layer.dense_equivalent_params(), (1, 1), (1, 1), True
     if isinstance(layer, (DilatedStack, ContextModule)):
         macs, shape = 0, tuple(in_shape)
-        rf = _pair(layer.receptive_field)
+        rf = _as_pair(layer.receptive_field)
         if getattr(layer, "pad_once", False) and layer.padding == "same":
             shape = (shape[0], shape[1] + rf[0] - 1, shape[2] + rf[1] - 1, shape[3])
         for conv in layer.convs:
@@ -248,11 +248,11 @@ def layer_costs(layer, in_shape, out_shape):
         positions = math.prod(in_shape[1:-1])
         return positions * cin * layer.units, params, (1, 1), (1, 1), True
     if isinstance(layer, (keras.layers.MaxPooling2D, keras.layers.AveragePooling2D)):
-        return 0, params, _pair(layer.pool_size), _pair(layer.strides), True
+        return 0, params, _as_pair(layer.pool_size), _as_pair(layer.strides), True
     if isinstance(layer, keras.layers.UpSampling2D):
         # Bilinear outputs mix 2 neighbouring inputs per axis, nearest ones 1.
         extent = (2, 2) if layer.interpolation == "bilinear" else (1, 1)
-        return 0, params, extent, tuple(-s for s in _pair(layer.size)), True
+        return 0, params, extent, tuple(-s for s in _as_pair(layer.size)), True
     if hasattr(layer, "macs") and in_shape is not None and len(in_shape) == 4:
         return layer.macs(in_shape[1:3]), params, (1, 1), (1, 1), True
     return 0, params, (1, 1), (1, 1), params == 0 or isinstance(layer, _NO_MAC_LAYERS)

@@ -14,7 +14,7 @@ import functools
 
 import numpy as np
 
-from kronecker_zoo.layers.weight_args import positive_int
+from kronecker_zoo.validation import positive_int
 
 DEFAULT_CALIBRATION_EXAMPLES = 256
 CALIBRATION_SEED = 0

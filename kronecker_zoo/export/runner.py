@@ -6,7 +6,7 @@ import time
 import numpy as np
 from ai_edge_litert.interpreter import Interpreter
 
-from kronecker_zoo.layers.weight_args import positive_int
+from kronecker_zoo.validation import positive_int
 
 
 class TFLiteRunner:

@@ -12,7 +12,7 @@ import os
 import tensorflow as tf
 
 from kronecker_zoo import runtime
-from kronecker_zoo.layers.weight_args import positive_int
+from kronecker_zoo.validation import positive_int
 
 
 def check_tensorflow_model(model, what="to_tflite"):

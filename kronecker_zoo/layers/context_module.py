@@ -4,7 +4,7 @@ import keras
 import numpy as np
 
 from kronecker_zoo import kernels as kernel_math
-from kronecker_zoo.layers.weight_args import positive_int
+from kronecker_zoo.validation import positive_int
 
 VARIANTS = ("basic", "large")
 YU_KOLTUN_DILATIONS = (1, 1, 2, 4, 8, 16, 1)

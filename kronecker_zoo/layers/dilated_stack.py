@@ -6,8 +6,8 @@ from keras import ops
 
 from kronecker_zoo import kernels as kernel_math
 from kronecker_zoo import ops as kz_ops
-from kronecker_zoo.kernels import _pair
-from kronecker_zoo.layers.weight_args import positive_int
+from kronecker_zoo.validation import positive_pair
+from kronecker_zoo.validation import positive_int
 
 
 def _filters(value, n):
@@ -40,13 +40,13 @@ def _kernel_sizes(value, n):
                 f"{len(value)} kernel sizes for {n} dilation rates.{hint} "
                 f"Received: kernel_size={value!r}"
             )
-        return [_pair(v, "kernel_size") for v in value]
+        return [positive_pair(v, "kernel_size") for v in value]
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
         raise ValueError(
             "`kernel_size` must be an int or a list with one int or (kh, kw) per "
             f"dilation rate. Received: kernel_size={value!r}"
         )
-    return [_pair(value, "kernel_size")] * n
+    return [positive_pair(value, "kernel_size")] * n
 
 
 @keras.saving.register_keras_serializable(package="kronecker_zoo")
@@ -101,7 +101,7 @@ class DilatedStack(keras.layers.Layer):
     ):
         super().__init__(**kwargs)
         try:
-            rates = [_pair(d, "dilation_rates") for d in dilation_rates]
+            rates = [positive_pair(d, "dilation_rates") for d in dilation_rates]
         except TypeError:
             rates = []
         if not rates:

@@ -7,9 +7,10 @@ from keras import ops
 
 from kronecker_zoo import kernels as kernel_math
 from kronecker_zoo import ops as kz_ops
-from kronecker_zoo.kernels import _pair
+from kronecker_zoo.validation import positive_pair
 from kronecker_zoo.layers.factor_init import factor_initializers
-from kronecker_zoo.layers.weight_args import WeightArgsMixin, positive_int
+from kronecker_zoo.layers.weight_args import WeightArgsMixin
+from kronecker_zoo.validation import positive_int
 
 EXECUTIONS = ("auto", "factored", "materialized")
 # Spatial size assumed by execution="auto" when the input size is unknown at build.
@@ -152,10 +153,10 @@ class KroneckerConv2D(WeightArgsMixin, keras.layers.Layer):
                 f"`execution` must be one of {EXECUTIONS}. Received: execution={execution!r}"
             )
         self.filters = filters
-        self.kernel_size = _pair(kernel_size, "kernel_size")
+        self.kernel_size = positive_pair(kernel_size, "kernel_size")
         self.factors = normalize_factors(factors, 4)
         self.rank = rank
-        self.strides = _pair(strides, "strides")
+        self.strides = positive_pair(strides, "strides")
         self.padding, self.padding_mode = kz_ops.normalize_padding(padding, padding_mode)
         self.execution = execution
         self.set_weight_args(

@@ -8,7 +8,8 @@ from kronecker_zoo import kernels as kernel_math
 from kronecker_zoo import ops as kz_ops
 from kronecker_zoo.layers.factor_init import factor_initializers
 from kronecker_zoo.layers.kronecker_conv import normalize_factors
-from kronecker_zoo.layers.weight_args import WeightArgsMixin, positive_int
+from kronecker_zoo.layers.weight_args import WeightArgsMixin
+from kronecker_zoo.validation import positive_int
 
 
 @keras.saving.register_keras_serializable(package="kronecker_zoo")

@@ -4,10 +4,11 @@ import keras
 from keras import ops
 
 from kronecker_zoo import ops as kz_ops
-from kronecker_zoo.kernels import _pair
+from kronecker_zoo.validation import positive_pair
 from kronecker_zoo.layers.factor_init import factor_initializers
 from kronecker_zoo.layers.kronecker_conv import check_valid_extent
-from kronecker_zoo.layers.weight_args import WeightArgsMixin, positive_int
+from kronecker_zoo.layers.weight_args import WeightArgsMixin
+from kronecker_zoo.validation import positive_int
 
 
 @keras.saving.register_keras_serializable(package="kronecker_zoo")
@@ -57,9 +58,9 @@ class LowRankConv2D(WeightArgsMixin, keras.layers.Layer):
         positive_int(filters, "filters")
         positive_int(rank, "rank")
         self.filters = filters
-        self.kernel_size = _pair(kernel_size, "kernel_size")
+        self.kernel_size = positive_pair(kernel_size, "kernel_size")
         self.rank = rank
-        self.strides = _pair(strides, "strides")
+        self.strides = positive_pair(strides, "strides")
         self.padding, _ = kz_ops.normalize_padding(padding)
         self.set_weight_args(
             use_bias,

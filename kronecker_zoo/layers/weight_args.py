@@ -3,13 +3,6 @@
 import keras
 
 
-def positive_int(value, name):
-    """Return ``value`` if it is a positive int, else raise a ValueError naming it."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"`{name}` must be a positive int. Received: {name}={value!r}")
-    return value
-
-
 class WeightArgsMixin:
     """Activation, bias, and kernel/bias initializers, regularizers and constraints.
 

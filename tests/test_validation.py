@@ -1,0 +1,25 @@
+"""The shared argument checks: accepted values come back normalised, anything else is a
+ValueError that names the argument."""
+
+import numpy as np
+import pytest
+
+from kronecker_zoo.validation import positive_int, positive_pair
+
+
+def test_positive_int():
+    assert positive_int(3, "rank") == 3
+    for bad in (0, -1, 2.0, True, "3", None):
+        with pytest.raises(ValueError, match=r"`rank` must be a positive int\. Received: rank="):
+            positive_int(bad, "rank")
+
+
+def test_positive_pair():
+    assert positive_pair(3, "strides") == (3, 3)
+    assert positive_pair(np.int64(2), "strides") == (2, 2)
+    assert positive_pair((1, 4), "strides") == (1, 4)
+    assert positive_pair([2, 5], "strides") == (2, 5)
+    assert all(type(v) is int for v in positive_pair(np.array([2, 3]), "strides"))
+    for bad in (0, (0, 1), (1, 2, 3), (1.5, 2), (True, 1), "ab", None, (2,)):
+        with pytest.raises(ValueError, match=r"`strides` must be a positive int or a pair"):
+            positive_pair(bad, "strides")
