@@ -53,6 +53,7 @@ os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from experiments.common import parser, report, write_json  # noqa: E402
+from kronecker_zoo.metrics import confusion_matrix, mean_iou_from_confusion  # noqa: E402
 from experiments.translation_equivariance import (  # noqa: E402
     COLORS,
     FAILED_RUNS,
@@ -131,18 +132,13 @@ class DistanceStats:
                              ("cross_entropy", ce), ("foreground", fg),
                              ("fg_errors", wrong * fg), ("bg_errors", wrong * (1 - fg))):
             self.sums[key] += np.bincount(d, weights=weights.reshape(-1), minlength=self.bins)
-        k = self.num_classes
-        self.confusion += np.bincount(masks.reshape(-1) * k + pred.reshape(-1),
-                                      minlength=k * k).reshape(k, k)
+        self.confusion += confusion_matrix(masks, pred, self.num_classes)
 
     def summary(self):
         s = self.sums
         count = np.maximum(s["count"], 1)
         fg = s["foreground"]
         bg = s["count"] - fg
-        cm = self.confusion.astype(np.float64)
-        tp = np.diag(cm)
-        union = cm.sum(0) + cm.sum(1) - tp
         out = {
             "pixel_error": s["errors"] / count,
             "cross_entropy": s["cross_entropy"] / count,
@@ -155,7 +151,7 @@ class DistanceStats:
         out["pixels"] = [int(v) for v in s["count"]]
         total = s["count"].sum()
         out["accuracy"] = float(1 - s["errors"].sum() / total)
-        out["miou"] = float((tp[union > 0] / union[union > 0]).mean())
+        out["miou"] = mean_iou_from_confusion(self.confusion)
         out["mean_cross_entropy"] = float(s["cross_entropy"].sum() / total)
         for key, sel in (("band", slice(0, BAND)), ("interior", slice(INTERIOR, None))):
             n = s["count"][sel].sum()

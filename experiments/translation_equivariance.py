@@ -91,7 +91,7 @@ def total_stride(model):
 
 
 def _mean_iou(reference, predictions, num_classes):
-    from kronecker_zoo.evaluation import mean_iou
+    from kronecker_zoo.metrics import mean_iou
     return mean_iou(reference, predictions, num_classes)
 
 

@@ -1,43 +1,15 @@
-"""Test-set metrics of zoo models: accuracy and mean IoU, in NumPy.
-
-``mean_iou`` follows ``keras.metrics.MeanIoU``: per class ``TP / (TP + FP + FN)`` from
-the confusion matrix of the whole set, averaged over the classes that occur in the
-labels or the predictions.
-"""
+"""Test-set metrics of zoo models: accuracy and mean IoU (`kronecker_zoo.metrics`)."""
 
 import numpy as np
 
 from kronecker_zoo import data, models
 from kronecker_zoo import weights as weight_registry
+from kronecker_zoo.metrics import confusion_matrix, mean_iou  # noqa: F401 (public here too)
 
 TEST_SETS = {
     "fashion_mnist": lambda: data.fashion_mnist("test"),
     "fashion_scenes": lambda: data.fashion_scenes("test"),
 }
-
-
-def confusion_matrix(labels, predictions, num_classes):
-    """``(num_classes, num_classes)`` int64 counts, rows = true class, columns = predicted."""
-    labels = np.asarray(labels).reshape(-1).astype(np.int64)
-    predictions = np.asarray(predictions).reshape(-1).astype(np.int64)
-    if labels.shape != predictions.shape:
-        raise ValueError(f"labels and predictions differ in size: {labels.size} vs "
-                         f"{predictions.size}")
-    for what, values in (("labels", labels), ("predictions", predictions)):
-        if values.size and (values.min() < 0 or values.max() >= num_classes):
-            raise ValueError(f"{what} must lie in [0, {num_classes}); got "
-                             f"[{values.min()}, {values.max()}]")
-    counts = np.bincount(labels * num_classes + predictions, minlength=num_classes ** 2)
-    return counts.reshape(num_classes, num_classes)
-
-
-def mean_iou(labels, predictions, num_classes):
-    """Mean over occurring classes of ``TP / (TP + FP + FN)``."""
-    cm = confusion_matrix(labels, predictions, num_classes).astype(np.float64)
-    tp = np.diag(cm)
-    union = cm.sum(0) + cm.sum(1) - tp
-    present = union > 0
-    return float((tp[present] / union[present]).mean()) if present.any() else 0.0
 
 
 def _known_shape(model, attribute):

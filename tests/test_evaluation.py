@@ -4,7 +4,7 @@ import keras
 import numpy as np
 import pytest
 
-from kronecker_zoo import evaluation, finetune_examples
+from kronecker_zoo import evaluation, finetune_examples, metrics
 
 
 def test_confusion_matrix_counts_every_pair():
@@ -13,7 +13,7 @@ def test_confusion_matrix_counts_every_pair():
     expected = np.zeros((5, 5), int)
     for t, p in zip(labels.ravel(), preds.ravel()):
         expected[t, p] += 1
-    np.testing.assert_array_equal(evaluation.confusion_matrix(labels, preds, 5), expected)
+    np.testing.assert_array_equal(metrics.confusion_matrix(labels, preds, 5), expected)
 
 
 @pytest.mark.parametrize("seed", range(4))
@@ -27,15 +27,20 @@ def test_mean_iou_matches_keras_mean_iou(seed):
         labels[labels == 0], preds[preds == 0] = 1, 1
     reference = keras.metrics.MeanIoU(6)
     reference.update_state(labels, preds)
-    assert evaluation.mean_iou(labels, preds, 6) == pytest.approx(float(reference.result()),
-                                                                  abs=1e-6)
+    assert metrics.mean_iou(labels, preds, 6) == pytest.approx(float(reference.result()),
+                                                               abs=1e-6)
+    # batch by batch: summed confusion matrices give the whole set's mean IoU
+    summed = sum(metrics.confusion_matrix(t, p, 6) for t, p in zip(labels, preds))
+    assert metrics.mean_iou_from_confusion(summed) == pytest.approx(
+        float(reference.result()), abs=1e-6)
+    assert evaluation.mean_iou is metrics.mean_iou  # the documented path keeps working
 
 
 def test_metric_inputs_are_checked():
     with pytest.raises(ValueError, match="differ in size"):
-        evaluation.confusion_matrix(np.zeros(3, int), np.zeros(4, int), 2)
+        metrics.confusion_matrix(np.zeros(3, int), np.zeros(4, int), 2)
     with pytest.raises(ValueError, match=r"predictions must lie in \[0, 2\)"):
-        evaluation.confusion_matrix(np.zeros(3, int), np.array([0, 1, 2]), 2)
+        metrics.confusion_matrix(np.zeros(3, int), np.array([0, 1, 2]), 2)
     with pytest.raises(ValueError, match="No test set known"):
         evaluation.evaluate_published("resnet_8", "imagenet")
     for bad in (0, 10_001, 2.5, True):

@@ -17,6 +17,7 @@ from kronecker_zoo.export.execution import check_execution, forced_execution
 from kronecker_zoo.export.inspect_tflite import tflite_quantization
 from kronecker_zoo.export.runner import TFLiteRunner
 from kronecker_zoo.export.signature import check_tensorflow_model
+from kronecker_zoo.metrics import confusion_matrix, mean_iou_from_confusion
 
 TASKS = ("classification", "segmentation")
 # Pass thresholds per quantization: rel error for float files, argmax agreement
@@ -157,14 +158,7 @@ def verify_tflite(model, path, images, labels=None, quantization=None, task=None
             if task == "segmentation":
                 classes = expected.shape[-1]
                 for key, top in (("keras", keras_top), ("tflite", tflite_top)):
-                    cm = np.bincount(y.reshape(-1).astype(np.int64) * classes
-                                     + top.reshape(-1), minlength=classes ** 2)
-                    confusion[key] = confusion.get(key, 0) + cm.reshape(classes, classes)
-
-    def miou(cm):
-        tp = np.diag(cm).astype(np.float64)
-        union = cm.sum(0) + cm.sum(1) - tp
-        return float((tp[union > 0] / union[union > 0]).mean())
+                    confusion[key] = confusion.get(key, 0) + confusion_matrix(y, top, classes)
 
     rel = max_abs / scale if scale > 0 else (0.0 if max_abs == 0 else float("inf"))
     agreement = agree / count
@@ -184,8 +178,8 @@ def verify_tflite(model, path, images, labels=None, quantization=None, task=None
         sqnr_db=float(10 * np.log10(signal / noise)) if noise > 0 else float("inf"),
         keras_accuracy=None if labels is None else keras_correct / count,
         tflite_accuracy=None if labels is None else tflite_correct / count,
-        keras_miou=miou(confusion["keras"]) if confusion else None,
-        tflite_miou=miou(confusion["tflite"]) if confusion else None,
+        keras_miou=mean_iou_from_confusion(confusion["keras"]) if confusion else None,
+        tflite_miou=mean_iou_from_confusion(confusion["tflite"]) if confusion else None,
         max_rel_error=max_rel_error,
         min_agreement=min_agreement,
         passed=bool(passed),

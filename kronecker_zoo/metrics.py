@@ -1,0 +1,40 @@
+"""Classification and segmentation metrics in NumPy.
+
+``mean_iou`` follows ``keras.metrics.MeanIoU``: per class ``TP / (TP + FP + FN)`` from
+the confusion matrix of the whole set, averaged over the classes that occur in the
+labels or the predictions. Sum `confusion_matrix` over batches and call
+`mean_iou_from_confusion` once to get the whole set's mean IoU.
+"""
+
+import numpy as np
+
+__all__ = ["confusion_matrix", "mean_iou", "mean_iou_from_confusion"]
+
+
+def confusion_matrix(labels, predictions, num_classes):
+    """``(num_classes, num_classes)`` int64 counts, rows = true class, columns = predicted."""
+    labels = np.asarray(labels).reshape(-1).astype(np.int64)
+    predictions = np.asarray(predictions).reshape(-1).astype(np.int64)
+    if labels.shape != predictions.shape:
+        raise ValueError(f"labels and predictions differ in size: {labels.size} vs "
+                         f"{predictions.size}")
+    for what, values in (("labels", labels), ("predictions", predictions)):
+        if values.size and (values.min() < 0 or values.max() >= num_classes):
+            raise ValueError(f"{what} must lie in [0, {num_classes}); got "
+                             f"[{values.min()}, {values.max()}]")
+    counts = np.bincount(labels * num_classes + predictions, minlength=num_classes ** 2)
+    return counts.reshape(num_classes, num_classes)
+
+
+def mean_iou(labels, predictions, num_classes):
+    """Mean over occurring classes of ``TP / (TP + FP + FN)``."""
+    return mean_iou_from_confusion(confusion_matrix(labels, predictions, num_classes))
+
+
+def mean_iou_from_confusion(confusion):
+    """`mean_iou` of a (summed) ``confusion_matrix``: 0.0 if it counts nothing."""
+    cm = np.asarray(confusion, np.float64)
+    tp = np.diag(cm)
+    union = cm.sum(0) + cm.sum(1) - tp
+    present = union > 0
+    return float((tp[present] / union[present]).mean()) if present.any() else 0.0
