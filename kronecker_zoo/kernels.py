@@ -249,3 +249,20 @@ def kronecker_channel_scales(log_values, out_sizes):
         others = tuple(axis for axis in range(len(sizes)) if axis != k)
         scales.append(np.exp(grid.mean(axis=others)))
     return scales
+
+
+def block_identity(kh, kw, c_in, c_out, groups):
+    """A ``(kh, kw, c_in, c_out)`` float64 kernel that is zero except at the centre tap,
+    where ``K[a, b] = groups / c_out`` if ``floor(a groups / c_in) == floor(b groups /
+    c_out)``, else 0: channel block ``i`` of ``groups`` in maps to block ``i`` out.
+
+    With ``c_in == c_out == groups`` it is the identity convolution (odd sizes); a chain
+    of such kernels (with ReLUs, on non-negative inputs) from ``groups`` channels back to
+    ``groups`` channels passes its input through (Yu & Koltun's identity initialisation).
+    """
+    a = np.arange(c_in)[:, None]
+    b = np.arange(c_out)[None, :]
+    kernel = np.zeros((kh, kw, c_in, c_out), "float64")
+    kernel[kh // 2, kw // 2] = ((a * groups // c_in) == (b * groups // c_out)) * (
+        groups / c_out)
+    return kernel

@@ -358,3 +358,17 @@ def test_kron_product_index_convention():
         for idx_b in [(0, 0, 0, 0), (2, 1, 1, 2), (1, 0, 1, 1)]:
             idx = tuple(i * n + j for i, n, j in zip(idx_a, b.shape, idx_b))
             assert k[idx] == a[idx_a] * b[idx_b]
+
+
+@pytest.mark.parametrize("kh, kw, c_in, c_out, groups", [
+    (3, 3, 4, 4, 4), (3, 1, 2, 6, 2), (1, 1, 6, 3, 3), (5, 3, 4, 8, 2), (3, 3, 3, 5, 1)])
+def test_block_identity_against_a_loop(kh, kw, c_in, c_out, groups):
+    expected = np.zeros((kh, kw, c_in, c_out))
+    for a in range(c_in):
+        for b in range(c_out):
+            if (a * groups) // c_in == (b * groups) // c_out:
+                expected[kh // 2, kw // 2, a, b] = groups / c_out
+    np.testing.assert_array_equal(kernels.block_identity(kh, kw, c_in, c_out, groups), expected)
+    if c_in == c_out == groups:  # the identity convolution
+        x = np.random.default_rng(0).normal(size=(1, 7, 7, c_in))
+        np.testing.assert_allclose(ref.conv2d(x, expected, padding="same"), x, atol=1e-12)

@@ -32,13 +32,7 @@ class ContextIdentity(keras.initializers.Initializer):
         self.seed = seed
 
     def __call__(self, shape, dtype=None):
-        kh, kw, c_in, c_out = shape
-        c = self.base_channels
-        a = np.arange(c_in)[:, None]
-        b = np.arange(c_out)[None, :]
-        block = (a * c // c_in) == (b * c // c_out)
-        kernel = np.zeros(shape, "float64")
-        kernel[kh // 2, kw // 2] = block * (c / c_out)
+        kernel = kernel_math.block_identity(*(int(v) for v in shape), self.base_channels)
         if self.noise_stddev:
             rng = np.random.default_rng(self.seed)
             kernel += rng.normal(0.0, self.noise_stddev, size=shape)

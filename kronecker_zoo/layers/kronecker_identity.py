@@ -5,6 +5,8 @@ import math
 import keras
 import numpy as np
 
+from kronecker_zoo import kernels as kernel_math
+
 
 @keras.saving.register_keras_serializable(package="kronecker_zoo")
 class KroneckerIdentity(keras.initializers.Initializer):
@@ -37,13 +39,9 @@ class KroneckerIdentity(keras.initializers.Initializer):
                 f"factors. Received shape={shape}"
             )
         kh, kw, c_in, c_out = shape[-4:]
-        g = math.gcd(c_in, c_out)
-        a = np.arange(c_in)[:, None]
-        b = np.arange(c_out)[None, :]
-        block = ((a * g // c_in) == (b * g // c_out)) * (g / c_out)
         kernel = np.zeros(shape, "float64")
         first = kernel[0] if len(shape) == 5 else kernel
-        first[kh // 2, kw // 2] = block
+        first[...] = kernel_math.block_identity(kh, kw, c_in, c_out, math.gcd(c_in, c_out))
         if self.noise_stddev:
             rng = np.random.default_rng(self.seed)
             kernel += rng.normal(0.0, self.noise_stddev, size=shape)
