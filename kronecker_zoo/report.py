@@ -36,6 +36,7 @@ from kronecker_zoo.layers import (
     KroneckerDense,
     LowRankConv2D,
 )
+from kronecker_zoo.tables import markdown_table
 
 GLOBAL = "global"
 
@@ -140,11 +141,8 @@ class ParameterReport:
 
     def to_markdown(self, all_layers=False):
         header, body = self._table(all_layers)
-        lines = [f"**{self.model_name}** (input {_shape(self.input_shape)})", "",
-                 "| " + " | ".join(header) + " |",
-                 "|" + "|".join("---" if i < 3 else "---:" for i in range(len(header))) + "|"]
-        lines += ["| " + " | ".join(row) + " |" for row in body]
-        return "\n".join(lines)
+        return "\n".join([f"**{self.model_name}** (input {_shape(self.input_shape)})", "",
+                          markdown_table(header, body, left=3)])
 
     def __str__(self):
         return self.to_text()
@@ -477,6 +475,4 @@ def compare(items, input_shape=None, format="text"):
              f"{r.compression:.1f}x", _count(r.macs), _rf(r.receptive_field)] for r in reports]
     if format == "text":
         return "\n".join(_fixed_width(header, body, left=2))
-    lines = ["| " + " | ".join(header) + " |",
-             "|" + "|".join("---" if i < 2 else "---:" for i in range(len(header))) + "|"]
-    return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in body])
+    return markdown_table(header, body, left=2)

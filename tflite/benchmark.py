@@ -20,6 +20,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from kronecker_zoo.export import benchmark_tflite, tflite_quantization, zoo  # noqa: E402
+from kronecker_zoo.tables import markdown_table  # noqa: E402
 
 
 def build_parser():
@@ -43,17 +44,15 @@ def build_parser():
 def main(argv=None):
     args = build_parser().parse_args(argv)
     if args.tflite:
-        header = "| file | quantization | size | " + " | ".join(
-            f"{t} thread{'s' if t > 1 else ''}" for t in args.threads) + " |"
-        print(header)
-        print("|---|---|---:|" + "---:|" * len(args.threads))
+        body = []
         for path in args.tflite:
             result = benchmark_tflite(path, threads=args.threads, runs=args.runs,
                                       warmup=args.warmup)
-            print(f"| {os.path.basename(path)} | {tflite_quantization(path)} | "
-                  f"{os.path.getsize(path) / 1024:.1f} KiB | "
-                  + " | ".join(f"{result[t]['median_ms']:.3f} ms" for t in args.threads)
-                  + " |")
+            body.append([os.path.basename(path), tflite_quantization(path),
+                         f"{os.path.getsize(path) / 1024:.1f} KiB"]
+                        + [f"{result[t]['median_ms']:.3f} ms" for t in args.threads])
+        print(markdown_table(["file", "quantization", "size"] + [
+            f"{t} thread{'s' if t > 1 else ''}" for t in args.threads], body, left=2))
         return 0
     if args.out_dir:
         os.makedirs(args.out_dir, exist_ok=True)

@@ -16,6 +16,7 @@ import os
 import sys
 
 from kronecker_zoo import weights as weight_registry
+from kronecker_zoo.tables import markdown_table
 
 RUNS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "runs")
 
@@ -57,12 +58,11 @@ def rows(teacher, ratio):
 
 
 def markdown(teacher, ratio):
-    lines = ["| student | params | fewer params | MACs | test accuracy | vs teacher |",
-             "|---|---:|---:|---:|---:|---:|"]
-    for what, params, t_params, macs, acc, t_acc in rows(teacher, ratio):
-        lines.append(f"| {what} | {params:,} | {t_params / params:.1f}x | {macs / 1e6:.2f}M "
-                     f"| {100 * acc:.2f}% | {100 * (acc - t_acc):+.2f} |")
-    return "\n".join(lines)
+    return markdown_table(
+        ["student", "params", "fewer params", "MACs", "test accuracy", "vs teacher"],
+        [[what, f"{params:,}", f"{t_params / params:.1f}x", f"{macs / 1e6:.2f}M",
+          f"{100 * acc:.2f}%", f"{100 * (acc - t_acc):+.2f}"]
+         for what, params, t_params, macs, acc, t_acc in rows(teacher, ratio)])
 
 
 def main(argv=None):

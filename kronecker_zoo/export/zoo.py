@@ -17,6 +17,7 @@ from kronecker_zoo.export.calibration import (
 from kronecker_zoo.export.runner import benchmark_tflite
 from kronecker_zoo.export.tflite import to_tflite
 from kronecker_zoo.export.verify import verify_tflite
+from kronecker_zoo import tables
 
 PRETRAINING_SETS = {"classification": "fashion_mnist", "segmentation": "fashion_scenes"}
 
@@ -133,26 +134,21 @@ def markdown_table(rows):
         row = by.get((model, quantization))
         return "-" if row is None else fn(row)
 
-    lines = ["| | " + " | ".join(f"`{m}`" for m in models_) + " |",
-             "|---|" + "---:|" * len(models_),
-             "| weights | " + " | ".join(str(first[m]["weights"] or "fresh") for m in models_)
-             + " |",
-             "| params | " + " | ".join(f"{first[m]['params']:,}" for m in models_) + " |",
-             "| Keras accuracy | " + " | ".join(
-                 "-" if first[m]["keras_accuracy"] is None
-                 else f"{100 * first[m]['keras_accuracy']:.2f}%" for m in models_) + " |"]
+    body = [["weights"] + [first[m]["weights"] or "fresh" for m in models_],
+            ["params"] + [f"{first[m]['params']:,}" for m in models_],
+            ["Keras accuracy"] + ["-" if first[m]["keras_accuracy"] is None
+                                  else f"{100 * first[m]['keras_accuracy']:.2f}%"
+                                  for m in models_]]
     for q in quantizations:
-        lines.append(f"| {q} file size | " + " | ".join(cell(
+        body.append([f"{q} file size"] + [cell(
             m, q, lambda r: f"{r['size_bytes'] / 1024:.1f} KiB "
-                            f"({r['size_bytes'] / r['params']:.2f} B/param)") for m in models_)
-            + " |")
+                            f"({r['size_bytes'] / r['params']:.2f} B/param)") for m in models_])
         for t in threads:
-            lines.append(f"| {q} latency, {t} thread{'s' if t > 1 else ''} | " + " | ".join(
-                cell(m, q, lambda r, t=t: f"{r['latency_ms'][t]:.3f} ms") for m in models_)
-                + " |")
-        lines.append(f"| {q} accuracy (LiteRT) | " + " | ".join(cell(
+            body.append([f"{q} latency, {t} thread{'s' if t > 1 else ''}"] + [
+                cell(m, q, lambda r, t=t: f"{r['latency_ms'][t]:.3f} ms") for m in models_])
+        body.append([f"{q} accuracy (LiteRT)"] + [cell(
             m, q, lambda r: "-" if r["tflite_accuracy"] is None
-            else f"{100 * r['tflite_accuracy']:.2f}%") for m in models_) + " |")
-        lines.append(f"| {q} argmax agreement with Keras | " + " | ".join(cell(
-            m, q, lambda r: f"{100 * r['agreement']:.2f}%") for m in models_) + " |")
-    return "\n".join(lines)
+            else f"{100 * r['tflite_accuracy']:.2f}%") for m in models_])
+        body.append([f"{q} argmax agreement with Keras"] + [cell(
+            m, q, lambda r: f"{100 * r['agreement']:.2f}%") for m in models_])
+    return tables.markdown_table([""] + [f"`{m}`" for m in models_], body)
