@@ -21,7 +21,7 @@ from kronecker_zoo import ops as kz_ops
 from kronecker_zoo.compress import search
 from kronecker_zoo.compress.nearest import nearest_kronecker
 from kronecker_zoo.layers import LowRankConv2D
-from kronecker_zoo.models.factorized import replace_layers
+from kronecker_zoo.models.factorized import layer_paths, replace_layers
 
 METHODS = ("kronecker", "lowrank")
 NOT_A_KERNEL = "not a Conv2D or Dense layer"
@@ -106,14 +106,9 @@ def _check_model(model):
 
 
 def _layers(model):
-    """``(path, layer)`` for every layer, nested Sequential/functional models flattened."""
-    for layer in model.layers:
-        if isinstance(layer, keras.Model):
-            _check_model(layer)
-            for path, inner in _layers(layer):
-                yield f"{layer.name}/{path}", inner
-        else:
-            yield layer.name, layer
+    """``(path, layer)`` for every layer, nested Sequential/functional models flattened
+    (and checked)."""
+    return layer_paths(model, visit_model=_check_model)
 
 
 def _input_shape(layer):

@@ -13,7 +13,21 @@ from kronecker_zoo.layers import KroneckerConv2D, KroneckerDense, LowRankConv2D
 
 LAYER_TYPES = ("KroneckerConv2D", "LowRankConv2D", "KroneckerDense")
 
-__all__ = ["LAYER_TYPES", "factorized_layer", "replace_layers"]
+__all__ = ["LAYER_TYPES", "factorized_layer", "layer_paths", "replace_layers"]
+
+
+def layer_paths(model, visit_model=None):
+    """``(path, layer)`` for every layer of ``model``, nested Sequential/functional models
+    flattened (``"block/conv"``: layer ``conv`` of nested model ``block``), in model order.
+    ``visit_model(nested)`` is called on each nested model first, e.g. to check it."""
+    for layer in model.layers:
+        if isinstance(layer, keras.Model):
+            if visit_model is not None:
+                visit_model(layer)
+            for path, inner in layer_paths(layer, visit_model):
+                yield f"{layer.name}/{path}", inner
+        else:
+            yield layer.name, layer
 
 
 def factorized_layer(layer, layer_type, factors=None, rank=1, execution="auto"):
@@ -60,19 +74,11 @@ def replace_layers(model, specs, name=None):
     layer is rebuilt from its config (fresh weights too: copy them if you need them).
     ``model`` is not modified.
     """
-    paths = {}  # id(layer) -> path, nested Sequential/functional models flattened
+    paths = {}  # id(layer) -> path
     by_name = {}
-
-    def walk(container, prefix):
-        for layer in container.layers:
-            path = prefix + layer.name
-            if isinstance(layer, keras.Model):
-                walk(layer, path + "/")
-                continue
-            paths[id(layer)] = path
-            by_name.setdefault(layer.name, []).append(path)
-
-    walk(model, "")
+    for path, layer in layer_paths(model):
+        paths[id(layer)] = path
+        by_name.setdefault(layer.name, []).append(path)
     known = set(paths.values())
     resolved, missing = {}, []
     for key, spec in specs.items():
