@@ -101,7 +101,7 @@ __all__ = [
 
 _quantizers = tfmot.quantization.keras.quantizers
 # Conv-like layers tfmot's default scheme folds a following BatchNormalization into.
-_FOLDING = ("Conv2D", "DepthwiseConv2D", "Dense")
+_TFMOT_BN_FOLDED_INTO = ("Conv2D", "DepthwiseConv2D", "Dense")
 
 
 # -- quantization ----------------------------------------------------------------------
@@ -197,7 +197,7 @@ def _quantize_annotation(layer, consumers, registry):
         return annotate(layer, BridgedQuantizeConfig(quantize_output))
     if name == "BatchNormalization":
         producers = _producers(layer)
-        if (len(producers) == 1 and _class_name(producers[0]) in _FOLDING
+        if (len(producers) == 1 and _class_name(producers[0]) in _TFMOT_BN_FOLDED_INTO
                 and producers[0].get_config().get("activation") == "linear"):
             return annotate(layer)  # tfmot's Conv-BN(-ReLU) transforms handle it
         return annotate(layer, default_8bit_quantize_configs.Default8BitOutputQuantizeConfig())

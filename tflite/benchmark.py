@@ -56,11 +56,11 @@ def main(argv=None):
         return 0
     if args.out_dir:
         os.makedirs(args.out_dir, exist_ok=True)
-    rows = zoo.compare(args.compare, threads=args.threads, runs=args.runs,
+    rows = zoo.compare_litert(args.compare, threads=args.threads, runs=args.runs,
                        warmup=args.warmup, examples=args.examples, directory=args.out_dir,
                        verbose=True)
     print()
-    print(zoo.markdown_table(rows))
+    print(zoo.litert_table(rows))
     return 0
 
 

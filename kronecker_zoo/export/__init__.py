@@ -25,7 +25,7 @@ from kronecker_zoo.export.calibration import (
     model_input_range,
     pretraining_calibration_data,
 )
-from kronecker_zoo.export.execution import EXECUTIONS, execution_layers, forced_execution
+from kronecker_zoo.export.execution import FORCED_EXECUTIONS, execution_layers, forced_execution
 from kronecker_zoo.export.inspect_tflite import (
     FORBIDDEN_OPS,
     TFLiteOpsError,
@@ -47,7 +47,7 @@ from kronecker_zoo.export.verify import MAX_REL_ERROR, MIN_AGREEMENT, Verificati
 from kronecker_zoo.export.xla import XLAExport, to_xla
 
 __all__ = [
-    "EXECUTIONS",
+    "FORCED_EXECUTIONS",
     "FORBIDDEN_OPS",
     "MAX_REL_ERROR",
     "MIN_AGREEMENT",

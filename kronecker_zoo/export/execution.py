@@ -16,14 +16,14 @@ and the tf_keras bridge's ``BridgedLayer`` (``.source``, the Keras 3 layer whose
 
 import contextlib
 
-EXECUTIONS = ("factored", "materialized", "as_built")
+FORCED_EXECUTIONS = ("factored", "materialized", "as_built")
 
 
 def check_execution(execution):
     """Raise a ValueError naming the valid choices unless ``execution`` is one."""
-    if execution not in EXECUTIONS:
+    if execution not in FORCED_EXECUTIONS:
         raise ValueError(
-            f"`execution` must be one of {', '.join(repr(e) for e in EXECUTIONS)}. "
+            f"`execution` must be one of {', '.join(repr(e) for e in FORCED_EXECUTIONS)}. "
             f"Received: execution={execution!r}"
         )
 

@@ -35,7 +35,7 @@ import tensorflow as tf
 from kronecker_zoo import kernels
 
 # Layers whose following BatchNormalization the TFLite converter folds into weights.
-_FOLDING = ("Conv2D", "Conv1D", "Dense", "DepthwiseConv2D", "SeparableConv2D")
+_TFLITE_BN_FOLDED_INTO = ("Conv2D", "Conv1D", "Dense", "DepthwiseConv2D", "SeparableConv2D")
 
 
 def _producer(layer):
@@ -64,7 +64,7 @@ def _unfoldable_batchnorms(model):
         if layer.axis not in (-1, len(layer.input.shape) - 1):
             continue
         producer = _producer(layer)
-        if producer is None or type(producer).__name__ in _FOLDING:
+        if producer is None or type(producer).__name__ in _TFLITE_BN_FOLDED_INTO:
             continue
         found.append((layer, producer))
     return found

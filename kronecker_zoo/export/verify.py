@@ -18,8 +18,8 @@ from kronecker_zoo.export.inspect_tflite import tflite_quantization
 from kronecker_zoo.export.runner import TFLiteRunner
 from kronecker_zoo.export.signature import check_tensorflow_model
 from kronecker_zoo.metrics import confusion_matrix, mean_iou_from_confusion
+from kronecker_zoo.models.registry import TASKS
 
-TASKS = ("classification", "segmentation")
 # Pass thresholds per quantization: rel error for float files, argmax agreement
 # (top-1, or per pixel) for quantized ones.
 MAX_REL_ERROR = {"float32": 1e-4, "float16": 1e-2}

@@ -1,8 +1,8 @@
 """Registry models end to end: load, export, verify, time; the `tflite/` tools' engine.
 
-`compare` exports each model in float32 and int8, checks both against Keras on
+`compare_litert` exports each model in float32 and int8, checks both against Keras on
 the model's test set and times them with LiteRT (XNNPACK) at 1 and 2 threads;
-`markdown_table` prints the side-by-side table. int8 is calibrated on train images
+`litert_table` prints the side-by-side table. int8 is calibrated on train images
 of the same data set (`calibration_set`).
 """
 
@@ -50,7 +50,7 @@ def test_set(name, examples=None):
 
 
 def calibration_set(name, weights, count=DEFAULT_CALIBRATION_EXAMPLES):
-    """int8 calibration images for ``name`` with ``weights`` in `compare`.
+    """int8 calibration images for ``name`` with ``weights`` in `compare_litert`.
 
     Published tag: its pretraining images (`pretraining_calibration_data`). Other
     weights (`None`, a path): train images of the data set `test_set` scores on.
@@ -62,8 +62,8 @@ def calibration_set(name, weights, count=DEFAULT_CALIBRATION_EXAMPLES):
     return calibration_images(PRETRAINING_SETS[models.spec(name).task], count)
 
 
-def compare(names, weights="auto", quantizations=(None, "int8"), threads=(1, 2), runs=100,
-            warmup=20, examples=None, directory=None, verbose=False):
+def compare_litert(names, weights="auto", quantizations=(None, "int8"), threads=(1, 2),
+                   runs=100, warmup=20, examples=None, directory=None, verbose=False):
     """One row per (model, quantization): size, latency, parity and accuracy.
 
     Args:
@@ -122,8 +122,8 @@ def compare(names, weights="auto", quantizations=(None, "int8"), threads=(1, 2),
     return rows
 
 
-def markdown_table(rows):
-    """Side-by-side Markdown table of `compare` rows: one column per model."""
+def litert_table(rows):
+    """Side-by-side Markdown table of `compare_litert` rows: one column per model."""
     models_ = list(dict.fromkeys(r["model"] for r in rows))
     by = {(r["model"], r["quantization"]): r for r in rows}
     quantizations = list(dict.fromkeys(r["quantization"] for r in rows))
