@@ -56,8 +56,13 @@ import collections
 import os
 
 import numpy as np
-import tensorflow as tf
-import tf_keras
+
+from kronecker_zoo import runtime
+
+runtime.require_extra("optimize", "kronecker_zoo.optimize (tfmot QAT and pruning)")
+
+import tensorflow as tf  # noqa: E402
+import tf_keras  # noqa: E402
 
 # Importing tfmot sets TF_USE_LEGACY_KERAS=1 for the whole process (tfmot itself
 # binds tf_keras at import); put the variable back so `tf.keras` stays Keras 3.

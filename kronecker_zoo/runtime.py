@@ -6,6 +6,7 @@ CPUs with AVX-512 VNNI/BF16, AVX-VNNI or AMX, or with ``TF_ENABLE_ONEDNN_OPTS=1`
 Eigen everywhere else. Benchmarks and bug reports print `describe()`.
 """
 
+import importlib.util
 import os
 import platform
 
@@ -92,3 +93,24 @@ def require_tensorflow_backend(what, needs):
             f"{what} {needs}, but Keras runs on the {backend!r} backend. Set "
             "KERAS_BACKEND=tensorflow (before Keras is imported), rebuild the model and load "
             "its weights, then call it again.")
+
+
+# What each optional feature imports, and the extra of setup.cfg that installs it.
+EXTRAS = {
+    "tensorflow": ("tensorflow",),
+    "export": ("tensorflow", "ai_edge_litert"),
+    "optimize": ("tensorflow", "tf_keras", "tensorflow_model_optimization"),
+}
+_PIP_NAMES = {"ai_edge_litert": "ai-edge-litert", "tf_keras": "tf-keras",
+              "tensorflow_model_optimization": "tensorflow-model-optimization"}
+
+
+def require_extra(extra, feature):
+    """ImportError naming the missing package and ``pip install 'kronecker-zoo[extra]'``
+    unless every package of ``EXTRAS[extra]`` is installed (found, not imported: importing
+    tfmot changes the process environment); ``feature`` says who needs them."""
+    for module in EXTRAS[extra]:
+        if importlib.util.find_spec(module) is None:
+            raise ImportError(
+                f"{feature} needs {_PIP_NAMES.get(module, module)}, which is not installed. "
+                f"Install it with: pip install 'kronecker-zoo[{extra}]'")

@@ -28,10 +28,13 @@ import inspect
 
 import keras
 import numpy as np
-import tensorflow as tf
-import tf_keras
 
 from kronecker_zoo import runtime
+
+runtime.require_extra("optimize", "kronecker_zoo.tf_keras_bridge")
+
+import tensorflow as tf  # noqa: E402
+import tf_keras  # noqa: E402
 
 __all__ = [
     "BridgedLayer",

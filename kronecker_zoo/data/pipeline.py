@@ -16,6 +16,10 @@ def pixel_dataset(images, labels, batch_size, shuffle=False, seed=0, augment=Non
     shard); every worker shuffles with the same seed, so the shards are disjoint.
     """
     import numpy as np
+
+    from kronecker_zoo import runtime
+
+    runtime.require_extra("tensorflow", "kronecker_zoo.data.pipeline (tf.data)")
     import tensorflow as tf
 
     if augment not in AUGMENTATIONS:

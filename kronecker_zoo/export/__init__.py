@@ -19,6 +19,10 @@ file), `runner` (LiteRT interpreter, latency), `verify` (parity with Keras), `xl
 (XLA SavedModel and HLO).
 """
 
+from kronecker_zoo import runtime
+
+runtime.require_extra("export", "kronecker_zoo.export")
+
 from kronecker_zoo.export.calibration import (
     calibration_images,
     check_calibration_range,
