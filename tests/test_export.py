@@ -319,6 +319,49 @@ def test_kron_resnet_export_equals_materialised_keras_model(kron_resnet_8, test_
     assert "TRANSPOSE" in factored.ops and "TRANSPOSE" not in materialized.ops
 
 
+@pytest.mark.parametrize("fails", [False, True])
+def test_export_never_touches_the_users_model(fails, test_sets, tmp_path, monkeypatch):
+    """While the converter runs (and after, even when it fails), the user's model keeps
+    its executions, its BatchNormalization calls and its weights bit for bit."""
+    model = models.get("kron_resnet_8", weights="fashion_mnist", execution="materialized")
+    krons = [layer for layer in model.layers if isinstance(layer, KroneckerConv2D)]
+    bns = [layer for layer in model.layers
+           if isinstance(layer, keras.layers.BatchNormalization)]
+    weights = [np.array(w) for w in model.weights]
+    images = test_sets["classification"][0][:8]
+    expected = np.asarray(model(images.astype("float32"), training=False))
+    convert = tf.lite.TFLiteConverter.convert
+    seen = []
+
+    def checked_convert(self):
+        assert {k.resolved_execution for k in krons} == {"materialized"}
+        assert not any("call" in vars(bn) for bn in bns)  # no rewritten call
+        for w, before in zip(model.weights, weights):
+            np.testing.assert_array_equal(np.array(w), before)
+        seen.append(True)
+        if fails:
+            raise RuntimeError("converter failed")
+        return convert(self)
+
+    monkeypatch.setattr(tf.lite.TFLiteConverter, "convert", checked_convert)
+    calibration = zoo.calibration_set("kron_resnet_8", "fashion_mnist", count=16)
+    if fails:
+        with pytest.raises(RuntimeError, match="converter failed"):
+            to_tflite(model, tmp_path / "m.tflite", quantization="int8",
+                      representative_data=calibration)
+    else:
+        info = to_tflite(model, tmp_path / "m.tflite", quantization="int8",
+                         representative_data=calibration)
+        assert tflite_op_counts(info)["CONV_2D"] > len(krons)  # factored: 2 per layer
+    assert seen
+    assert {k.resolved_execution for k in krons} == {"materialized"}
+    assert not any("call" in vars(bn) for bn in bns)
+    for w, before in zip(model.weights, weights):
+        np.testing.assert_array_equal(np.array(w), before)
+    np.testing.assert_array_equal(np.asarray(model(images.astype("float32"), training=False)),
+                                  expected)
+
+
 def test_forced_execution_restores_even_on_error():
     model = _kron_layer_model()
     layer = model.get_layer("kron")

@@ -28,6 +28,29 @@ def check_execution(execution):
         )
 
 
+def private_copy(model):
+    """``model`` cloned with its weights (Keras 3), for an exporter to switch executions
+    and rewrite layers on: the caller's model is never touched, even by an export that
+    fails or by another thread using it meanwhile.
+
+    tf_keras models (e.g. tfmot twins from `kronecker_zoo.optimize`) are returned as they
+    are: tfmot's wrappers do not clone with their state; their execution is switched and
+    restored by `forced_execution`.
+    """
+    import keras
+
+    if not isinstance(model, keras.Model):
+        return model
+    try:
+        copy = keras.models.clone_model(model)
+    except Exception as error:  # noqa: BLE001 - say what to export instead
+        raise ValueError(f"Export works on a copy of the model, and Keras cannot clone "
+                         f"{model.name!r} ({type(error).__name__}: {error}). Export a "
+                         "functional or Sequential model.") from error
+    copy.set_weights(model.get_weights())
+    return copy
+
+
 def _children(obj):
     flatten = getattr(obj, "_flatten_layers", None)
     if callable(flatten):

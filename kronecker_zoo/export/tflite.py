@@ -39,7 +39,12 @@ import numpy as np
 import tensorflow as tf
 
 from kronecker_zoo.export.calibration import check_calibration_range
-from kronecker_zoo.export.execution import check_execution, execution_layers, forced_execution
+from kronecker_zoo.export.execution import (
+    check_execution,
+    execution_layers,
+    forced_execution,
+    private_copy,
+)
 from kronecker_zoo.export.inspect_tflite import check_tflite_ops, tflite_ops
 from kronecker_zoo.export.int8_rewrites import int8_rewrites
 from kronecker_zoo.export.signature import (
@@ -196,6 +201,8 @@ def convert_tflite(model, quantization=None, representative_data=None, batch_siz
         # generator or dataset is consumed once.
         batches = list(_batches(representative_data, shape))
         check_calibration_range(model, batches)
+    # Executions are forced and int8 rewrites applied on a copy, never the user's model.
+    model = private_copy(model)
     # Full integer: trace and freeze the int8-friendly, float-identical form (see
     # `int8_rewrites`); the converter reads the variables when it converts.
     rewrites = int8_rewrites(model) if quantization == "int8" else contextlib.nullcontext()

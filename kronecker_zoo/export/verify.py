@@ -13,7 +13,7 @@ import os
 import numpy as np
 import tensorflow as tf
 
-from kronecker_zoo.export.execution import check_execution, forced_execution
+from kronecker_zoo.export.execution import check_execution, forced_execution, private_copy
 from kronecker_zoo.export.inspect_tflite import tflite_quantization
 from kronecker_zoo.export.runner import TFLiteRunner
 from kronecker_zoo.export.signature import check_tensorflow_model
@@ -132,6 +132,8 @@ def verify_tflite(model, path, images, labels=None, quantization=None, task=None
     sample = tuple(int(d) for d in runner.input_shape[1:])
     reference = tf.function(lambda x: model(x, training=False), autograph=False,
                             input_signature=[tf.TensorSpec((None,) + sample, tf.float32)])
+    if reference_execution != "as_built":
+        model = private_copy(model)  # switch executions on a copy, not the user's model
     with forced_execution(model, reference_execution):
         reference = reference.get_concrete_function()
 

@@ -22,7 +22,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from kronecker_zoo.export.execution import check_execution, forced_execution
+from kronecker_zoo.export.execution import check_execution, forced_execution, private_copy
 from kronecker_zoo.export.signature import input_signature, static_input_shape
 
 HLO_FILE = "model.hlo.txt"
@@ -155,7 +155,7 @@ def to_xla(model, directory, batch_size=1, input_shape=None, execution="factored
                          f"{backend!r}.")
     os.makedirs(directory, exist_ok=True)
     export = _export_jax if backend == "jax" else _export_tensorflow
-    hlo, stablehlo, notes = export(model, directory, shape, execution)
+    hlo, stablehlo, notes = export(private_copy(model), directory, shape, execution)
     info = XLAExport(directory=directory, input_shape=shape, backend=backend, hlo_path=hlo,
                      stablehlo_path=stablehlo, notes=tuple(notes))
     with open(os.path.join(directory, INFO_FILE), "w") as f:
