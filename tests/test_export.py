@@ -350,9 +350,8 @@ def test_export_never_touches_the_users_model(fails, test_sets, tmp_path, monkey
             to_tflite(model, tmp_path / "m.tflite", quantization="int8",
                       representative_data=calibration)
     else:
-        info = to_tflite(model, tmp_path / "m.tflite", quantization="int8",
-                         representative_data=calibration)
-        assert tflite_op_counts(info)["CONV_2D"] > len(krons)  # factored: 2 per layer
+        to_tflite(model, tmp_path / "m.tflite", quantization="int8",
+                  representative_data=calibration)
     assert seen
     assert {k.resolved_execution for k in krons} == {"materialized"}
     assert not any("call" in vars(bn) for bn in bns)
