@@ -130,10 +130,10 @@ def verify_tflite(model, path, images, labels=None, quantization=None, task=None
         if len(labels) != len(images):
             raise ValueError(f"`labels` has {len(labels)} entries for {len(images)} images.")
     sample = tuple(int(d) for d in runner.input_shape[1:])
-    reference = tf.function(lambda x: model(x, training=False), autograph=False,
-                            input_signature=[tf.TensorSpec((None,) + sample, tf.float32)])
     if reference_execution != "as_built":
         model = private_copy(model)  # switch executions on a copy, not the user's model
+    reference = tf.function(lambda x: model(x, training=False), autograph=False,
+                            input_signature=[tf.TensorSpec((None,) + sample, tf.float32)])
     with forced_execution(model, reference_execution):
         reference = reference.get_concrete_function()
 
