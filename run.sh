@@ -40,7 +40,7 @@ install_data
 install_python
 export TF_CPP_MIN_LOG_LEVEL="${TF_CPP_MIN_LOG_LEVEL:-2}"
 case "$job" in
-  demo)  exec .venv/bin/python -m kronecker_zoo.demo "$@" ;;
+  demo)  exec .venv/bin/python examples/demo.py "$@" ;;
   test)
     # Pass 1: the whole suite with TensorFlow's default CPU kernels (oneDNN only on x86 CPUs
     # with AVX-512 VNNI/BF16, AVX-VNNI or AMX; Eigen elsewhere). Pass 2: the training tests

@@ -237,7 +237,7 @@ def channel_case(rng, channels=4, size=3, extra=20):
 
 
 def _kernel_figure(path, exact_kernel, overlap):
-    from kronecker_zoo.figures import _new_figure
+    from experiments.figures import new_figure
 
     n = overlap["collapsed_extent"]
     splits = overlap["best_kronecker_rel_errors"]
@@ -253,7 +253,7 @@ def _kernel_figure(path, exact_kernel, overlap):
         ("K2 (x) K1 (x) K0 (27x27): what the\nidentity would give; not the 15x15",
          overlap["naive_kron"]),
     ]
-    fig = _new_figure((13, 3.9))
+    fig = new_figure((13, 3.9))
     axes = fig.subplots(1, len(panels))
     for ax, (title, k) in zip(axes, panels):
         m = float(np.abs(k).max()) or 1.0
@@ -266,9 +266,9 @@ def _kernel_figure(path, exact_kernel, overlap):
 
 
 def _error_figure(path, bars):
-    from kronecker_zoo.figures import _new_figure
+    from experiments.figures import new_figure
 
-    fig = _new_figure((11, 5))
+    fig = new_figure((11, 5))
     ax = fig.subplots()
     labels = [b[0] for b in bars]
     values = [max(b[1], TINY_FLOOR) for b in bars]

@@ -298,7 +298,7 @@ def error_at_params(curve, params):
 
 
 def _curve_figure(path, patches, kernels):
-    from kronecker_zoo.figures import _new_figure
+    from experiments.figures import new_figure
 
     panels = [("9x9 Fashion-MNIST patches (dashed: Gaussian)", patches["patches_9x9"],
                patches["gaussian_9x9"], None),
@@ -308,7 +308,7 @@ def _curve_figure(path, patches, kernels):
     colors = {"low_rank": "k"}
     cols = min(3, len(panels))
     rows = -(-len(panels) // cols)
-    fig = _new_figure((4.6 * cols, 4.2 * rows))
+    fig = new_figure((4.6 * cols, 4.2 * rows))
     axes = np.atleast_1d(fig.subplots(rows, cols)).ravel()
     for ax in axes[len(panels):]:
         ax.set_visible(False)
@@ -343,9 +343,9 @@ def _curve_figure(path, patches, kernels):
 
 
 def _example_figure(path, patches27, cp_iters):
-    from kronecker_zoo.figures import _new_figure
+    from experiments.figures import new_figure
 
-    fig = _new_figure((9, 3 * len(patches27)))
+    fig = new_figure((9, 3 * len(patches27)))
     axes = np.atleast_2d(fig.subplots(len(patches27), 3))
     for row, p in zip(axes, patches27):
         kr = kronecker3_cp(p, [(3, 3)] * 3, 2, iters=cp_iters)
@@ -370,7 +370,7 @@ def _example_figure(path, patches27, cp_iters):
 
 def run(out_dir, tiny=False, seed=0):
     """Compute the curves, write ``kronecker_expressivity.json`` and three PNGs."""
-    from kronecker_zoo import figures
+    from experiments import figures
     from kronecker_zoo.data import fashion_mnist
 
     os.makedirs(out_dir, exist_ok=True)

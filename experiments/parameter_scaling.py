@@ -133,9 +133,9 @@ def _label(name, family):
 
 
 def _figure(path, extents, table, built):
-    from kronecker_zoo.figures import _new_figure
+    from experiments.figures import new_figure
 
-    fig = _new_figure((9, 6))
+    fig = new_figure((9, 6))
     ax = fig.subplots()
     series = list(table[str(extents[0])])
     for i, name in enumerate(series):

@@ -258,7 +258,7 @@ def fronts_of(points, costs):
 # -- figures -----------------------------------------------------------------------
 
 
-def _new_figure(figsize):
+def new_figure(figsize):
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -365,7 +365,7 @@ def _legend_handles():
 
 def plot_fronts(path, points, fronts, machine, tiny=False):
     """Accuracy vs params, MACs and latency (log x), fronts as dashed steps."""
-    fig = _new_figure((17, 6.2))
+    fig = new_figure((17, 6.2))
     axes = fig.subplots(1, 3)
     for ax, key in zip(axes, COSTS):
         ax.set_xscale("log")
@@ -416,7 +416,7 @@ def plot_fronts(path, points, fronts, machine, tiny=False):
 
 def plot_vs_twin(path, points, tiny=False):
     """Compression vs the dense twin against the accuracy change, with the anchors."""
-    fig = _new_figure((9.5, 7.6))
+    fig = new_figure((9.5, 7.6))
     ax = fig.subplots()
     pts = [p for p in points if p["family"] != "resnet"]
     xs = np.array([p["compression_vs_twin"] for p in pts])

@@ -23,7 +23,6 @@ __version__ = "0.1.0"
 from kronecker_zoo import (
     data,
     evaluation,
-    finetune_examples,
     kernels,
     layers,
     models,
@@ -60,7 +59,6 @@ __all__ = [
     "dilate",
     "evaluation",
     "export",
-    "finetune_examples",
     "kernels",
     "kron",
     "layers",

@@ -3,7 +3,6 @@
     kronecker-zoo list [--task classification|segmentation] [--pretrained]
     kronecker-zoo info NAME [--input-shape 28,28,1] [--format text|markdown|json] [--all-layers]
     kronecker-zoo compare NAME [NAME ...] [--input-shape ...] [--format ...]
-    kronecker-zoo figures DIRECTORY
 """
 
 import argparse
@@ -39,8 +38,6 @@ def _parser():
         if name == "info":
             p.add_argument("--all-layers", action="store_true",
                            help="also show layers without weights or MACs")
-    p = sub.add_parser("figures", help="write the PNG figures into a directory")
-    p.add_argument("directory")
     return parser
 
 
@@ -78,11 +75,6 @@ def main(argv=None):
                     print(r.to_markdown(all_layers=args.all_layers))
                 else:
                     print(r.to_text(all_layers=args.all_layers))
-        elif args.command == "figures":
-            from kronecker_zoo import figures
-
-            for path in figures.write_all(args.directory):
-                print(path)
         sys.stdout.flush()  # a closed pipe shows up here, not at interpreter exit
     except BrokenPipeError:
         _stdout_to_devnull()

@@ -2,15 +2,7 @@
 
 import numpy as np
 
-from kronecker_zoo import data, models
-from kronecker_zoo import weights as weight_registry
 from kronecker_zoo.metrics import confusion_matrix, mean_iou  # noqa: F401 (public here too)
-
-TEST_SETS = {
-    "fashion_mnist": lambda: data.fashion_mnist("test"),
-    "fashion_scenes": lambda: data.fashion_scenes("test"),
-}
-
 
 def _known_shape(model, attribute):
     """``model.input_shape`` / ``output_shape`` as a tuple, or `None` if not one known."""
@@ -80,25 +72,3 @@ def evaluate(model, images, labels, batch_size=256):
     if predictions.ndim > 1:
         result["miou"] = mean_iou(labels, predictions, logits.shape[-1])
     return result
-
-
-def evaluate_published(name, tag, num_examples=None):
-    """Metrics of the published ``tag`` weights of ``name`` on its test split: all of it,
-    or its first ``num_examples`` examples (the manifest's ``check`` records those).
-
-    The model is built with the recipe's overrides (the manifest's ``config``), as the
-    published metric was measured: e.g. ``execution="materialized"`` for the Kronecker
-    ResNets, the same function as the factored execution and faster on CPUs.
-    """
-    if tag not in TEST_SETS:
-        raise ValueError(f"No test set known for weights tag {tag!r}; known: {sorted(TEST_SETS)}")
-    images, labels = TEST_SETS[tag]()
-    if num_examples is not None:
-        if isinstance(num_examples, bool) or not isinstance(num_examples, int) or not (
-                0 < num_examples <= len(images)):
-            raise ValueError(f"num_examples must be an int in [1, {len(images)}]. "
-                             f"Received: {num_examples!r}")
-        images, labels = images[:num_examples], labels[:num_examples]
-    entry = weight_registry.published(name).get(tag, {})
-    overrides = entry.get("config", {}).get("overrides") or {}
-    return evaluate(models.get(name, weights=tag, **overrides), images, labels)

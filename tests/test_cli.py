@@ -12,7 +12,6 @@ from kronecker_zoo import models
 from kronecker_zoo.cli import main
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
 def run(capsys, *argv):
@@ -132,18 +131,6 @@ def test_missing_command_is_an_argparse_error(capsys):
     with pytest.raises(SystemExit) as exc:
         main([])
     assert exc.value.code == 2
-
-
-def test_figures_writes_pngs(capsys, tmp_path):
-    code, out, _ = run(capsys, "figures", str(tmp_path / "figs"))
-    assert code == 0
-    paths = out.split()
-    assert len(paths) == 2
-    for path in paths:
-        assert os.path.dirname(path) == str(tmp_path / "figs") and path.endswith(".png")
-        with open(path, "rb") as f:
-            assert f.read(8) == PNG_SIGNATURE
-    assert sorted(os.listdir(tmp_path / "figs")) == sorted(os.path.basename(p) for p in paths)
 
 
 @pytest.mark.slow

@@ -4,7 +4,9 @@ import keras
 import numpy as np
 import pytest
 
-from kronecker_zoo import evaluation, finetune_examples, metrics
+from examples import finetune as finetune_examples
+from kronecker_zoo import evaluation, metrics
+from training.evaluate import evaluate_published
 
 
 def test_confusion_matrix_counts_every_pair():
@@ -42,10 +44,10 @@ def test_metric_inputs_are_checked():
     with pytest.raises(ValueError, match=r"predictions must lie in \[0, 2\)"):
         metrics.confusion_matrix(np.zeros(3, int), np.array([0, 1, 2]), 2)
     with pytest.raises(ValueError, match="No test set known"):
-        evaluation.evaluate_published("resnet_8", "imagenet")
+        evaluate_published("resnet_8", "imagenet")
     for bad in (0, 10_001, 2.5, True):
         with pytest.raises(ValueError, match=r"num_examples must be an int in \[1, 10000\]"):
-            evaluation.evaluate_published("resnet_8", "fashion_mnist", num_examples=bad)
+            evaluate_published("resnet_8", "fashion_mnist", num_examples=bad)
 
 
 def test_evaluate_scores_a_model_whose_answers_are_known():

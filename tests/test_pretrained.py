@@ -6,7 +6,9 @@ import shutil
 
 import pytest
 
-from kronecker_zoo import evaluation, finetune_examples, models, weights
+from examples import finetune as finetune_examples
+from kronecker_zoo import models, weights
+from training.evaluate import evaluate_published
 
 PUBLISHED = [(name, tag) for name, tags in weights.published().items() for tag in tags]
 
@@ -52,7 +54,7 @@ def test_published_weights_reproduce_their_check_on_the_test_set(name, tag):
     are those the published numbers were measured with."""
     check = weights.published(name)[tag]["check"]
     count = check["test_examples"]
-    result = evaluation.evaluate_published(name, tag, num_examples=count)
+    result = evaluate_published(name, tag, num_examples=count)
     slack = 2 / count if models.spec(name).task == "classification" else 2e-3
     assert result["accuracy"] == pytest.approx(check["test_accuracy"], abs=slack)
     if "test_miou" in check:
@@ -63,7 +65,7 @@ def test_published_weights_reproduce_their_check_on_the_test_set(name, tag):
 @pytest.mark.parametrize("name, tag", WHOLE_SPLIT, ids=[f"{n}-{t}" for n, t in WHOLE_SPLIT])
 def test_published_metrics_reproduce_on_the_whole_test_set(name, tag):
     entry = weights.published(name)[tag]
-    result = evaluation.evaluate_published(name, tag)
+    result = evaluate_published(name, tag)
     assert result["accuracy"] == pytest.approx(entry["test_accuracy"], abs=2e-3)
     if "test_miou" in entry:
         assert result["miou"] == pytest.approx(entry["test_miou"], abs=2e-3)

@@ -19,8 +19,9 @@ import sys
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from kronecker_zoo.export import benchmark_tflite, tflite_quantization, zoo  # noqa: E402
+from kronecker_zoo.export import benchmark_tflite, tflite_quantization  # noqa: E402
 from kronecker_zoo.tables import markdown_table  # noqa: E402
+from tflite import zoo  # noqa: E402
 
 
 def build_parser():

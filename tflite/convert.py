@@ -30,10 +30,10 @@ from kronecker_zoo.export import (  # noqa: E402
     pretraining_calibration_data,
     to_tflite,
     verify_tflite,
-    zoo,
 )
 from kronecker_zoo.export.calibration import DEFAULT_CALIBRATION_EXAMPLES  # noqa: E402
 from kronecker_zoo.export.signature import check_output_file  # noqa: E402
+from tflite import zoo  # noqa: E402
 
 QUANTIZATION_CHOICES = ("float32", "float16", "dynamic", "int8")
 

@@ -23,8 +23,8 @@ from kronecker_zoo.export import (  # noqa: E402
     check_tflite_ops,
     tflite_op_counts,
     verify_tflite,
-    zoo,
 )
+from tflite import zoo  # noqa: E402
 
 
 def build_parser():

@@ -24,11 +24,14 @@ import os
 import shutil
 import sys
 
-from kronecker_zoo import evaluation, models, report
-from kronecker_zoo import weights as weight_registry
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+from kronecker_zoo import models, report  # noqa: E402
+from kronecker_zoo import weights as weight_registry  # noqa: E402
+from training.evaluate import evaluate_published  # noqa: E402
 
 # Test examples behind each entry's "check" (a tenth of each test split).
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CHECK_EXAMPLES = {"fashion_mnist": 1000, "fashion_scenes": 200}
 
 
@@ -118,7 +121,7 @@ def default_recipe(run_dir, model):
 def record_check(model, tag):
     """Measure and store the ``check`` of the published ``model``/``tag``; the entry."""
     count = CHECK_EXAMPLES[tag]
-    metrics = evaluation.evaluate_published(model, tag, num_examples=count)
+    metrics = evaluate_published(model, tag, num_examples=count)
     check = {"test_examples": count, "test_accuracy": round(metrics["accuracy"], 4)}
     if "miou" in metrics:
         check["test_miou"] = round(metrics["miou"], 4)

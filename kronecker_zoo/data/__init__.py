@@ -1,9 +1,8 @@
-"""Real data sets that load offline (see each module for its sources)."""
+"""The zoo's data sets, offline: Fashion-MNIST and the scenes composed from it, and the
+input pipeline the recipes train with (see each module for its sources)."""
 
 from kronecker_zoo.data.fashion_mnist import CLASS_NAMES as FASHION_MNIST_CLASSES
 from kronecker_zoo.data.fashion_mnist import fashion_mnist
-from kronecker_zoo.data.mnist5k import mnist_5k
-from kronecker_zoo.data.nuclei import nuclei_image, nuclei_tiles
 from kronecker_zoo.data.pipeline import pixel_dataset
 from kronecker_zoo.data.fashion_scenes import (
     compose_scenes,
@@ -17,8 +16,5 @@ __all__ = [
     "fashion_mnist",
     "fashion_scenes",
     "fashion_scenes_dataset",
-    "mnist_5k",
-    "nuclei_image",
-    "nuclei_tiles",
     "pixel_dataset",
 ]

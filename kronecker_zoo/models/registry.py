@@ -15,7 +15,7 @@ from kronecker_zoo import weights as weight_registry
 from kronecker_zoo.models.context_net import context_net, kron_context_net
 from kronecker_zoo.models.dilated_fcn import dilated_fcn
 from kronecker_zoo.models.blocks import PIXEL_RANGE
-from kronecker_zoo.models.finetune import HEAD_LAYERS, transfer_weights
+from kronecker_zoo.models.transfer import HEAD_LAYERS, transfer_weights
 from kronecker_zoo.models.pool_segnet import pool_segnet
 from kronecker_zoo.models.resnet import drn, kron_resnet, lowrank_resnet, resnet, separable_resnet
 from kronecker_zoo.models.students import STUDENTS, student_builder

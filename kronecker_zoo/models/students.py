@@ -11,7 +11,7 @@ at that ratio, stem and head kept dense); the published weights are the distille
 import inspect
 
 from kronecker_zoo.models.factorized import replace_layers
-from kronecker_zoo.models.finetune import HEAD_LAYERS
+from kronecker_zoo.models.transfer import HEAD_LAYERS
 
 # name -> (teacher, method, {layer: {"layer": type, "factors": shapes, "rank": r}})
 STUDENTS = {

@@ -1,9 +1,9 @@
 """Worked example: compress a Keras CNN you built yourself, distil it, export it.
 
-    python experiments/compress_own_cnn.py [--ratio 4] [--epochs 12] [--distill-epochs 12]
+    python examples/compress_own_cnn.py [--ratio 4] [--epochs 12] [--distill-epochs 12]
 
 1. builds and trains a small functional CNN on MNIST 5k (4,000 train / 1,000 held-out
-   digits, `kronecker_zoo.data.mnist_5k`);
+   digits, `examples/mnist5k.py`);
 2. `compress.plan_factorization` picks, per layer, Kronecker factor shapes and ranks under
    ``--ratio``; `compress.factorize` builds the new model from the trained kernels (the
    teacher is not modified);
@@ -13,7 +13,7 @@
    layers factored, and int8 also materialised) and checks each file with
    `export.verify_tflite` on the held-out digits.
 Prints the plan and one table (accuracy, parameters, MACs, file size). Imports only the
-public API.
+library's public API.
 """
 
 import argparse
@@ -23,11 +23,13 @@ import tempfile
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
-from kronecker_zoo import compress, data, report, runtime  # noqa: E402
+from examples.mnist5k import mnist_5k  # noqa: E402
+from kronecker_zoo import compress, report, runtime  # noqa: E402
 from kronecker_zoo.export import to_tflite, verify_tflite  # noqa: E402
 
 
@@ -68,7 +70,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     print(runtime.describe())
     keras.utils.set_random_seed(0)
-    (x, y), (xt, yt) = data.mnist_5k("train"), data.mnist_5k("test")
+    (x, y), (xt, yt) = mnist_5k("train"), mnist_5k("test")
     x, xt = x.astype("float32"), xt.astype("float32")  # (N, 28, 28, 1) raw pixels
     loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
     steps = int(np.ceil(len(x) / 64))

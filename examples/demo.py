@@ -1,6 +1,6 @@
 """The main demo: what kronecker_zoo does, shown on real Fashion-MNIST images.
 
-    python -m kronecker_zoo.demo
+    python examples/demo.py
 
 1. The seed identity: a cascade of 3x3 convolutions at dilations 1, 3, 9 is one
    27x27 convolution with the Kronecker product of the three kernels.
@@ -20,15 +20,18 @@
 
 import argparse
 import os
+import sys
 import tempfile
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 import kronecker_zoo as kz  # noqa: E402
+from examples.finetune import fine_tune_digits  # noqa: E402
 
 
 def _np(x):
@@ -187,7 +190,7 @@ def pretrained():
     print(f"   Fashion-MNIST test accuracy: {100 * (pred == y).mean():.2f}% on {len(y):,} images")
     print("   " + kz.report.parameter_report(model).to_text().splitlines()[-1])
     start = time.time()
-    tuned = kz.finetune_examples.fine_tune_digits(name, steps=125)
+    tuned = fine_tune_digits(name, steps=125)
     print(f"   fine-tuned with model.fit on 4,000 MNIST digits (125 steps, "
           f"{time.time() - start:.0f} s): {100 * tuned['accuracy']:.1f}% on "
           f"{tuned['test_examples']:,} held-out digits")
@@ -225,7 +228,7 @@ def export_int8(name, model):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m kronecker_zoo.demo", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python examples/demo.py", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.parse_args(argv)  # no options: --help prints the steps, unknown ones are errors
     rng = np.random.default_rng(0)

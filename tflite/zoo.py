@@ -1,4 +1,4 @@
-"""Registry models end to end: load, export, verify, time; the `tflite/` tools' engine.
+"""Registry models end to end: load, export, verify, time: the engine of the `tflite/` tools.
 
 `compare_litert` exports each model in float32 and int8, checks both against Keras on
 the model's test set and times them with LiteRT (XNNPACK) at 1 and 2 threads;
@@ -9,38 +9,33 @@ of the same data set (`calibration_set`).
 import os
 import tempfile
 
-from kronecker_zoo.export.calibration import (
-    DEFAULT_CALIBRATION_EXAMPLES,
+from kronecker_zoo import data, models, tables
+from kronecker_zoo import weights as weight_registry
+from kronecker_zoo.export import (
+    benchmark_tflite,
     calibration_images,
     pretraining_calibration_data,
+    to_tflite,
+    verify_tflite,
 )
-from kronecker_zoo.export.runner import benchmark_tflite
-from kronecker_zoo.export.tflite import to_tflite
-from kronecker_zoo.export.verify import verify_tflite
-from kronecker_zoo import tables
+from kronecker_zoo.export.calibration import DEFAULT_CALIBRATION_EXAMPLES
 
 PRETRAINING_SETS = {"classification": "fashion_mnist", "segmentation": "fashion_scenes"}
 
 
 def default_weights(name):
     """The published tag of ``name``'s pretraining set, or `None` (fresh weights)."""
-    from kronecker_zoo import models, weights
-
     tag = PRETRAINING_SETS[models.spec(name).task]
-    return tag if tag in weights.published(name) else None
+    return tag if tag in weight_registry.published(name) else None
 
 
 def load_model(name, weights="auto"):
     """``models.get(name, weights=...)``; ``"auto"`` = `default_weights(name)`."""
-    from kronecker_zoo import models
-
     return models.get(name, weights=default_weights(name) if weights == "auto" else weights)
 
 
 def test_set(name, examples=None):
     """``(images, labels)`` of the test split of ``name``'s pretraining set (first N)."""
-    from kronecker_zoo import data, models
-
     task = models.spec(name).task
     images, labels = (data.fashion_mnist("test") if task == "classification"
                       else data.fashion_scenes("test"))
@@ -55,8 +50,6 @@ def calibration_set(name, weights, count=DEFAULT_CALIBRATION_EXAMPLES):
     Published tag: its pretraining images (`pretraining_calibration_data`). Other
     weights (`None`, a path): train images of the data set `test_set` scores on.
     """
-    from kronecker_zoo import models, weights as weight_registry
-
     if isinstance(weights, str) and weights in weight_registry.published(name):
         return pretraining_calibration_data(name, weights, count)
     return calibration_images(PRETRAINING_SETS[models.spec(name).task], count)

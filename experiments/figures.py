@@ -8,14 +8,21 @@
 
 The numbers come from pure-NumPy helpers (:func:`gallery_factors`,
 :func:`gallery_kernels`, :func:`receptive_field_table`); matplotlib is imported
-only when drawing, through its object-oriented API (no global backend is set).
+only when drawing, through its object-oriented API (no global backend is set);
+:func:`new_figure` is the canvas every experiment draws on.
+
+    python experiments/figures.py docs/figures     # writes both PNGs (README's pictures)
 """
 
+import argparse
 import os
+import sys
 
-import numpy as np
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from kronecker_zoo.kernels import kron, receptive_field
+import numpy as np  # noqa: E402
+
+from kronecker_zoo.kernels import kron, receptive_field  # noqa: E402
 
 KERNELS_PNG = "kronecker_kernels.png"
 RECEPTIVE_FIELD_PNG = "receptive_field_growth.png"
@@ -89,14 +96,14 @@ def receptive_field_table(max_depth=8, kernel_size=3):
     return table
 
 
-def _new_figure(figsize):
+def new_figure(figsize):
     """A matplotlib Figure with an Agg canvas attached (no pyplot, no global backend)."""
     try:
         from matplotlib.backends.backend_agg import FigureCanvasAgg
         from matplotlib.figure import Figure
     except ImportError as err:
         raise ImportError(
-            "kronecker_zoo.figures needs matplotlib to draw figures: "
+            "Drawing figures needs matplotlib to draw figures: "
             "pip install matplotlib"
         ) from err
     fig = Figure(figsize=figsize, layout="constrained")
@@ -114,7 +121,7 @@ def kronecker_kernel_gallery(path, seed=0):
     rows = gallery_kernels(seed)
     labels = {"kronecker": "Kronecker (27 params)", "fractal": "fractal self-products",
               "rank1": "rank-1 vs Kronecker"}
-    fig = _new_figure((10, 11))
+    fig = new_figure((10, 11))
     axes = fig.subplots(len(rows), 3)
     for r, (row, panels) in enumerate(rows.items()):
         for c, (title, kernel, n_params) in enumerate(panels):
@@ -142,7 +149,7 @@ def receptive_field_growth(path, max_depth=8, kernel_size=3):
     k = int(kernel_size)
     names = {"plain": f"plain {k}x{k} stack", "dilated": "dilated 1, 2, 4, ... (Yu & Koltun)",
              "kronecker": f"Kronecker (dilated 1, {k}, {k * k}, ...)"}
-    fig = _new_figure((11, 4.5))
+    fig = new_figure((11, 4.5))
     ax_rf, ax_p = fig.subplots(1, 2)
     for (name, label), marker in zip(names.items(), "osD"):
         ax_rf.plot(t["depth"], t[name], marker=marker, label=label)
@@ -171,3 +178,15 @@ def write_all(directory):
         kronecker_kernel_gallery(os.path.join(directory, KERNELS_PNG)),
         receptive_field_growth(os.path.join(directory, RECEPTIVE_FIELD_PNG)),
     ]
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description="Write the seed note's figures as PNG files.")
+    parser.add_argument("directory", help="output folder (created if missing)")
+    for path in write_all(parser.parse_args(argv).directory):
+        print(path)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
