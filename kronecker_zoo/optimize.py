@@ -52,34 +52,51 @@ factors run; on CPU, fine-tune a model built with ``execution="materialized"``
 (about twice as fast on 28x28 inputs): the export traces it factored anyway.
 """
 
-import collections
 import os
 
 import numpy as np
 
-from kronecker_zoo import runtime
+from kronecker_zoo import graph, runtime
 
 runtime.require_extra("optimize", "kronecker_zoo.optimize (tfmot QAT and pruning)")
 
-import tensorflow as tf  # noqa: E402
 import tf_keras  # noqa: E402
 
-# Importing tfmot sets TF_USE_LEGACY_KERAS=1 for the whole process (tfmot itself
-# binds tf_keras at import); put the variable back so `tf.keras` stays Keras 3.
-_LEGACY_KERAS = os.environ.get("TF_USE_LEGACY_KERAS")
-import tensorflow_model_optimization as tfmot  # noqa: E402
-from tensorflow_model_optimization.python.core.quantization.keras.default_8bit import (  # noqa
-    default_8bit_quantize_configs,
-    default_8bit_quantize_registry,
-)
-from tensorflow_model_optimization.python.core.sparsity.keras.pruning_wrapper import (  # noqa
-    PruneLowMagnitude,
-)
 
-if _LEGACY_KERAS is None:
-    os.environ.pop("TF_USE_LEGACY_KERAS", None)
-else:
-    os.environ["TF_USE_LEGACY_KERAS"] = _LEGACY_KERAS
+
+def _import_tfmot():
+    """``(tfmot, default_8bit_quantize_configs, default_8bit_quantize_registry,
+    PruneLowMagnitude)``, imported without changing the process.
+
+    tfmot's import sets ``TF_USE_LEGACY_KERAS=1`` in ``os.environ`` and then reads
+    ``tf.keras``, whose lazy loader would bind it to tf_keras for the rest of the process
+    (measured: after a bare ``import tensorflow_model_optimization``, ``tf.keras`` is
+    tf_keras). So ``tf.keras`` is resolved first, under the user's setting, and the
+    variable is put back as it was, also when the import fails.
+    """
+    import tensorflow as tf
+
+    getattr(tf.keras, "__name__", None)  # resolve the lazy tf.keras before tfmot does
+    saved = os.environ.get("TF_USE_LEGACY_KERAS")
+    try:
+        import tensorflow_model_optimization as tfmot_module
+        from tensorflow_model_optimization.python.core.quantization.keras.default_8bit import (
+            default_8bit_quantize_configs as configs,
+            default_8bit_quantize_registry as registry,
+        )
+        from tensorflow_model_optimization.python.core.sparsity.keras.pruning_wrapper import (
+            PruneLowMagnitude as prune_wrapper,
+        )
+    finally:
+        if saved is None:
+            os.environ.pop("TF_USE_LEGACY_KERAS", None)
+        else:
+            os.environ["TF_USE_LEGACY_KERAS"] = saved
+    return tfmot_module, configs, registry, prune_wrapper
+
+
+(tfmot, default_8bit_quantize_configs, default_8bit_quantize_registry,
+ PruneLowMagnitude) = _import_tfmot()
 
 from kronecker_zoo.tf_keras_bridge import (  # noqa: E402
     BridgedLayer,
@@ -169,19 +186,8 @@ def quantize_scope():
     })
 
 
-def _consumers(model):
-    """``{layer name: [layers reading its output]}`` of a tf_keras functional model."""
-    consumers = collections.defaultdict(list)
-    for layer in model.layers:
-        for node in layer._inbound_nodes:
-            for inbound in tf.nest.flatten(node.inbound_layers):
-                consumers[inbound.name].append(layer)
-    return consumers
-
-
 def _producers(layer):
-    return [inbound for node in layer._inbound_nodes
-            for inbound in tf.nest.flatten(node.inbound_layers)]
+    return [inbound for call in graph.inbound_layers(layer) for inbound in call]
 
 
 def _class_name(layer):
@@ -239,7 +245,7 @@ def quantize_aware(model, custom_layers=()):
     """
     check_tensorflow_backend("quantize_aware")
     twin = to_tf_keras(model, custom_layers=custom_layers)
-    consumers = _consumers(twin)
+    consumers = graph.consumers(twin)
     registry = default_8bit_quantize_registry.Default8BitQuantizeRegistry()
 
     def annotate(layer):
@@ -268,7 +274,7 @@ def prunable_weights(layer):
 
 def _first_and_last(model):
     """Names of the weighted layers with no weighted layer before, or after, them."""
-    consumers = _consumers(model)
+    consumers = graph.consumers(model)
     memo_before, memo_after = {}, {}
 
     def weighted_before(layer):

@@ -28,6 +28,7 @@ import math
 import keras
 import numpy as np
 
+from kronecker_zoo import graph
 from kronecker_zoo.layers import (
     ContextModule,
     CropToMatch,
@@ -264,29 +265,6 @@ _GLOBAL_LAYERS = (keras.layers.GlobalAveragePooling2D, keras.layers.GlobalMaxPoo
                   keras.layers.Flatten)
 
 
-# -- graph walk ------------------------------------------------------------------------
-
-def _ordered_calls(model):
-    """``(layer, input_tensors, output_tensors)`` for every layer call, inputs first."""
-    ordered, seen = [], set()
-
-    def visit(tensor):
-        layer, node_index, _ = tensor._keras_history
-        node = layer._inbound_nodes[node_index]
-        if id(node) in seen:
-            return
-        seen.add(id(node))
-        inputs = list(node.input_tensors)
-        for t in inputs:
-            visit(t)
-        if not isinstance(layer, keras.layers.InputLayer):
-            ordered.append((layer, inputs, list(node.output_tensors)))
-
-    for output in model.outputs:
-        visit(output)
-    return ordered
-
-
 def _at_input_shape(model, input_shape):
     """``model`` itself when it already has that input shape, else a clone built at it."""
     own = tuple(model.inputs[0].shape[1:])
@@ -330,7 +308,7 @@ def parameter_report(model, input_shape=None):
     # Per tensor: (rf_h, rf_w) or GLOBAL, and (stride_h, stride_w) in input pixels.
     fields = {id(shaped.inputs[0]): ((1, 1), (1.0, 1.0))}
     rows, uncounted, counted_params, steps = [], [], set(), []
-    for layer, inputs, outputs in _ordered_calls(shaped):
+    for layer, inputs, outputs, _, _ in graph.layer_calls(shaped):
         original = originals.get(layer.name, layer)
         in_fields = [fields[id(t)] for t in inputs]
         in_shape = tuple(inputs[0].shape)

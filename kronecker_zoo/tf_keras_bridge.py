@@ -29,7 +29,7 @@ import inspect
 import keras
 import numpy as np
 
-from kronecker_zoo import runtime
+from kronecker_zoo import graph, runtime
 
 runtime.require_extra("optimize", "kronecker_zoo.tf_keras_bridge")
 
@@ -332,22 +332,6 @@ def _twin_layer(layer, custom_layers):
 # -- the graph -------------------------------------------------------------------------
 
 
-def _functional(model):
-    if isinstance(model, keras.Sequential):
-        functional = getattr(model, "_functional", None)
-        if functional is None:
-            raise UnsupportedLayerError(
-                f"Sequential model {model.name!r} is not built; build it on an input first.")
-        return functional
-    if not (isinstance(model, keras.Model) and hasattr(model, "_inbound_nodes")
-            and getattr(model, "_operations", None) is not None
-            and hasattr(model, "outputs") and model.outputs):
-        raise UnsupportedLayerError(
-            f"to_tf_keras needs a functional Keras 3 model. Received {type(model).__name__} "
-            f"{getattr(model, 'name', model)!r} (subclassed models have no graph to convert).")
-    return model
-
-
 def to_tf_keras(model, copy=True, custom_layers=()):
     """The tf_keras functional twin of a Keras 3 functional ``model``.
 
@@ -367,39 +351,36 @@ def to_tf_keras(model, copy=True, custom_layers=()):
         ValueError: Keras does not run on the TensorFlow backend.
     """
     check_tensorflow_backend("to_tf_keras")
-    model = _functional(model)
+    try:
+        inputs, outputs = graph.graph_io(model, "to_tf_keras")
+    except ValueError as error:
+        raise UnsupportedLayerError(str(error)) from None
     tensors = {}  # id(Keras 3 KerasTensor) -> tf_keras tensor
     twins = {}  # id(Keras 3 layer) -> tf_keras layer
 
-    def is_tensor(x):
-        return isinstance(x, keras.KerasTensor)
+    def convert(x):
+        return tensors[id(x)] if isinstance(x, keras.KerasTensor) else x
 
-    def convert(tensor):
-        if id(tensor) in tensors:
-            return tensors[id(tensor)]
-        layer, node_index, _ = tensor._keras_history
-        node = layer._inbound_nodes[node_index]
-        if isinstance(layer, keras.layers.InputLayer):
-            tensors[id(tensor)] = tf_keras.Input(
-                batch_shape=tuple(layer.batch_shape), dtype=layer.dtype, name=layer.name,
-                sparse=bool(getattr(layer, "sparse", False)))
-            return tensors[id(tensor)]
+    for tensor in inputs:
+        layer = graph.producer(tensor)
+        tensors[id(tensor)] = tf_keras.Input(
+            batch_shape=tuple(layer.batch_shape), dtype=layer.dtype, name=layer.name,
+            sparse=bool(getattr(layer, "sparse", False)))
+    for call in graph.layer_calls(model):
+        layer = call.layer
         if isinstance(layer, keras.Model):
             raise UnsupportedLayerError(
                 f"Cannot convert nested model {_describe(layer)}: flatten it first.")
-        args = keras.tree.map_structure(
-            lambda x: convert(x) if is_tensor(x) else x, node.arguments.args)
-        kwargs = keras.tree.map_structure(
-            lambda x: convert(x) if is_tensor(x) else x, node.arguments.kwargs)
+        args = keras.tree.map_structure(convert, call.args)
+        kwargs = keras.tree.map_structure(convert, call.kwargs)
         if id(layer) not in twins:
             twins[id(layer)] = _twin_layer(layer, custom_layers)
-        outputs = keras.tree.flatten(twins[id(layer)](*args, **kwargs))
-        for k3_output, output in zip(node.outputs, outputs):
+        results = keras.tree.flatten(twins[id(layer)](*args, **kwargs))
+        for k3_output, output in zip(call.outputs, results):
             tensors[id(k3_output)] = output
-        return tensors[id(tensor)]
 
-    inputs = [convert(t) for t in model.inputs]
-    outputs = [convert(t) for t in model.outputs]
+    inputs = [tensors[id(t)] for t in inputs]
+    outputs = [tensors[id(t)] for t in outputs]
     twin = tf_keras.Model(
         inputs[0] if len(inputs) == 1 else inputs,
         outputs[0] if len(outputs) == 1 else outputs,

@@ -63,6 +63,24 @@ def _rel_error(a, b):
 # -- the bridge ------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("legacy", [None, "0"])
+def test_import_leaves_tf_keras_and_the_environment_as_they_were(legacy):
+    """tfmot's import sets TF_USE_LEGACY_KERAS=1 and would bind tf.keras to tf_keras."""
+    script = ("import os, tensorflow as tf, kronecker_zoo.optimize\n"
+              "print('LEGACY', os.environ.get('TF_USE_LEGACY_KERAS'))\n"
+              "print('TFKERAS', tf.keras.version())\n")
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = dict(os.environ, PYTHONPATH=root)
+    env.pop("TF_USE_LEGACY_KERAS", None)
+    if legacy is not None:
+        env["TF_USE_LEGACY_KERAS"] = legacy
+    result = subprocess.run([sys.executable, "-c", script], cwd=root, env=env,
+                            capture_output=True, text=True, timeout=300)
+    lines = result.stdout.splitlines()
+    assert f"LEGACY {legacy}" in lines, result.stdout + result.stderr[-3000:]
+    assert f"TFKERAS {keras.version()}" in lines, result.stdout + result.stderr[-3000:]
+
+
 @pytest.mark.parametrize("name", zoo_cases.ONE_PER_FAMILY)
 def test_twin_matches_every_registry_model(name):
     model = _randomize(models.get(name))

@@ -16,6 +16,8 @@ and the tf_keras bridge's ``BridgedLayer`` (``.source``, the Keras 3 layer whose
 
 import contextlib
 
+from kronecker_zoo import graph
+
 FORCED_EXECUTIONS = ("factored", "materialized", "as_built")
 
 
@@ -52,12 +54,7 @@ def private_copy(model):
 
 
 def _children(obj):
-    flatten = getattr(obj, "_flatten_layers", None)
-    if callable(flatten):
-        try:
-            yield from flatten(include_self=False, recursive=False)
-        except TypeError:
-            yield from getattr(obj, "layers", ())
+    yield from graph.sublayers(obj)
     for attribute in ("source", "layer"):  # BridgedLayer, (tfmot) wrappers
         child = getattr(obj, attribute, None)
         if child is not None and hasattr(child, "name") and hasattr(child, "call"):

@@ -32,7 +32,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from kronecker_zoo import kernels
+from kronecker_zoo import graph, kernels
 
 # Layers whose following BatchNormalization the TFLite converter folds into weights.
 _TFLITE_BN_FOLDED_INTO = ("Conv2D", "Conv1D", "Dense", "DepthwiseConv2D", "SeparableConv2D")
@@ -40,19 +40,8 @@ _TFLITE_BN_FOLDED_INTO = ("Conv2D", "Conv1D", "Dense", "DepthwiseConv2D", "Separ
 
 def _producer(layer):
     """The layer whose output ``layer`` consumes, or None when that is not clear-cut."""
-    nodes = getattr(layer, "_inbound_nodes", None)
-    if not nodes or len(nodes) != 1:
-        return None
-    inputs = getattr(nodes[0], "input_tensors", ())
-    if len(inputs) != 1:
-        return None
-    history = getattr(inputs[0], "_keras_history", None)
-    return getattr(history, "operation", None)
-
-
-def _sole_consumer(producer, layer):
-    nodes = getattr(producer, "_outbound_nodes", None)
-    return nodes is not None and len(nodes) == 1 and nodes[0].operation is layer
+    calls = graph.inbound_layers(layer)
+    return calls[0][0] if len(calls) == 1 and len(calls[0]) == 1 else None
 
 
 def _unfoldable_batchnorms(model):
@@ -117,10 +106,11 @@ def int8_rewrites(model):
     from kronecker_zoo.layers import KroneckerConv2D
 
     saved, patched = [], []
+    consumers = graph.consumers(model)
     try:
         for bn, producer in _unfoldable_batchnorms(model):
             scale, shift, sigma = _affine(bn)
-            if isinstance(producer, KroneckerConv2D) and _sole_consumer(producer, bn):
+            if isinstance(producer, KroneckerConv2D) and consumers[producer.name] == [bn]:
                 variables = list(producer.factor_weights) + (
                     [producer.bias] if producer.use_bias else [])
                 saved.append([(v, np.array(v)) for v in variables])
