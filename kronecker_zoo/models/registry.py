@@ -11,6 +11,8 @@ import os
 import re
 import warnings
 
+import numpy as np
+
 from kronecker_zoo import weights as weight_registry
 from kronecker_zoo.models.context_net import context_net, kron_context_net
 from kronecker_zoo.models.dilated_fcn import dilated_fcn
@@ -140,13 +142,17 @@ def get(name, weights=None, input_shape=None, num_classes=None, include_top=True
         **overrides: builder arguments that do not fix the size (see
             `valid_overrides(name)`), e.g. `rank=2` for `kron_resnet_8`.
 
-    Loading: published weights were trained with the default head and input; they
-    are loaded into that architecture (with ``overrides``) and copied by layer name
-    into the model built (see `transfer_weights`: a first convolution with other
-    input channels is adapted). A file given by path is loaded the same way when it
-    fits that architecture, else directly into the model built (a file saved from
-    exactly this configuration, e.g. after fine-tuning with ``num_classes=5``).
-    Weights that fit neither raise a ValueError naming the file and the model.
+    Loading: a weights file is loaded into the architecture it was saved from. Published
+    weights were trained with the default head and input: they are loaded into that
+    architecture (with ``overrides``) and, when another head, no head or other input
+    channels are asked for, copied by layer name into the model built (see
+    `transfer_weights`: a first convolution with other input channels is adapted). A
+    file given by path is loaded directly into the model built when its variables have
+    that model's shapes (a file saved from exactly this configuration, e.g. after
+    fine-tuning with ``num_classes=5``), else treated like a published file (saved from
+    the default head and input). The choice is made from the file's variable shapes
+    before loading. Weights that do not fit raise a ValueError naming the file and the
+    model.
 
     Returns:
         A `keras.Model` taking raw pixel values in [0, 255] (`ModelSpec.input_range`).
@@ -201,30 +207,58 @@ def _describe(kwargs):
     return ", ".join(f"{k}={v!r}" for k, v in sorted(kwargs.items())) or "no overrides"
 
 
+def _float_shapes(shapes_and_dtypes):
+    return sorted(tuple(int(d) for d in shape) for shape, dtype in shapes_and_dtypes
+                  if np.dtype(dtype).kind == "f")
+
+
+def _file_shapes(path):
+    """Sorted shapes of the floating-point variables stored in a ``.weights.h5`` file
+    (OSError if it is not a readable HDF5 file)."""
+    import h5py
+
+    found = []
+    with h5py.File(path, "r") as f:
+        f.visititems(lambda key, item: found.append((item.shape, item.dtype))
+                     if isinstance(item, h5py.Dataset) and "vars/" in f"/{key}" else None)
+    return _float_shapes(found)
+
+
+def _model_shapes(model):
+    return _float_shapes((v.shape, v.dtype) for v in model.weights)
+
+
 def _load_weights(model, s, path, entry, kwargs, include_top, fresh_head):
-    """Loads ``path`` into ``model`` (see `get`, "Loading"); ValueError if it does not fit."""
+    """Loads ``path`` into ``model`` (see `get`, "Loading"); ValueError if it does not fit.
+
+    The file is loaded into the architecture it was saved from, decided before loading:
+    a published file was saved from the default head and input (with the manifest's
+    overrides); a file given by path from the model built when its variables have the
+    model's shapes, else from the default head and input. When that is not the model
+    built, the weights are copied into it by layer name (`transfer_weights`).
+    """
     defaults = _defaults(s.builder)
     user = {k: v for k, v in kwargs.items() if k not in s.size_args}
-    tried = []
-    if not (include_top and all(_same(kwargs.get(k, d), d) for k, d in defaults.items())):
-        # Load into the architecture the file was trained with, then copy by name.
+    if entry is not None:
+        as_built = include_top and all(_same(kwargs.get(k, d), d) for k, d in defaults.items())
+    else:
+        try:
+            as_built = _file_shapes(path) == _model_shapes(model)
+        except OSError as error:
+            raise _mismatch(s.name, path, entry, user, [("the file", error)]) from None
+    if as_built:
+        target, what = model, f"the model built ({_describe(user)})"
+        head = {layer.name: layer.get_weights() for layer in model.layers
+                if fresh_head and layer.name in HEAD_LAYERS}
+    else:
         file_kwargs = {k: v for k, v in kwargs.items() if k not in defaults}
-        source = s.builder(include_top=True, name=s.name, **file_kwargs)
-        error = _try_load(source, path)
-        if error is None:
-            transfer_weights(source, model, fresh_head=fresh_head)
-            return
-        tried.append(("the default head and input", error))
-        if entry is not None:  # published files have the default head and input
-            raise _mismatch(s.name, path, entry, user, tried)
-    # The model built is the architecture the file was saved from (or, for a file given
-    # by path, was saved from exactly this configuration).
-    head = {layer.name: layer.get_weights() for layer in model.layers
-            if fresh_head and layer.name in HEAD_LAYERS}
-    error = _try_load(model, path)
+        target = s.builder(include_top=True, name=s.name, **file_kwargs)
+        what, head = "the default head and input", {}
+    error = _try_load(target, path)
     if error is not None:
-        tried.append((f"the model built ({_describe(user)})", error))
-        raise _mismatch(s.name, path, entry, user, tried)
+        raise _mismatch(s.name, path, entry, user, [(what, error)])
+    if target is not model:
+        transfer_weights(target, model, fresh_head=fresh_head)
     for layer_name, values in head.items():
         model.get_layer(layer_name).set_weights(values)
 
@@ -272,14 +306,9 @@ def _mismatch(name, path, entry, user, tried):
     origin = (f" It is the published {known[1]!r} weights file of {known[0]!r}: load it "
               f"with models.get({known[0]!r}, weights={known[1]!r})." if known else
               " Was it saved from another model, or with other overrides?")
-    if len(tried) == 1:
-        attempts = f": {_summary(tried[0][1])}"
-    else:
-        attempts = " (" + "; ".join(f"loaded into {what}: {_summary(e)}"
-                                    for what, e in tried) + ")"
     return ValueError(
         f"The weights file {os.fspath(path)!r} does not match the architecture of {name!r} "
-        f"built with {_describe(user)}{attempts}.{origin}")
+        f"built with {_describe(user)}: {_summary(tried[0][1])}.{origin}")
 
 
 def _weights_file(name, weights, weights_sha256):
