@@ -52,7 +52,7 @@ if __package__ in (None, ""):  # run as a script: make the repository root impor
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from experiments.common import parser, report, write_json  # noqa: E402
+from experiments.common import command, write_json  # noqa: E402
 from kronecker_zoo.metrics import confusion_matrix, mean_iou_from_confusion  # noqa: E402
 from experiments.translation_equivariance import (  # noqa: E402
     COLORS,
@@ -438,12 +438,7 @@ def run(out_dir, tiny=False, num_scenes=None):
     return write_json(out_dir, NAME, results)
 
 
-def main(argv=None):
-    cli = parser(__doc__)
-    cli.add_argument("--scenes", type=int, default=None,
-                     help=f"number of test scenes (default {FULL_SCENES}, tiny {TINY_SCENES})")
-    args = cli.parse_args(argv)
-    report(args.out, NAME, run(args.out, tiny=args.tiny, num_scenes=args.scenes))
+main = command(__doc__, NAME, run, scenes=(FULL_SCENES, TINY_SCENES))
 
 
 if __name__ == "__main__":

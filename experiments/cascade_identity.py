@@ -30,7 +30,7 @@ import numpy as np
 if __package__ in (None, ""):  # run as a script: make the repository root importable
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from experiments.common import parser, report, write_json  # noqa: E402
+from experiments.common import command, write_json  # noqa: E402
 from experiments.kronecker_expressivity import kronecker_errors  # noqa: E402
 from kronecker_zoo import kernels as kz  # noqa: E402
 
@@ -402,9 +402,7 @@ def run(out_dir, tiny=False, seed=0):
     return write_json(out_dir, NAME, result)
 
 
-def main(argv=None):
-    args = parser(__doc__).parse_args(argv)
-    report(args.out, NAME, run(args.out, tiny=args.tiny))
+main = command(__doc__, NAME, run)
 
 
 if __name__ == "__main__":

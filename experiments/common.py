@@ -1,8 +1,8 @@
 """What every experiment shares: its JSON file and its command line.
 
 Each ``experiments/<name>.py`` has ``run(out_dir, tiny=False) -> dict`` (writing
-``<out_dir>/<name>.json`` with `write_json` and its PNGs) and a ``main`` built on
-`parser` and `report`.
+``<out_dir>/<name>.json`` with `write_json` and its PNGs) and a ``main`` made by
+`command` (or built on `parser` and `report` where it has options of its own).
 """
 
 import argparse
@@ -30,3 +30,21 @@ def report(out_dir, name, result):
     """Print an experiment's finding and the files it wrote."""
     print(result["finding"])
     print("wrote", os.path.join(out_dir, f"{name}.json"), *result["figures"])
+
+
+def command(doc, name, run, scenes=None):
+    """The ``main(argv=None)`` of an experiment: ``--out`` and ``--tiny`` (and ``--scenes``
+    when ``scenes`` is its ``(full, tiny)`` default counts), then ``run`` and `report`."""
+
+    def main(argv=None):
+        cli = parser(doc)
+        extra = {}
+        if scenes is not None:
+            cli.add_argument("--scenes", type=int, default=None,
+                             help=f"number of test scenes (default {scenes[0]}, tiny {scenes[1]})")
+        args = cli.parse_args(argv)
+        if scenes is not None:
+            extra["num_scenes"] = args.scenes
+        report(args.out, name, run(args.out, tiny=args.tiny, **extra))
+
+    return main

@@ -27,7 +27,7 @@ import numpy as np
 if __package__ in (None, ""):  # run as a script: make the repository root importable
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from experiments.common import parser, report, write_json  # noqa: E402
+from experiments.common import command, write_json  # noqa: E402
 
 NAME = "parameter_scaling"
 CHANNELS = 64
@@ -209,9 +209,7 @@ def run(out_dir, tiny=False):
     return write_json(out_dir, NAME, result)
 
 
-def main(argv=None):
-    args = parser(__doc__).parse_args(argv)
-    report(args.out, NAME, run(args.out, tiny=args.tiny))
+main = command(__doc__, NAME, run)
 
 
 if __name__ == "__main__":

@@ -43,7 +43,7 @@ if __package__ in (None, ""):  # run as a script: make the repository root impor
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from experiments.common import parser, report, write_json  # noqa: E402
+from experiments.common import command, write_json  # noqa: E402
 
 NAME = "translation_equivariance"
 WEIGHTS = "fashion_scenes"
@@ -323,12 +323,7 @@ def run(out_dir, tiny=False, num_scenes=None):
     return write_json(out_dir, NAME, result)
 
 
-def main(argv=None):
-    cli = parser(__doc__)
-    cli.add_argument("--scenes", type=int, default=None,
-                     help=f"number of test scenes (default {FULL_SCENES}, tiny {TINY_SCENES})")
-    args = cli.parse_args(argv)
-    report(args.out, NAME, run(args.out, tiny=args.tiny, num_scenes=args.scenes))
+main = command(__doc__, NAME, run, scenes=(FULL_SCENES, TINY_SCENES))
 
 
 if __name__ == "__main__":
