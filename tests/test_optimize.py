@@ -282,6 +282,28 @@ def test_quantize_aware_structure_and_step():
     assert np.isfinite(history.history["loss"][-1])
 
 
+@pytest.mark.training
+def test_quantize_aware_and_prune_never_touch_the_users_model():
+    """Building, training and stripping the twins, and calls that fail, leave the user's
+    model's weights and outputs bit for bit as they were."""
+    model = _randomize(models.get("kron_resnet_8", execution="materialized"))
+    x = _pixels((4, 28, 28, 1))
+    weights = [np.array(w) for w in model.weights]
+    expected = _np(model(x, training=False))
+    for twin in (optimize.quantize_aware(model), optimize.prune(model, 0.5, frequency=1)):
+        optimize.compile_for_finetuning(twin)
+        callbacks = optimize.pruning_callbacks() if optimize.pruned_layers(twin) else []
+        twin.fit(x, np.arange(4) % 10, batch_size=2, epochs=1, verbose=0, callbacks=callbacks)
+    optimize.strip_pruning(twin)
+    with pytest.raises(ValueError, match="nope"):
+        optimize.prune(model, 0.5, layers=["nope"])
+    with pytest.raises(ValueError, match="target_sparsity"):
+        optimize.prune(model, 1.0)
+    for w, before in zip(model.weights, weights):
+        np.testing.assert_array_equal(np.array(w), before)
+    np.testing.assert_array_equal(_np(model(x, training=False)), expected)
+
+
 FAMILY_MODELS = ["resnet_8", "lowrank_resnet_8", "separable_resnet_8", "drn_8",
                  "context_net_basic", "kron_context_net_basic", "dilated_fcn_small",
                  "pool_segnet_small"]
