@@ -11,14 +11,18 @@ channel index split as ``c = (c_0, ..., c_{m-1})``,
     y[p, (o_0..o_{m-1})] = sum_{u_k, c_k} x[p + sum_k d_k u_k, (c_0..c_{m-1})]
                                           * prod_k F_k[u_k, c_k, o_k],
 
-where ``d_k = prod_{l > k} (kh_l, kw_l)``. It runs as a cascade: the innermost
-factor convolves the input with all other channel axes folded into the batch,
-then each outer factor convolves at dilation ``d_k``. With the input padded once
+where ``d_k = prod_{l > k} (kh_l, kw_l)``. It runs as a cascade: one factor at a
+time convolves (at dilation ``d_k``) with all other channel axes folded into the
+batch. At stride 1 the factors may run in any order and `step_order` picks the
+cheapest (for ``(k x 1, in -> 1) (x) (1 x k, 1 -> out)``, low-rank spatial SVD, the
+outer factor first: ``k (in + out)`` MACs per pixel instead of ``2 k in out``); with
+a stride, innermost first. With the input padded once
 (exactly as a plain convolution with ``W`` would pad it) and every step "valid",
 the cascade equals the plain convolution everywhere, borders included.
 """
 
 import dataclasses
+import itertools
 import math
 
 import keras
@@ -115,22 +119,66 @@ class FactoredStep:
         return tuple((k - 1) * d + 1 for k, d in zip(self.kernel_size, self.dilation))
 
 
-def factored_conv_plan(factor_shapes, strides=(1, 1)):
+def _step_macs_per_pixel(shapes, order):
+    """MACs per output pixel of the cascade running the factors in ``order`` (borders
+    ignored): step ``k`` costs ``kh kw in_k out_k`` times its groups, the product of the
+    output sizes of the factors already run and the input sizes of those still to run."""
+    total, done = 0, set()
+    for k in order:
+        groups = math.prod(shapes[j][3] if j in done else shapes[j][2]
+                           for j in range(len(shapes)) if j != k)
+        total += shapes[k][0] * shapes[k][1] * shapes[k][2] * shapes[k][3] * groups
+        done.add(k)
+    return total
+
+
+def step_order(factor_shapes, strides=(1, 1), order="auto"):
+    """The order in which the cascade runs the factors (indices, outermost = 0).
+
+    At stride 1 every order is exact (the spatial steps are "valid" convolutions of
+    the input padded once, so they commute; each contracts its own channel axis);
+    ``"auto"`` picks the one with the fewest MACs (innermost first on ties). With a
+    stride the cascade runs innermost first (the order whose stride placement keeps
+    it exact). ``order`` may also be a permutation of ``range(m)`` (stride 1 only).
+    """
+    shapes = [tuple(int(v) for v in s) for s in factor_shapes]
+    m = len(shapes)
+    innermost_first = tuple(range(m - 1, -1, -1))
+    strided = tuple(strides) != (1, 1)
+    if isinstance(order, str) and order == "auto":
+        if strided:
+            return innermost_first
+        return min(itertools.permutations(innermost_first),
+                   key=lambda o: _step_macs_per_pixel(shapes, o))
+    order = tuple(int(k) for k in order)
+    if sorted(order) != list(range(m)):
+        raise ValueError(f"`order` must be 'auto' or a permutation of {list(range(m))}. "
+                         f"Received: order={order!r}")
+    if strided and order != innermost_first:
+        raise ValueError(f"With strides {tuple(strides)} the cascade runs innermost first "
+                         f"{innermost_first}. Received: order={order!r}")
+    return order
+
+
+def factored_conv_plan(factor_shapes, strides=(1, 1), order="auto"):
     """The cascade that executes ``conv(x, F_0 (x) ... (x) F_{m-1}, strides)``.
 
     Args:
         factor_shapes: m >= 2 shapes ``(kh, kw, in, out)``, outermost first.
         strides: ``(sh, sw)`` of the equivalent plain convolution.
+        order: see `step_order` (default: the cheapest exact order).
 
     Returns:
-        A list of ``FactoredStep``, innermost factor first. The stride is applied
-        as early as the dilations allow: right after step ``k`` when every later
-        step's dilation is a multiple of the stride (those dilations are then
-        divided by it), else on the final output.
+        A list of ``FactoredStep`` in execution order. Factor ``k`` always convolves at
+        dilation ``d_k = prod_{l > k} (kh_l, kw_l)``. The stride is applied as early as
+        the dilations allow: right after step ``k`` when every later step's dilation
+        is a multiple of the stride (those dilations are then divided by it), else on
+        the final output.
     """
     shapes = [tuple(int(v) for v in s) for s in factor_shapes]
     m = len(shapes)
     sh, sw = strides
+    order = step_order(shapes, strides, order)
     dil = []
     for k in range(m):
         dil.append((math.prod(s[0] for s in shapes[k + 1:]),
@@ -141,13 +189,15 @@ def factored_conv_plan(factor_shapes, strides=(1, 1)):
         if dil[k - 1][0] % sh == 0 and dil[k - 1][1] % sw == 0:
             stride_after = k
             break
-    steps = []
-    for k in range(m - 1, -1, -1):
+    steps, done = [], set()
+    for k in order:
         kh, kw, cin, cout = shapes[k]
         d = dil[k]
         if k < stride_after:
             d = (d[0] // sh, d[1] // sw)
-        groups = math.prod(s[2] for s in shapes[:k]) * math.prod(s[3] for s in shapes[k + 1:])
+        d = (d[0] if kh > 1 else 1, d[1] if kw > 1 else 1)  # no dilation along a 1-tap axis
+        groups = math.prod(shapes[j][3] if j in done else shapes[j][2]
+                           for j in range(m) if j != k)
         conv_s, slice_s = (1, 1), (1, 1)
         if k == stride_after and (sh, sw) != (1, 1):
             if d == (1, 1):
@@ -155,18 +205,21 @@ def factored_conv_plan(factor_shapes, strides=(1, 1)):
             else:
                 slice_s = (sh, sw)
         steps.append(FactoredStep(k, (kh, kw), cin, cout, d, conv_s, slice_s, groups))
+        done.add(k)
     return steps
 
 
-def factored_conv_macs(input_hw, factor_shapes, rank=1, strides=(1, 1), padding="same"):
-    """MACs per example of the factored execution on an ``(H, W)`` input."""
+def factored_conv_macs(input_hw, factor_shapes, rank=1, strides=(1, 1), padding="same",
+                       order="auto"):
+    """MACs per example of the factored execution (the plan of `step_order`) on an
+    ``(H, W)`` input."""
     kernel = (math.prod(s[0] for s in factor_shapes), math.prod(s[1] for s in factor_shapes))
     h, w = input_hw
     if padding == "same":
         h += sum(same_padding_amounts(h, kernel[0], strides[0]))
         w += sum(same_padding_amounts(w, kernel[1], strides[1]))
     total = 0
-    for step in factored_conv_plan(factor_shapes, strides):
+    for step in factored_conv_plan(factor_shapes, strides, order):
         eh, ew = step.extent()
         h = (h - eh) // step.conv_strides[0] + 1
         w = (w - ew) // step.conv_strides[1] + 1
@@ -236,6 +289,22 @@ def _axis_perm(current, target):
     return [current.index(name) for name in target]
 
 
+def _move_axes(t, current, target, sizes):
+    """``t`` with its named axes reordered from ``current`` to ``target``.
+
+    ``sizes`` maps an axis name to its static size (absent: dynamic). When only axes
+    of size 1 change places the data order is unchanged, and a reshape (free) stands
+    in for the transpose (a full pass over the tensor, a TRANSPOSE op in TFLite).
+    """
+    perm = _axis_perm(current, target)
+    if perm == list(range(len(perm))):
+        return t
+    if [a for a in current if sizes.get(a) != 1] == [a for a in target if sizes.get(a) != 1]:
+        shape = ops.shape(t)
+        return ops.reshape(t, [shape[i] for i in perm])
+    return ops.transpose(t, perm)
+
+
 def _conv_step(x, kernel, step):
     """One step of the cascade: dilated "valid" conv, then the step's slicing."""
     x = dilated_conv2d(x, kernel, step.conv_strides, step.dilation)
@@ -244,21 +313,22 @@ def _conv_step(x, kernel, step):
     return x
 
 
-def factored_conv2d(x, factors, strides=(1, 1)):
+def factored_conv2d(x, factors, strides=(1, 1), order="auto"):
     """Factored "valid" convolution of an already padded input, all rank terms.
 
     Args:
         x: (N, H, W, prod in_k) tensor, padded as needed.
         factors: m >= 2 tensors ``(rank, kh_k, kw_k, in_k, out_k)``, outermost first.
         strides: ``(sh, sw)`` of the equivalent plain convolution.
+        order: the factors' execution order (see `step_order`).
 
     Returns:
         (N, H', W', prod out_k):
         ``conv(x, sum_r kron(F_0[r], ..., F_{m-1}[r]), strides, "valid")``.
 
-    The rank terms share two of their convolutions: the innermost step runs once
+    The rank terms share two of their convolutions: the first step runs once
     with the terms' kernels concatenated along its output channels
-    (``in -> rank * out``), and the outermost step once with them stacked along its
+    (``in -> rank * out``), and the last step once with them stacked along its
     input channels (``rank * in -> out``), which also sums the terms. Only the steps
     in between (three or more factors) run once per term. The MACs are those of
     ``rank`` separate cascades; the convolutions are fewer and wider.
@@ -266,7 +336,7 @@ def factored_conv2d(x, factors, strides=(1, 1)):
     shapes = [tuple(int(v) for v in f.shape[1:]) for f in factors]
     rank = int(factors[0].shape[0])
     m = len(shapes)
-    plan = factored_conv_plan(shapes, strides)
+    plan = factored_conv_plan(shapes, strides, order)
     sizes = [s[2] for s in shapes]  # current size of each channel axis
     batch = ops.shape(x)[0]
     h, w = ops.shape(x)[1], ops.shape(x)[2]
@@ -288,9 +358,7 @@ def factored_conv2d(x, factors, strides=(1, 1)):
             target = ["N"] + others + ["S", "R", a]
         else:
             target = ["R", "N"] + others + ["S", a]
-        perm = _axis_perm(current, target)
-        if perm != list(range(len(perm))):
-            t = ops.transpose(t, perm)
+        t = _move_axes(t, current, target, dict(enumerate(sizes), R=rank))
         if first or last:
             t = _conv_step(ops.reshape(t, [-1, h, w, (1 if first else rank) * cin]),
                            kernel, step)
@@ -309,12 +377,12 @@ def factored_conv2d(x, factors, strides=(1, 1)):
         else:
             current = target
             t = ops.reshape(t, [rank, batch] + [sizes[k] for k in others] + [h * w, cout])
-    target = ["N", "S"] + list(range(m))
-    t = ops.transpose(t, _axis_perm(current, target))
+    t = _move_axes(t, current, ["N", "S"] + list(range(m)), dict(enumerate(sizes), R=rank))
     return ops.reshape(t, [batch, h, w, math.prod(sizes)])
 
 
-def kronecker_conv2d(x, factors, strides=(1, 1), padding="same", padding_mode="zeros"):
+def kronecker_conv2d(x, factors, strides=(1, 1), padding="same", padding_mode="zeros",
+                     order="auto"):
     """Factored Kronecker convolution: ``conv(x, sum_r kron(F_0[r], ..., F_{m-1}[r]))``.
 
     Args:
@@ -323,6 +391,7 @@ def kronecker_conv2d(x, factors, strides=(1, 1), padding="same", padding_mode="z
         strides: int or ``(sh, sw)``.
         padding: "same" or "valid", with Keras/TF semantics for the full kernel.
         padding_mode: "zeros", "reflect" or "symmetric" for "same" padding.
+        order: the factors' execution order (see `step_order`; default the cheapest).
 
     Returns:
         (N, H', W', prod out_k), never forming the full kernel.
@@ -332,7 +401,7 @@ def kronecker_conv2d(x, factors, strides=(1, 1), padding="same", padding_mode="z
     extent = (math.prod(int(f.shape[1]) for f in factors),
               math.prod(int(f.shape[2]) for f in factors))
     x = pad_input(x, extent, strides, padding, padding_mode)
-    return factored_conv2d(x, factors, strides)
+    return factored_conv2d(x, factors, strides, order)
 
 
 def kronecker_matmul(x, factors):

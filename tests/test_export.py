@@ -40,7 +40,7 @@ from kronecker_zoo.export import (
     to_xla,
     verify_tflite,
 )
-from kronecker_zoo.layers import KroneckerConv2D
+from kronecker_zoo.layers import KroneckerConv2D, LowRankConv2D
 from tests import reference as ref
 from tests import zoo_cases
 from tflite import zoo
@@ -653,3 +653,22 @@ def test_command_line_tools(tmp_path, capsys):
     assert "| | `resnet_8` | `lowrank_resnet_8` |" in table
     for row in ("float32 file size", "int8 latency, 2 threads", "int8 accuracy (LiteRT)"):
         assert f"| {row} |" in table
+
+
+def test_low_rank_shaped_kronecker_exports_as_low_rank_conv(tmp_path):
+    """The planner runs ``(3 x 1, 16 -> 1) (x) (1 x 3, 1 -> 24)`` outer factor first: the
+    same two convolutions as LowRankConv2D, no TRANSPOSE or RESHAPE (one PAD: the
+    input is padded once, where LowRankConv2D pads inside each convolution)."""
+    counts = {}
+    for name, layer in [
+            ("kron", KroneckerConv2D(24, 3, [(3, 1, 16, 1), (1, 3, 1, 24)], rank=4,
+                                     execution="factored")),
+            ("lowrank", LowRankConv2D(24, 3, rank=4))]:
+        inputs = keras.Input((20, 20, 16), batch_size=1)
+        model = keras.Model(inputs, layer(inputs))
+        info = to_tflite(model, tmp_path / f"{name}.tflite")
+        counts[name] = tflite_op_counts(info)
+        x = np.random.default_rng(0).standard_normal((1, 20, 20, 16)).astype("float32")
+        assert verify_tflite(model, info, x).rel_error <= 1e-5
+    assert counts["lowrank"] == {"CONV_2D": 2}
+    assert counts["kron"] == {"CONV_2D": 2, "PAD": 1}

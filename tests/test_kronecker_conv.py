@@ -352,6 +352,7 @@ AUTO_CASES = [
     ([(1, 1, 1, 64), (3, 3, 64, 64)], (None, 64, 64, 64)),
     ([(3, 3, 8, 8), (3, 3, 8, 8)], (None, None, None, 64)),  # nominal size
     ([(1, 1, 8, 1), (3, 3, 1, 8)], (None, 16, 24, 8)),
+    ([(3, 3, 8, 8), (1, 1, 1, 1)], (None, 16, 16, 8)),  # a trivial factor: only extra MACs
 ]
 
 
@@ -369,7 +370,9 @@ def test_auto_execution_picks_the_cheaper():
         assert layer.macs(hw) == counts[best]
         chosen.append(best)
     assert chosen[0] == "factored"  # 9x9 (3x3, 8, 8) x (3x3, 8, 8)
-    assert chosen[1] == "materialized"  # factoring a 3x3 8->8 conv costs more MACs
+    # (1x1, 8->1) (x) (3x3, 1->8) run outer factor first: 8 + 72 MACs per pixel, not 576
+    assert chosen[1] == "factored"
+    assert chosen[-1] == "materialized"
     assert set(chosen) == {"factored", "materialized"}
 
 
@@ -582,3 +585,76 @@ def test_error_valid_input_smaller_than_kernel():
     layer = KroneckerConv2D(4, 9, [(3, 3, 2, 2), (3, 3, 2, 2)], padding="valid")
     with pytest.raises(ValueError, match="width of at least 9"):
         layer(np.zeros((1, 12, 8, 4), "float32"))
+
+
+# -- the step order (execution planner) --------------------------------------------------
+
+ORDER_CASES = [
+    [(3, 3, 2, 3), (3, 3, 3, 2)],
+    [(3, 1, 4, 1), (1, 3, 1, 5)],  # low-rank spatial SVD as a Kronecker product
+    [(1, 1, 4, 1), (3, 3, 1, 3)],
+    [(2, 3, 2, 2), (3, 1, 1, 3), (1, 2, 2, 1)],
+]
+
+
+@pytest.mark.parametrize("factors", ORDER_CASES)
+@pytest.mark.parametrize("padding", ["same", "valid"])
+def test_every_step_order_equals_the_materialised_kernel(factors, padding):
+    """At stride 1 the factors may run in any order: each order's output is the plain
+    convolution with sum_r kron(F_0[r], ...) (np.kron), borders included."""
+    import itertools
+
+    from kronecker_zoo import ops as kz_ops
+
+    rng = np.random.default_rng(len(factors))
+    rank = 2
+    kernels = [rng.standard_normal((rank,) + f).astype("float32") for f in factors]
+    x = rng.standard_normal((2, 11, 10, math.prod(f[2] for f in factors))).astype("float32")
+    expected = ref.conv2d(x, ref.kron_kernel(kernels), padding=padding)
+    for order in itertools.permutations(range(len(factors))):
+        y = to_numpy(kz_ops.kronecker_conv2d(x, kernels, padding=padding, order=order))
+        np.testing.assert_allclose(y, expected, rtol=1e-4, atol=1e-4, err_msg=str(order))
+
+
+def test_step_order_picks_the_fewest_macs_and_keeps_strided_plans():
+    import itertools
+
+    from kronecker_zoo import ops as kz_ops
+
+    for factors in ORDER_CASES:
+        orders = list(itertools.permutations(range(len(factors))))
+        macs = {o: kz_ops.factored_conv_macs((32, 32), factors, order=o) for o in orders}
+        assert macs[kz_ops.step_order(factors)] == min(macs.values())
+        assert kz_ops.factored_conv_macs((32, 32), factors) == min(macs.values())
+    # strided: innermost first, the only order whose stride placement is exact
+    assert kz_ops.step_order(ORDER_CASES[1], strides=(2, 2)) == (1, 0)
+    with pytest.raises(ValueError, match="innermost first"):
+        kz_ops.step_order(ORDER_CASES[1], strides=(2, 2), order=(0, 1))
+    with pytest.raises(ValueError, match="permutation"):
+        kz_ops.step_order(ORDER_CASES[1], order=(0, 0))
+
+
+@pytest.mark.parametrize("k, cin, cout, rank", [(3, 16, 24, 4), (5, 8, 8, 2)])
+def test_low_rank_shaped_factors_cost_what_low_rank_conv_costs(k, cin, cout, rank):
+    """``(k x 1, in -> 1) (x) (1 x k, 1 -> out)`` runs as LowRankConv2D's two convolutions:
+    outer factor first, k (in + out) MACs per pixel and rank term (inner first: 2 k in out);
+    the only difference is the input padded once along both axes, which costs the
+    vertical step k * in * rank MACs on each of the (k - 1) extra columns."""
+    from kronecker_zoo import ops as kz_ops
+    from kronecker_zoo.layers import LowRankConv2D
+
+    factors = [(k, 1, cin, 1), (1, k, 1, cout)]
+    plan = kz_ops.factored_conv_plan(factors)
+    assert [(s.kernel_size, s.in_channels, s.out_channels, s.groups, s.dilation)
+            for s in plan] == [((k, 1), cin, 1, 1, (1, 1)), ((1, k), 1, cout, 1, (1, 1))]
+    h, w = 20, 17
+    kron = KroneckerConv2D(cout, k, factors, rank=rank, execution="factored")
+    kron.build((None, h, w, cin))
+    low = LowRankConv2D(cout, k, rank)
+    low.build((None, h, w, cin))
+    assert kron.macs((h, w)) == low.macs((h, w)) + k * cin * rank * h * (k - 1)
+    assert kron.macs((h, w)) == rank * (k * cin * h * (w + k - 1) + k * cout * h * w)
+    inner_first = kz_ops.factored_conv_macs((h, w), factors, rank, order=(1, 0))
+    # inner first: (1 x k, 1 -> out) over the `in` groups on (h + k - 1, w), then
+    # (k x 1, in -> 1) over the `out` groups on (h, w)
+    assert inner_first == rank * k * cin * cout * ((h + k - 1) * w + h * w)
