@@ -6,7 +6,9 @@ Reads ``training/runs/<teacher>_<kind><N>x*/result.json`` (training/distill.py r
 factorize + distillation, + plain fine-tune, same architecture from scratch, the
 low-rank student) and the published ``kron_<family>`` / ``lowrank_<family>`` zoo models
 (manifest), and prints one row each: parameters, compression, MACs, test accuracy and
-its change against the teacher's accuracy measured in the same run.
+its change against the teacher's accuracy measured in the same run. A run's MACs are
+counted anew from its ``plan.json`` with today's execution plan (the run's
+``result.json`` holds the count of the code it ran with).
 """
 
 import argparse
@@ -15,6 +17,7 @@ import json
 import os
 import sys
 
+from kronecker_zoo import compress, models, report
 from kronecker_zoo import weights as weight_registry
 from kronecker_zoo.tables import markdown_table
 
@@ -33,6 +36,16 @@ def _describe(result, run):
     return f"`{run}`: {result['method']}, {how}, {result['epochs']} epochs"
 
 
+def _student_macs(teacher, method, run_dir):
+    """MACs per example of the run's student architecture, with today's execution plan."""
+    with open(os.path.join(run_dir, "plan.json")) as f:
+        overrides = json.load(f)
+    dense = models.get(teacher)
+    plan = compress.plan_factorization(dense, ratio=None, method=method,
+                                       layer_overrides=overrides)
+    return report.parameter_report(compress.factorize(dense, plan=plan)).macs
+
+
 def rows(teacher, ratio):
     found = []
     paths = [p for kind in ("kron", "lowrank") for p in sorted(glob.glob(
@@ -41,8 +54,9 @@ def rows(teacher, ratio):
         run = os.path.basename(os.path.dirname(path))
         with open(path) as f:
             result = json.load(f)
+        macs = _student_macs(teacher, result["method"], os.path.dirname(path))
         found.append((_describe(result, run), result["params"], result["teacher_params"],
-                      result["macs"], result["test_accuracy"],
+                      macs, result["test_accuracy"],
                       result["teacher_test_accuracy"]))
     if not found:
         raise SystemExit(f"no finished runs training/runs/{teacher}_(kron|lowrank){ratio}x*")
