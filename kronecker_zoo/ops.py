@@ -103,7 +103,11 @@ class FactoredStep:
     ``axis`` is the channel axis the step contracts (``in_k -> out_k``);
     ``groups`` how many independent channel groups are folded into the batch;
     ``conv_strides`` are passed to the convolution (only when its dilation is 1)
-    and ``slice_strides`` subsample its output (``[::s]``) otherwise.
+    and ``slice_strides`` subsample its output (``[::s]``) otherwise. ``padding``:
+    ``((top, bottom), (left, right))`` padded onto the step's input (a "same" cascade
+    at stride 1 pads each axis just before the first step that reaches along it);
+    ``same_conv``: that padding is exactly the step's own "same" padding, so a zero-padded
+    cascade lets the convolution pad (no separate PAD op).
     """
 
     axis: int
@@ -114,6 +118,8 @@ class FactoredStep:
     conv_strides: tuple
     slice_strides: tuple
     groups: int
+    padding: tuple = ((0, 0), (0, 0))
+    same_conv: bool = False
 
     def extent(self):
         return tuple((k - 1) * d + 1 for k, d in zip(self.kernel_size, self.dilation))
@@ -160,13 +166,17 @@ def step_order(factor_shapes, strides=(1, 1), order="auto"):
     return order
 
 
-def factored_conv_plan(factor_shapes, strides=(1, 1), order="auto"):
+def factored_conv_plan(factor_shapes, strides=(1, 1), order="auto", padding="valid"):
     """The cascade that executes ``conv(x, F_0 (x) ... (x) F_{m-1}, strides)``.
 
     Args:
         factor_shapes: m >= 2 shapes ``(kh, kw, in, out)``, outermost first.
         strides: ``(sh, sw)`` of the equivalent plain convolution.
         order: see `step_order` (default: the cheapest exact order).
+        padding: "valid" (the input is padded already, if at all) or, at stride 1 only,
+            "same": each axis is padded just before the first step whose kernel reaches
+            along it (a step of extent 1 along an axis acts on each row or column alone,
+            so padding after it is exact, for zeros as for reflections).
 
     Returns:
         A list of ``FactoredStep`` in execution order. Factor ``k`` always convolves at
@@ -189,6 +199,11 @@ def factored_conv_plan(factor_shapes, strides=(1, 1), order="auto"):
         if dil[k - 1][0] % sh == 0 and dil[k - 1][1] % sw == 0:
             stride_after = k
             break
+    if padding == "same" and (sh, sw) != (1, 1):
+        raise ValueError("A strided cascade pads its input once (`pad_input`); "
+                         "factored_conv_plan(padding='same') needs strides (1, 1).")
+    total = (math.prod(s[0] for s in shapes), math.prod(s[1] for s in shapes))
+    pending = [padding == "same" and e > 1 for e in total]
     steps, done = [], set()
     for k in order:
         kh, kw, cin, cout = shapes[k]
@@ -204,7 +219,18 @@ def factored_conv_plan(factor_shapes, strides=(1, 1), order="auto"):
                 conv_s = (sh, sw)
             else:
                 slice_s = (sh, sw)
-        steps.append(FactoredStep(k, (kh, kw), cin, cout, d, conv_s, slice_s, groups))
+        extent = ((kh - 1) * d[0] + 1, (kw - 1) * d[1] + 1)
+        pads = []
+        for axis in (0, 1):
+            if pending[axis] and extent[axis] > 1:
+                pending[axis] = False
+                pads.append(same_padding_amounts(None, total[axis], 1))
+            else:
+                pads.append((0, 0))
+        same_conv = any(p != (0, 0) for p in pads) and all(
+            p == same_padding_amounts(None, e, 1) for p, e in zip(pads, extent))
+        steps.append(FactoredStep(k, (kh, kw), cin, cout, d, conv_s, slice_s, groups,
+                                  tuple(pads), same_conv))
         done.add(k)
     return steps
 
@@ -215,11 +241,14 @@ def factored_conv_macs(input_hw, factor_shapes, rank=1, strides=(1, 1), padding=
     ``(H, W)`` input."""
     kernel = (math.prod(s[0] for s in factor_shapes), math.prod(s[1] for s in factor_shapes))
     h, w = input_hw
-    if padding == "same":
+    per_step = padding == "same" and tuple(strides) == (1, 1)
+    if padding == "same" and not per_step:
         h += sum(same_padding_amounts(h, kernel[0], strides[0]))
         w += sum(same_padding_amounts(w, kernel[1], strides[1]))
     total = 0
-    for step in factored_conv_plan(factor_shapes, strides, order):
+    for step in factored_conv_plan(factor_shapes, strides, order,
+                                   "same" if per_step else "valid"):
+        h, w = h + sum(step.padding[0]), w + sum(step.padding[1])
         eh, ew = step.extent()
         h = (h - eh) // step.conv_strides[0] + 1
         w = (w - ew) // step.conv_strides[1] + 1
@@ -305,26 +334,38 @@ def _move_axes(t, current, target, sizes):
     return ops.transpose(t, perm)
 
 
-def _conv_step(x, kernel, step):
-    """One step of the cascade: dilated "valid" conv, then the step's slicing."""
-    x = dilated_conv2d(x, kernel, step.conv_strides, step.dilation)
+def _conv_step(x, kernel, step, padding_mode="zeros"):
+    """One step of the cascade: the step's padding, dilated "valid" conv (or one "same"
+    conv where that is the same), then the step's slicing."""
+    if step.same_conv and padding_mode == "zeros" and step.dilation == (1, 1):
+        x = ops.conv(x, kernel, strides=step.conv_strides, padding="same")
+    else:
+        if step.padding != ((0, 0), (0, 0)):
+            widths = [(0, 0), step.padding[0], step.padding[1], (0, 0)]
+            x = (ops.pad(x, widths) if padding_mode == "zeros"
+                 else ops.pad(x, widths, mode=padding_mode))
+        x = dilated_conv2d(x, kernel, step.conv_strides, step.dilation)
     if step.slice_strides != (1, 1):
         x = x[:, :: step.slice_strides[0], :: step.slice_strides[1], :]
     return x
 
 
-def factored_conv2d(x, factors, strides=(1, 1), order="auto"):
-    """Factored "valid" convolution of an already padded input, all rank terms.
+def factored_conv2d(x, factors, strides=(1, 1), order="auto", padding="valid",
+                    padding_mode="zeros"):
+    """Factored convolution, all rank terms: "valid" (of an input padded as needed) or,
+    at stride 1, "same" with the padding applied step by step (`factored_conv_plan`).
 
     Args:
-        x: (N, H, W, prod in_k) tensor, padded as needed.
+        x: (N, H, W, prod in_k) tensor.
         factors: m >= 2 tensors ``(rank, kh_k, kw_k, in_k, out_k)``, outermost first.
         strides: ``(sh, sw)`` of the equivalent plain convolution.
         order: the factors' execution order (see `step_order`).
+        padding, padding_mode: "valid", or "same" (stride 1) with "zeros", "reflect" or
+            "symmetric" values.
 
     Returns:
         (N, H', W', prod out_k):
-        ``conv(x, sum_r kron(F_0[r], ..., F_{m-1}[r]), strides, "valid")``.
+        ``conv(x, sum_r kron(F_0[r], ..., F_{m-1}[r]), strides, padding)``.
 
     The rank terms share two of their convolutions: the first step runs once
     with the terms' kernels concatenated along its output channels
@@ -336,7 +377,7 @@ def factored_conv2d(x, factors, strides=(1, 1), order="auto"):
     shapes = [tuple(int(v) for v in f.shape[1:]) for f in factors]
     rank = int(factors[0].shape[0])
     m = len(shapes)
-    plan = factored_conv_plan(shapes, strides, order)
+    plan = factored_conv_plan(shapes, strides, order, padding)
     sizes = [s[2] for s in shapes]  # current size of each channel axis
     batch = ops.shape(x)[0]
     h, w = ops.shape(x)[1], ops.shape(x)[2]
@@ -361,11 +402,12 @@ def factored_conv2d(x, factors, strides=(1, 1), order="auto"):
         t = _move_axes(t, current, target, dict(enumerate(sizes), R=rank))
         if first or last:
             t = _conv_step(ops.reshape(t, [-1, h, w, (1 if first else rank) * cin]),
-                           kernel, step)
+                           kernel, step, padding_mode)
         else:
             # One convolution per rank term; the terms stay first: (rank * N * G, ...).
             terms = ops.reshape(t, [rank, -1, h, w, cin])
-            t = ops.concatenate([_conv_step(terms[r], f[r], step) for r in range(rank)], axis=0)
+            t = ops.concatenate([_conv_step(terms[r], f[r], step, padding_mode)
+                                 for r in range(rank)], axis=0)
         sizes[a] = cout
         h, w = ops.shape(t)[1], ops.shape(t)[2]
         if first:
@@ -400,6 +442,8 @@ def kronecker_conv2d(x, factors, strides=(1, 1), padding="same", padding_mode="z
     padding, padding_mode = normalize_padding(padding, padding_mode)
     extent = (math.prod(int(f.shape[1]) for f in factors),
               math.prod(int(f.shape[2]) for f in factors))
+    if padding == "same" and strides == (1, 1):  # padded step by step, where it is needed
+        return factored_conv2d(x, factors, strides, order, "same", padding_mode)
     x = pad_input(x, extent, strides, padding, padding_mode)
     return factored_conv2d(x, factors, strides, order)
 

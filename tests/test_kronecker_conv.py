@@ -598,10 +598,12 @@ ORDER_CASES = [
 
 
 @pytest.mark.parametrize("factors", ORDER_CASES)
-@pytest.mark.parametrize("padding", ["same", "valid"])
-def test_every_step_order_equals_the_materialised_kernel(factors, padding):
-    """At stride 1 the factors may run in any order: each order's output is the plain
-    convolution with sum_r kron(F_0[r], ...) (np.kron), borders included."""
+@pytest.mark.parametrize("padding, mode", [("same", "zeros"), ("same", "reflect"),
+                                           ("same", "symmetric"), ("valid", "zeros")])
+def test_every_step_order_equals_the_materialised_kernel(factors, padding, mode):
+    """At stride 1 the factors may run in any order, each axis padded just before the
+    first step reaching along it: each order's output is the plain convolution with
+    sum_r kron(F_0[r], ...) (np.kron), borders and padding modes included."""
     import itertools
 
     from kronecker_zoo import ops as kz_ops
@@ -610,9 +612,10 @@ def test_every_step_order_equals_the_materialised_kernel(factors, padding):
     rank = 2
     kernels = [rng.standard_normal((rank,) + f).astype("float32") for f in factors]
     x = rng.standard_normal((2, 11, 10, math.prod(f[2] for f in factors))).astype("float32")
-    expected = ref.conv2d(x, ref.kron_kernel(kernels), padding=padding)
+    expected = ref.conv2d(x, ref.kron_kernel(kernels), padding=padding, padding_mode=mode)
     for order in itertools.permutations(range(len(factors))):
-        y = to_numpy(kz_ops.kronecker_conv2d(x, kernels, padding=padding, order=order))
+        y = to_numpy(kz_ops.kronecker_conv2d(x, kernels, padding=padding, padding_mode=mode,
+                                             order=order))
         np.testing.assert_allclose(y, expected, rtol=1e-4, atol=1e-4, err_msg=str(order))
 
 
@@ -637,9 +640,8 @@ def test_step_order_picks_the_fewest_macs_and_keeps_strided_plans():
 @pytest.mark.parametrize("k, cin, cout, rank", [(3, 16, 24, 4), (5, 8, 8, 2)])
 def test_low_rank_shaped_factors_cost_what_low_rank_conv_costs(k, cin, cout, rank):
     """``(k x 1, in -> 1) (x) (1 x k, 1 -> out)`` runs as LowRankConv2D's two convolutions:
-    outer factor first, k (in + out) MACs per pixel and rank term (inner first: 2 k in out);
-    the only difference is the input padded once along both axes, which costs the
-    vertical step k * in * rank MACs on each of the (k - 1) extra columns."""
+    outer factor first, k (in + out) MACs per pixel and rank term (inner first: 2 k in out),
+    each axis padded just before the step that reaches along it: the same MACs exactly."""
     from kronecker_zoo import ops as kz_ops
     from kronecker_zoo.layers import LowRankConv2D
 
@@ -647,14 +649,17 @@ def test_low_rank_shaped_factors_cost_what_low_rank_conv_costs(k, cin, cout, ran
     plan = kz_ops.factored_conv_plan(factors)
     assert [(s.kernel_size, s.in_channels, s.out_channels, s.groups, s.dilation)
             for s in plan] == [((k, 1), cin, 1, 1, (1, 1)), ((1, k), 1, cout, 1, (1, 1))]
+    half = ((k - 1) // 2, k - 1 - (k - 1) // 2)
+    same = kz_ops.factored_conv_plan(factors, padding="same")
+    assert [(s.padding, s.same_conv) for s in same] == [((half, (0, 0)), True),
+                                                          (((0, 0), half), True)]
     h, w = 20, 17
     kron = KroneckerConv2D(cout, k, factors, rank=rank, execution="factored")
     kron.build((None, h, w, cin))
     low = LowRankConv2D(cout, k, rank)
     low.build((None, h, w, cin))
-    assert kron.macs((h, w)) == low.macs((h, w)) + k * cin * rank * h * (k - 1)
-    assert kron.macs((h, w)) == rank * (k * cin * h * (w + k - 1) + k * cout * h * w)
+    assert kron.macs((h, w)) == low.macs((h, w)) == rank * (k * cin + k * cout) * h * w
     inner_first = kz_ops.factored_conv_macs((h, w), factors, rank, order=(1, 0))
-    # inner first: (1 x k, 1 -> out) over the `in` groups on (h + k - 1, w), then
-    # (k x 1, in -> 1) over the `out` groups on (h, w)
-    assert inner_first == rank * k * cin * cout * ((h + k - 1) * w + h * w)
+    # inner first: (1 x k, 1 -> out) over the `in` groups, then (k x 1, in -> 1) over the
+    # `out` groups, each on (h, w)
+    assert inner_first == rank * 2 * k * cin * cout * h * w
