@@ -34,6 +34,7 @@ from kronecker_zoo.export import (
     pretraining_calibration_data,
     tflite_io,
     tflite_op_counts,
+    tflite_ops_by_layer,
     tflite_ops,
     tflite_quantization,
     to_tflite,
@@ -672,3 +673,24 @@ def test_low_rank_shaped_kronecker_exports_as_low_rank_conv(tmp_path):
         assert verify_tflite(model, info, x).rel_error <= 1e-5
     assert counts["lowrank"] == {"CONV_2D": 2}
     assert counts["kron"] == counts["lowrank"]
+
+
+def test_ops_by_layer_names_what_each_layer_costs(tmp_path):
+    """Every op of the file is counted once, under the layer whose scope produced it: the
+    grouped Kronecker layer's TRANSPOSEs under it, the plain convolution's CONV_2D under it."""
+    inputs = keras.Input((12, 12, 8), batch_size=1)
+    h = keras.layers.Conv2D(16, 3, padding="same", name="plain")(inputs)
+    h = KroneckerConv2D(16, 3, [(1, 1, 4, 4), (3, 3, 4, 4)], execution="factored",
+                        name="kron")(h)
+    h = keras.layers.ReLU(name="act")(h)
+    model = keras.Model(inputs, keras.layers.GlobalAveragePooling2D(name="pool")(h))
+    info = to_tflite(model, tmp_path / "m.tflite")
+    by_layer = tflite_ops_by_layer(info, [layer.name for layer in model.layers])
+    total = {}
+    for ops in by_layer.values():
+        for op, n in ops.items():
+            total[op] = total.get(op, 0) + n
+    assert total == tflite_op_counts(info)
+    assert by_layer["plain"] == {"CONV_2D": 1}
+    assert by_layer["kron"]["CONV_2D"] == 2 and by_layer["kron"]["TRANSPOSE"] >= 1
+    assert "TRANSPOSE" not in by_layer.get("(other)", {})

@@ -28,6 +28,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from kronecker_zoo import models  # noqa: E402
 from kronecker_zoo.export import (  # noqa: E402
     pretraining_calibration_data,
+    tflite_ops_by_layer,
     to_tflite,
     verify_tflite,
 )
@@ -68,6 +69,8 @@ def build_parser():
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     parser.add_argument("--verify", type=int, default=0, metavar="N",
                         help="also verify against Keras on N test images (0: skip)")
+    parser.add_argument("--ops-per-layer", action="store_true",
+                        help="list the file's ops per Keras layer (what each layer costs)")
     return parser
 
 
@@ -116,6 +119,11 @@ def main(argv=None):
         return 2
     print(info.summary())
     print("op check: OK (builtin ops only, no SPACE_TO_BATCH_ND / BATCH_TO_SPACE_ND)")
+    if args.ops_per_layer:
+        by_layer = tflite_ops_by_layer(info, [layer.name for layer in model.layers])
+        for layer, ops in by_layer.items():
+            print(f"  {layer:32s} " + ", ".join(f"{op} x{n}" if n > 1 else op
+                                                 for op, n in ops.items()))
     if args.verify:
         images, labels = zoo.test_set(args.model, args.verify)
         report = verify_tflite(model, info, images, labels)

@@ -37,6 +37,7 @@ from kronecker_zoo.export.inspect_tflite import (
     tflite_io,
     tflite_op_counts,
     tflite_ops,
+    tflite_ops_by_layer,
     tflite_quantization,
 )
 from kronecker_zoo.export.runner import TFLiteRunner, benchmark_tflite, run_tflite
@@ -75,6 +76,7 @@ __all__ = [
     "tflite_io",
     "tflite_op_counts",
     "tflite_ops",
+    "tflite_ops_by_layer",
     "tflite_quantization",
     "to_tflite",
     "to_xla",

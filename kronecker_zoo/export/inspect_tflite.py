@@ -7,6 +7,7 @@ XNNPACK shows ``DELEGATE`` nodes instead of the ops).
 
 import collections
 import os
+import re
 
 from ai_edge_litert import schema_py_generated as schema
 
@@ -64,6 +65,44 @@ def tflite_op_counts(path):
     (Select TF ops are ``"CUSTOM:Flex<TfOp>"``)."""
     return dict(sorted(collections.Counter(
         name for _, _, name in _operators(_load(path))).items()))
+
+
+def _layer_of(tensor_name, order):
+    """The layer a converter tensor name points at, or None. ``order``: ``{layer name:
+    position in the model}``.
+
+    A tensor is named after its TensorFlow scopes (``"model_1/stage1_conv_1/convolution"``:
+    Keras adds ``_<n>`` to a layer's scope when it traces it again); an op into which the
+    converter fused later layers (a BatchNormalization folded into a convolution, a ReLU)
+    names every part, separated by ``;``: the op belongs to the earliest of them.
+    """
+    found = []
+    for part in tensor_name.split(";"):
+        for component in part.split("/")[1:] or part.split("/"):
+            for name in (component, re.sub(r"_\d+$", "", component)):
+                if name in order:
+                    found.append(name)
+                    break
+    return min(found, key=order.get) if found else None
+
+
+def tflite_ops_by_layer(path, layer_names):
+    """``{layer name: {op name: count}}``: the file's ops grouped by the Keras layer
+    that produced them, read from each op's output tensor name (see `_layer_of`). Ops no
+    layer name matches count under ``"(other)"``; layers without ops are left out.
+
+    Args:
+        path: the .tflite file (or its bytes).
+        layer_names: the model's layer names, e.g. ``[l.name for l in model.layers]``.
+    """
+    names = list(dict.fromkeys(layer_names))
+    order = {n: i for i, n in enumerate(names)}
+    counts = collections.OrderedDict((n, collections.Counter()) for n in names + ["(other)"])
+    for graph, op, op_name in _operators(_load(path)):
+        tensor = graph.Tensors(op.Outputs(0)) if op.OutputsLength() else None
+        label = tensor.Name().decode() if tensor is not None and tensor.Name() else ""
+        counts[_layer_of(label, order) or "(other)"][op_name] += 1
+    return {n: dict(sorted(c.items())) for n, c in counts.items() if c}
 
 
 def tflite_ops(path):
