@@ -23,7 +23,9 @@ Two rewrites, both exact in float, are applied while an int8 file is traced:
    multiplied by ``t_c`` to compensate. The factor variables are restored on exit.
 
 Only Keras 3 functional models are rewritten (tf_keras / tfmot models are
-exported as they are).
+exported as they are). The rewrites change the model they are given while the block
+runs: `to_tflite` applies them to its private copy (`execution.private_copy`), never to
+the caller's model.
 """
 
 import contextlib
