@@ -73,7 +73,9 @@ CALIBRATION_EXAMPLES = 64  # int8 calibration images in the per-model sweep (def
 # with channel ranges far apart; the int8 rewrites equalise only after KroneckerConv2D
 # (the Kronecker student keeps 98.9%). Open in issue 13: range equalisation for LowRankConv2D.
 INT8_PTQ_SHORTFALL = {"context_net_large": 0.8, "resnet_8_kron5x": 0.98, "resnet_8": 0.98,
-                      "resnet_8_lowrank5x": 0.93}
+                      "resnet_8_lowrank5x": 0.93,
+                      # 98.05% on these 256 images with 64 calibration images (issue 13)
+                      "resnet_20_kron5x": 0.97}
 INT8_SQNR_SHORTFALL_DB = {"resnet_8_lowrank5x": 9.0}
 # Every int8 export: the quantization noise stays 20 dB below the logits.
 INT8_MIN_SQNR_DB = 20.0
