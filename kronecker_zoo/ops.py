@@ -13,10 +13,10 @@ channel index split as ``c = (c_0, ..., c_{m-1})``,
 
 where ``d_k = prod_{l > k} (kh_l, kw_l)``. It runs as a cascade: one factor at a
 time convolves (at dilation ``d_k``) with all other channel axes folded into the
-batch. At stride 1 the factors may run in any order and `step_order` picks the
+batch. The factors may run in any order and `step_order` picks the
 cheapest (for ``(k x 1, in -> 1) (x) (1 x k, 1 -> out)``, low-rank spatial SVD, the
-outer factor first: ``k (in + out)`` MACs per pixel instead of ``2 k in out``); with
-a stride, innermost first. With the input padded once
+outer factor first: ``k (in + out)`` MACs per pixel instead of ``2 k in out``); a stride
+goes on the last step that does not commute with subsampling. With the input padded once
 (exactly as a plain convolution with ``W`` would pad it) and every step "valid",
 the cascade equals the plain convolution everywhere, borders included.
 """
@@ -120,54 +120,58 @@ class FactoredStep:
     groups: int
     padding: tuple = ((0, 0), (0, 0))
     same_conv: bool = False
+    lowering: str = "batch"
+    conv_channels: tuple = (0, 0)
+    identity: int = 1
+    macs_per_pixel: int = 0
 
     def extent(self):
         return tuple((k - 1) * d + 1 for k, d in zip(self.kernel_size, self.dilation))
 
 
-def _step_macs_per_pixel(shapes, order):
-    """MACs per output pixel of the cascade running the factors in ``order`` (borders
-    ignored): step ``k`` costs ``kh kw in_k out_k`` times its groups, the product of the
-    output sizes of the factors already run and the input sizes of those still to run."""
-    total, done = 0, set()
-    for k in order:
-        groups = math.prod(shapes[j][3] if j in done else shapes[j][2]
-                           for j in range(len(shapes)) if j != k)
-        total += shapes[k][0] * shapes[k][1] * shapes[k][2] * shapes[k][3] * groups
-        done.add(k)
+LOWERINGS = ("batch", "channels")
+
+
+def _relative_macs(steps, strides):
+    """MACs per output pixel of the whole cascade (borders ignored): steps before the
+    subsampling run on ``sh * sw`` times as many pixels."""
+    scale, total = strides[0] * strides[1], 0
+    for step in steps:
+        total += step.macs_per_pixel * scale
+        if step.conv_strides != (1, 1):
+            total -= step.macs_per_pixel * (scale - 1)
+            scale = 1
+        elif step.slice_strides != (1, 1):
+            scale = 1
     return total
 
 
-def step_order(factor_shapes, strides=(1, 1), order="auto"):
+def step_order(factor_shapes, strides=(1, 1), order="auto", lowering="batch", rank=1):
     """The order in which the cascade runs the factors (indices, outermost = 0).
 
-    At stride 1 every order is exact (the spatial steps are "valid" convolutions of
-    the input padded once, so they commute; each contracts its own channel axis);
-    ``"auto"`` picks the one with the fewest MACs (innermost first on ties). With a
-    stride the cascade runs innermost first (the order whose stride placement keeps
-    it exact). ``order`` may also be a permutation of ``range(m)`` (stride 1 only).
+    Every order is exact: the spatial steps are "valid" convolutions of the input padded
+    once, so they commute, each contracting its own channel axis, and the stride is
+    placed where subsampling commutes with the remaining steps (`factored_conv_plan`).
+    ``"auto"`` picks the order with the fewest MACs under ``lowering`` (innermost first on
+    ties); ``order`` may also be a permutation of ``range(m)``.
     """
     shapes = [tuple(int(v) for v in s) for s in factor_shapes]
     m = len(shapes)
     innermost_first = tuple(range(m - 1, -1, -1))
-    strided = tuple(strides) != (1, 1)
     if isinstance(order, str) and order == "auto":
-        if strided:
-            return innermost_first
         return min(itertools.permutations(innermost_first),
-                   key=lambda o: _step_macs_per_pixel(shapes, o))
+                   key=lambda o: _relative_macs(_plan_steps(
+                       shapes, tuple(strides), o, "valid", rank, lowering), strides))
     order = tuple(int(k) for k in order)
     if sorted(order) != list(range(m)):
         raise ValueError(f"`order` must be 'auto' or a permutation of {list(range(m))}. "
                          f"Received: order={order!r}")
-    if strided and order != innermost_first:
-        raise ValueError(f"With strides {tuple(strides)} the cascade runs innermost first "
-                         f"{innermost_first}. Received: order={order!r}")
     return order
 
 
-def factored_conv_plan(factor_shapes, strides=(1, 1), order="auto", padding="valid"):
-    """The cascade that executes ``conv(x, F_0 (x) ... (x) F_{m-1}, strides)``.
+def factored_conv_plan(factor_shapes, strides=(1, 1), order="auto", padding="valid",
+                       rank=1, lowering="batch"):
+    """The cascade that executes ``conv(x, sum_r F_0[r] (x) ... (x) F_{m-1}[r], strides)``.
 
     Args:
         factor_shapes: m >= 2 shapes ``(kh, kw, in, out)``, outermost first.
@@ -177,44 +181,89 @@ def factored_conv_plan(factor_shapes, strides=(1, 1), order="auto", padding="val
             "same": each axis is padded just before the first step whose kernel reaches
             along it (a step of extent 1 along an axis acts on each row or column alone,
             so padding after it is exact, for zeros as for reflections).
+        rank: number of Kronecker terms (they share the first and last convolutions).
+        lowering: how a step reaches its channel axis when the others are not 1:
+            "batch" folds the other axes into the batch (transposes around each step;
+            any number of factors); "channels" (two factors) keeps the channels where
+            they are: the step on the fast (innermost, last) channel axis is one grouped
+            convolution (``groups`` = the slow axis' size, the factor shared by all
+            groups), the step on the slow axis one convolution with the kernel
+            ``F_0 (x) I_n`` (``n`` = the fast axis' size: ``n`` times the MACs of that
+            step, no data movement at all).
 
     Returns:
         A list of ``FactoredStep`` in execution order. Factor ``k`` always convolves at
         dilation ``d_k = prod_{l > k} (kh_l, kw_l)``. The stride is applied as early as
         the dilations allow: right after step ``k`` when every later step's dilation
         is a multiple of the stride (those dilations are then divided by it), else on
-        the final output.
+        the final output. ``macs_per_pixel`` is each step's cost per output pixel of
+        that step, rank terms included.
     """
     shapes = [tuple(int(v) for v in s) for s in factor_shapes]
+    if lowering not in LOWERINGS:
+        raise ValueError(f"`lowering` must be one of {LOWERINGS}. "
+                         f"Received: lowering={lowering!r}")
+    if lowering == "channels" and len(shapes) != 2:
+        raise ValueError(f'lowering="channels" runs two factors; got {len(shapes)}. '
+                         f'Use lowering="batch".')
+    if padding == "same" and tuple(strides) != (1, 1):
+        raise ValueError("A strided cascade pads its input once (`pad_input`); "
+                         "factored_conv_plan(padding='same') needs strides (1, 1).")
+    order = step_order(shapes, strides, order, lowering, rank)
+    return _plan_steps(shapes, tuple(strides), order, padding, rank, lowering)
+
+
+def _plan_steps(shapes, strides, order, padding, rank, lowering):
+    """`factored_conv_plan` for a given exact ``order``."""
     m = len(shapes)
     sh, sw = strides
-    order = step_order(shapes, strides, order)
     dil = []
     for k in range(m):
         dil.append((math.prod(s[0] for s in shapes[k + 1:]),
                     math.prod(s[1] for s in shapes[k + 1:])))
-    # Earliest step (in execution order m-1, ..., 0) after which striding is exact.
-    stride_after = 0
-    for k in range(m - 1, 0, -1):
-        if dil[k - 1][0] % sh == 0 and dil[k - 1][1] % sw == 0:
-            stride_after = k
-            break
-    if padding == "same" and (sh, sw) != (1, 1):
-        raise ValueError("A strided cascade pads its input once (`pad_input`); "
-                         "factored_conv_plan(padding='same') needs strides (1, 1).")
+    # The stride is exact after every step whose kernel does not commute with
+    # subsampling: a step commutes when, along each axis, it has one tap (it mixes
+    # channels pixel by pixel) or its dilation is a multiple of the stride (it then
+    # runs on the subsampled grid at dilation / stride). So the stride goes on the last
+    # non-commuting step of the order (on the first step if there is none).
+    def commutes(j):
+        return all(shapes[j][axis] == 1 or dil[j][axis] % s == 0
+                   for axis, s in ((0, sh), (1, sw)))
+
+    blocking = [k for k in order if not commutes(k)]
+    stride_step = blocking[-1] if blocking else order[0]
+    subsampled = False
     total = (math.prod(s[0] for s in shapes), math.prod(s[1] for s in shapes))
     pending = [padding == "same" and e > 1 for e in total]
     steps, done = [], set()
-    for k in order:
+    for i, k in enumerate(order):
         kh, kw, cin, cout = shapes[k]
-        d = dil[k]
-        if k < stride_after:
-            d = (d[0] // sh, d[1] // sw)
-        d = (d[0] if kh > 1 else 1, d[1] if kw > 1 else 1)  # no dilation along a 1-tap axis
+        d = (dil[k][0] if kh > 1 else 1, dil[k][1] if kw > 1 else 1)  # 1 tap: no dilation
+        if subsampled:
+            d = (d[0] // sh if kh > 1 else 1, d[1] // sw if kw > 1 else 1)
         groups = math.prod(shapes[j][3] if j in done else shapes[j][2]
                            for j in range(m) if j != k)
+        first, last = i == 0, i == m - 1
+        identity = 1
+        if lowering == "batch":
+            conv_channels = ((rank if last else 1) * cin, (rank if first else 1) * cout)
+            macs = groups * kh * kw * cin * cout * rank
+            # (middle steps run once per rank term on cin -> cout)
+            if not first and not last:
+                conv_channels = (cin, cout)
+        elif k == m - 1:  # the fast axis: one grouped convolution, `groups` groups
+            conv_channels = (groups * (rank if last else 1) * cin,
+                             groups * (rank if first else 1) * cout)
+            macs = groups * kh * kw * cin * cout * rank
+        else:  # the slow axis: one convolution with F (x) I_n, n = the fast axis' size
+            identity = groups
+            conv_channels = (cin * identity * (rank if last else 1),
+                             cout * identity * (rank if first else 1))
+            macs = kh * kw * conv_channels[0] * conv_channels[1]
+            groups = 1
         conv_s, slice_s = (1, 1), (1, 1)
-        if k == stride_after and (sh, sw) != (1, 1):
+        if k == stride_step and (sh, sw) != (1, 1):
+            subsampled = True
             if d == (1, 1):
                 conv_s = (sh, sw)
             else:
@@ -230,14 +279,15 @@ def factored_conv_plan(factor_shapes, strides=(1, 1), order="auto", padding="val
         same_conv = any(p != (0, 0) for p in pads) and all(
             p == same_padding_amounts(None, e, 1) for p, e in zip(pads, extent))
         steps.append(FactoredStep(k, (kh, kw), cin, cout, d, conv_s, slice_s, groups,
-                                  tuple(pads), same_conv))
+                                  tuple(pads), same_conv, lowering, conv_channels, identity,
+                                  macs))
         done.add(k)
     return steps
 
 
 def factored_conv_macs(input_hw, factor_shapes, rank=1, strides=(1, 1), padding="same",
-                       order="auto"):
-    """MACs per example of the factored execution (the plan of `step_order`) on an
+                       order="auto", lowering="batch"):
+    """MACs per example of the factored execution (`factored_conv_plan`) on an
     ``(H, W)`` input."""
     kernel = (math.prod(s[0] for s in factor_shapes), math.prod(s[1] for s in factor_shapes))
     h, w = input_hw
@@ -247,16 +297,68 @@ def factored_conv_macs(input_hw, factor_shapes, rank=1, strides=(1, 1), padding=
         w += sum(same_padding_amounts(w, kernel[1], strides[1]))
     total = 0
     for step in factored_conv_plan(factor_shapes, strides, order,
-                                   "same" if per_step else "valid"):
+                                   "same" if per_step else "valid", rank, lowering):
         h, w = h + sum(step.padding[0]), w + sum(step.padding[1])
         eh, ew = step.extent()
         h = (h - eh) // step.conv_strides[0] + 1
         w = (w - ew) // step.conv_strides[1] + 1
-        total += step.groups * h * w * step.kernel_size[0] * step.kernel_size[1] * (
-            step.in_channels * step.out_channels)
+        total += h * w * step.macs_per_pixel
         h = -(-h // step.slice_strides[0])
         w = -(-w // step.slice_strides[1])
-    return rank * total
+    return total
+
+
+# The planner's cost weights per runtime, in MACs of a plain convolution: one MAC of a
+# grouped or depthwise convolution, one element moved by a transpose. Fitted by
+# `python benchmarks/planner_calibration.py --runtime R` (relative least squares of
+# time = a * plain MACs + g * grouped MACs + b * moved + c over the zoo students' layers;
+# the weights are g / a and b / a) on an AMD EPYC (AVX2, no AVX-512), 2 cores.
+COST_WEIGHTS = {
+    "tensorflow": {"grouped_mac": 1.7, "moved": 138.1},  # Eigen kernels, batch 8
+    "jax": {"grouped_mac": 3.9, "moved": 53.7},  # XLA CPU, batch 8
+    "litert": {"grouped_mac": 0.9, "moved": 26.7},  # XNNPACK, 1 thread, batch 1
+}
+
+
+def factored_conv_cost_terms(input_hw, factor_shapes, rank=1, strides=(1, 1),
+                             padding="same", lowering="batch"):
+    """``(plain MACs, grouped MACs, moved elements)`` per example of a factored execution:
+    the MACs of plain and of grouped/depthwise convolutions, and the elements its
+    transposes move (approximated at the input size)."""
+    per_step = padding == "same" and tuple(strides) == (1, 1)
+    plan = factored_conv_plan(factor_shapes, strides, "auto",
+                              "same" if per_step else "valid", rank, lowering)
+    total = factored_conv_macs(input_hw, factor_shapes, rank, strides, padding,
+                               lowering=lowering)
+    grouped_share = sum(st.macs_per_pixel for st in plan
+                        if st.lowering == "channels" and st.groups > 1)
+    all_share = sum(st.macs_per_pixel for st in plan)
+    grouped = round(total * grouped_share / all_share) if all_share else 0
+    moved = transposed_per_pixel(factor_shapes, rank, "auto", strides, lowering)
+    return total - grouped, grouped, moved * input_hw[0] * input_hw[1]
+
+
+def factored_conv_constants(factor_shapes, rank=1, strides=(1, 1), lowering="batch"):
+    """Weights a frozen export of the factored execution stores: the factors themselves
+    for "batch"; for "channels" the kernels as run (the factor repeated for each group of
+    the grouped convolution, ``F (x) I_n`` for the other step)."""
+    shapes = [tuple(int(v) for v in s) for s in factor_shapes]
+    if lowering == "batch":
+        return rank * sum(math.prod(s) for s in shapes)
+    return sum(st.kernel_size[0] * st.kernel_size[1] * st.conv_channels[0]
+               // max(st.groups, 1) * st.conv_channels[1]
+               for st in factored_conv_plan(shapes, strides, "auto", "valid", rank, lowering))
+
+
+def factored_conv_cost(input_hw, factor_shapes, rank=1, strides=(1, 1), padding="same",
+                       lowering="batch", backend=None):
+    """The planner's cost of a factored execution per example, in plain-convolution MACs:
+    ``plain MACs + w_g grouped MACs + w_m moved elements`` with the weights
+    ``COST_WEIGHTS[backend]`` (default: Keras' backend) measured on that runtime."""
+    weights = COST_WEIGHTS.get(backend or keras.backend.backend(), COST_WEIGHTS["tensorflow"])
+    plain, grouped, moved = factored_conv_cost_terms(input_hw, factor_shapes, rank, strides,
+                                                     padding, lowering)
+    return plain + weights["grouped_mac"] * grouped + weights["moved"] * moved
 
 
 def dense_conv_macs(input_hw, kernel_size, in_channels, out_channels, strides=(1, 1),
@@ -318,6 +420,13 @@ def _axis_perm(current, target):
     return [current.index(name) for name in target]
 
 
+def _needs_transpose(current, target, sizes):
+    """Whether reordering named axes ``current -> target`` moves data: not when only
+    axes of size 1 (``sizes``: name -> static size) change places."""
+    return ([a for a in current if sizes.get(a) != 1]
+            != [a for a in target if sizes.get(a) != 1])
+
+
 def _move_axes(t, current, target, sizes):
     """``t`` with its named axes reordered from ``current`` to ``target``.
 
@@ -328,30 +437,160 @@ def _move_axes(t, current, target, sizes):
     perm = _axis_perm(current, target)
     if perm == list(range(len(perm))):
         return t
-    if [a for a in current if sizes.get(a) != 1] == [a for a in target if sizes.get(a) != 1]:
+    if not _needs_transpose(current, target, sizes):
         shape = ops.shape(t)
         return ops.reshape(t, [shape[i] for i in perm])
     return ops.transpose(t, perm)
 
 
+def _batch_layouts(m, order):
+    """The batch lowering's axis layouts: per step, ``(layout its convolution needs,
+    layout of its result)``. Axes: "N" batch, "S" pixels, "R" rank terms, ``0..m-1``
+    the channel axes; the input is ``["N", "S", 0, ..., m-1]`` and so is the output."""
+    layouts = []
+    for i, a in enumerate(order):
+        others = [k for k in range(m) if k != a]
+        if i == 0:
+            layouts.append((["N"] + others + ["S", a], ["N"] + others + ["S", "R", a]))
+        elif i == m - 1:
+            layouts.append((["N"] + others + ["S", "R", a], ["N"] + others + ["S", a]))
+        else:
+            layouts.append((["R", "N"] + others + ["S", a],) * 2)
+    return layouts
+
+
+def transposed_per_pixel(factor_shapes, rank=1, order="auto", strides=(1, 1),
+                         lowering="batch"):
+    """Elements per pixel that the plan's transposes move (0 for lowering="channels")."""
+    shapes = [tuple(int(v) for v in s) for s in factor_shapes]
+    if lowering == "channels":
+        return 0
+    m = len(shapes)
+    order = step_order(shapes, strides, order, lowering, rank)
+    sizes = [s[2] for s in shapes]
+    current, moved = ["N", "S"] + list(range(m)), 0
+    for a, (needed, result) in zip(order, _batch_layouts(m, order)):
+        axes = dict(enumerate(sizes), R=rank)
+        if _needs_transpose(current, needed, axes):
+            moved += math.prod(sizes) * (rank if "R" in current else 1)
+        sizes[a] = shapes[a][3]
+        current = result
+    if _needs_transpose(current, ["N", "S"] + list(range(m)), dict(enumerate(sizes), R=rank)):
+        moved += math.prod(sizes)
+    return moved
+
+
+def grouped_conv2d(x, kernel, strides=(1, 1), padding="valid"):
+    """Grouped convolution: ``x`` (N, H, W, G * a), ``kernel`` (kh, kw, a, G * b); group
+    ``g`` convolves channels ``[g a, (g + 1) a)`` with ``kernel[..., g b:(g + 1) b]``.
+
+    One input channel per group runs as a depthwise convolution (DEPTHWISE_CONV_2D in
+    TFLite, with fast int8 kernels). Otherwise, on TensorFlow the forward op is one
+    native (grouped) Conv2D, which exports as one CONV_2D; TensorFlow's CPU kernels have no gradient for it, so the backward pass is
+    that of the same convolution compiled by XLA (as Keras runs grouped convolutions).
+    """
+    kh, kw, group_in, out = (int(v) for v in kernel.shape)
+    groups = int(x.shape[-1]) // group_in
+    if group_in == 1 and groups > 1 and strides[0] == strides[1]:  # a depthwise convolution
+        kernel = ops.reshape(kernel, (kh, kw, groups, out // groups))
+        return ops.depthwise_conv(x, kernel, strides=strides, padding=padding)
+    if keras.backend.backend() == "tensorflow" and groups > 1:
+        return _tf_grouped_conv2d(x, ops.cast(kernel, x.dtype), tuple(strides), padding)
+    return ops.conv(x, kernel, strides=strides, padding=padding)
+
+
+_XLA_CONV_GRADIENT = None
+
+
+def _tf_grouped_conv2d(x, kernel, strides, padding):
+    import tensorflow as tf
+
+    global _XLA_CONV_GRADIENT
+    if _XLA_CONV_GRADIENT is None:
+        @tf.function(jit_compile=True, reduce_retracing=True)
+        def xla_gradient(x, kernel, dy, strides, padding):
+            with tf.GradientTape() as tape:
+                tape.watch([x, kernel])
+                z = tf.nn.conv2d(x, kernel, strides=strides, padding=padding)
+            return tape.gradient(z, [x, kernel], output_gradients=dy)
+
+        _XLA_CONV_GRADIENT = xla_gradient
+    strides4, pad = [1, *strides, 1], padding.upper()
+
+    @tf.custom_gradient
+    def conv(x, kernel):
+        def grad(dy):
+            return _XLA_CONV_GRADIENT(x, kernel, dy, strides4, pad)
+
+        return tf.nn.conv2d(x, kernel, strides=strides4, padding=pad), grad
+
+    return conv(x, kernel)
+
+
 def _conv_step(x, kernel, step, padding_mode="zeros"):
     """One step of the cascade: the step's padding, dilated "valid" conv (or one "same"
-    conv where that is the same), then the step's slicing."""
+    conv where that is the same), then the step's slicing. A kernel with fewer input
+    channels than ``x`` runs as a grouped convolution (dilation 1)."""
+    grouped = int(kernel.shape[-2]) != int(x.shape[-1])
     if step.same_conv and padding_mode == "zeros" and step.dilation == (1, 1):
-        x = ops.conv(x, kernel, strides=step.conv_strides, padding="same")
+        if grouped:
+            x = grouped_conv2d(x, kernel, step.conv_strides, "same")
+        else:
+            x = ops.conv(x, kernel, strides=step.conv_strides, padding="same")
     else:
         if step.padding != ((0, 0), (0, 0)):
             widths = [(0, 0), step.padding[0], step.padding[1], (0, 0)]
             x = (ops.pad(x, widths) if padding_mode == "zeros"
                  else ops.pad(x, widths, mode=padding_mode))
-        x = dilated_conv2d(x, kernel, step.conv_strides, step.dilation)
+        if grouped:
+            x = grouped_conv2d(x, kernel, step.conv_strides)
+        else:
+            x = dilated_conv2d(x, kernel, step.conv_strides, step.dilation)
     if step.slice_strides != (1, 1):
         x = x[:, :: step.slice_strides[0], :: step.slice_strides[1], :]
     return x
 
 
+def _channels_conv2d(x, factors, plan, padding_mode):
+    """Two factors without moving data (`factored_conv_plan`, lowering="channels"):
+    channels stay ``(c_0, c_1)`` (slow, fast). The fast-axis step is one grouped
+    convolution with the factor shared by its groups; the slow-axis step one convolution
+    with the kernel ``sum_r F_0[r] (x) I_n`` laid out for the channels it meets:
+    ``(c_0, j) -> (o_0, r, j)`` when it runs first, ``(c_0, r, j) -> (o_0, j)`` last."""
+    rank = int(factors[0].shape[0])
+    for i, step in enumerate(plan):
+        f = factors[step.axis]
+        kh, kw, cin, cout = step.kernel_size + (step.in_channels, step.out_channels)
+        first = i == 0
+        if step.identity == 1 and step.axis == len(factors) - 1:
+            if first:  # (rank, kh, kw, in, out) -> (kh, kw, in, rank * out)
+                kernel = ops.reshape(ops.transpose(f, (1, 2, 3, 0, 4)),
+                                     (kh, kw, cin, rank * cout))
+            else:  # -> (kh, kw, rank * in, out)
+                kernel = ops.reshape(ops.transpose(f, (1, 2, 0, 3, 4)),
+                                     (kh, kw, rank * cin, cout))
+            if step.groups > 1:  # (a concatenation folds into a constant in TFLite; a TILE may not)
+                kernel = ops.concatenate([kernel] * step.groups, axis=-1)
+        else:
+            n = step.identity
+            eye = ops.eye(n, dtype=f.dtype)
+            # Broadcast products (an outer-product einsum does not convert to TFLite).
+            if first:  # (c_0, j) -> (o_0, r, j): K[h, w, c, j, o, r, k] = F[r, h, w, c, o] I[j, k]
+                kernel = (ops.reshape(ops.transpose(f, (1, 2, 3, 4, 0)),
+                                      (kh, kw, cin, 1, cout, rank, 1))
+                          * ops.reshape(eye, (1, 1, 1, n, 1, 1, n)))
+                kernel = ops.reshape(kernel, (kh, kw, cin * n, cout * rank * n))
+            else:  # (c_0, r, j) -> (o_0, j): K[h, w, c, r, j, o, k] = F[r, h, w, c, o] I[j, k]
+                kernel = (ops.reshape(ops.transpose(f, (1, 2, 3, 0, 4)),
+                                      (kh, kw, cin, rank, 1, cout, 1))
+                          * ops.reshape(eye, (1, 1, 1, 1, n, 1, n)))
+                kernel = ops.reshape(kernel, (kh, kw, cin * rank * n, cout * n))
+        x = _conv_step(x, kernel, step, padding_mode)
+    return x
+
+
 def factored_conv2d(x, factors, strides=(1, 1), order="auto", padding="valid",
-                    padding_mode="zeros"):
+                    padding_mode="zeros", lowering="batch"):
     """Factored convolution, all rank terms: "valid" (of an input padded as needed) or,
     at stride 1, "same" with the padding applied step by step (`factored_conv_plan`).
 
@@ -362,6 +601,7 @@ def factored_conv2d(x, factors, strides=(1, 1), order="auto", padding="valid",
         order: the factors' execution order (see `step_order`).
         padding, padding_mode: "valid", or "same" (stride 1) with "zeros", "reflect" or
             "symmetric" values.
+        lowering: "batch" or "channels" (two factors), see `factored_conv_plan`.
 
     Returns:
         (N, H', W', prod out_k):
@@ -377,32 +617,30 @@ def factored_conv2d(x, factors, strides=(1, 1), order="auto", padding="valid",
     shapes = [tuple(int(v) for v in f.shape[1:]) for f in factors]
     rank = int(factors[0].shape[0])
     m = len(shapes)
-    plan = factored_conv_plan(shapes, strides, order, padding)
+    plan = factored_conv_plan(shapes, strides, order, padding, rank, lowering)
+    if lowering == "channels":
+        return _channels_conv2d(x, factors, plan, padding_mode)
     sizes = [s[2] for s in shapes]  # current size of each channel axis
     batch = ops.shape(x)[0]
     h, w = ops.shape(x)[1], ops.shape(x)[2]
     t = ops.reshape(x, [batch, h * w] + sizes)
     current = ["N", "S"] + list(range(m))
-    for i, step in enumerate(plan):
+    layouts = _batch_layouts(m, [step.axis for step in plan])
+    for i, (step, (needed, result)) in enumerate(zip(plan, layouts)):
         a = step.axis
         first, last = i == 0, i == len(plan) - 1
         others = [k for k in range(m) if k != a]
         f = factors[a]
         kh, kw, cin, cout = shapes[a]
+        t = _move_axes(t, current, needed, dict(enumerate(sizes), R=rank))
         if first:
             # (rank, kh, kw, in, out) -> (kh, kw, in, rank * out)
             kernel = ops.reshape(ops.transpose(f, (1, 2, 3, 0, 4)), (kh, kw, cin, rank * cout))
-            target = ["N"] + others + ["S", a]
+            t = _conv_step(ops.reshape(t, [-1, h, w, cin]), kernel, step, padding_mode)
         elif last:
             # (rank, kh, kw, in, out) -> (kh, kw, rank * in, out)
             kernel = ops.reshape(ops.transpose(f, (1, 2, 0, 3, 4)), (kh, kw, rank * cin, cout))
-            target = ["N"] + others + ["S", "R", a]
-        else:
-            target = ["R", "N"] + others + ["S", a]
-        t = _move_axes(t, current, target, dict(enumerate(sizes), R=rank))
-        if first or last:
-            t = _conv_step(ops.reshape(t, [-1, h, w, (1 if first else rank) * cin]),
-                           kernel, step, padding_mode)
+            t = _conv_step(ops.reshape(t, [-1, h, w, rank * cin]), kernel, step, padding_mode)
         else:
             # One convolution per rank term; the terms stay first: (rank * N * G, ...).
             terms = ops.reshape(t, [rank, -1, h, w, cin])
@@ -410,21 +648,16 @@ def factored_conv2d(x, factors, strides=(1, 1), order="auto", padding="valid",
                                  for r in range(rank)], axis=0)
         sizes[a] = cout
         h, w = ops.shape(t)[1], ops.shape(t)[2]
-        if first:
-            current = ["N"] + others + ["S", "R", a]
-            t = ops.reshape(t, [batch] + [sizes[k] for k in others] + [h * w, rank, cout])
-        elif last:
-            current = ["N"] + others + ["S", a]
-            t = ops.reshape(t, [batch] + [sizes[k] for k in others] + [h * w, cout])
-        else:
-            current = target
-            t = ops.reshape(t, [rank, batch] + [sizes[k] for k in others] + [h * w, cout])
+        lead = [rank, batch] if result[0] == "R" else [batch]
+        tail = [h * w, rank, cout] if "R" in result[-2:] else [h * w, cout]
+        t = ops.reshape(t, lead + [sizes[k] for k in others] + tail)
+        current = result
     t = _move_axes(t, current, ["N", "S"] + list(range(m)), dict(enumerate(sizes), R=rank))
     return ops.reshape(t, [batch, h, w, math.prod(sizes)])
 
 
 def kronecker_conv2d(x, factors, strides=(1, 1), padding="same", padding_mode="zeros",
-                     order="auto"):
+                     order="auto", lowering="batch"):
     """Factored Kronecker convolution: ``conv(x, sum_r kron(F_0[r], ..., F_{m-1}[r]))``.
 
     Args:
@@ -434,6 +667,7 @@ def kronecker_conv2d(x, factors, strides=(1, 1), padding="same", padding_mode="z
         padding: "same" or "valid", with Keras/TF semantics for the full kernel.
         padding_mode: "zeros", "reflect" or "symmetric" for "same" padding.
         order: the factors' execution order (see `step_order`; default the cheapest).
+        lowering: "batch" or "channels" (two factors), see `factored_conv_plan`.
 
     Returns:
         (N, H', W', prod out_k), never forming the full kernel.
@@ -443,9 +677,9 @@ def kronecker_conv2d(x, factors, strides=(1, 1), padding="same", padding_mode="z
     extent = (math.prod(int(f.shape[1]) for f in factors),
               math.prod(int(f.shape[2]) for f in factors))
     if padding == "same" and strides == (1, 1):  # padded step by step, where it is needed
-        return factored_conv2d(x, factors, strides, order, "same", padding_mode)
+        return factored_conv2d(x, factors, strides, order, "same", padding_mode, lowering)
     x = pad_input(x, extent, strides, padding, padding_mode)
-    return factored_conv2d(x, factors, strides, order)
+    return factored_conv2d(x, factors, strides, order, lowering=lowering)
 
 
 def kronecker_matmul(x, factors):

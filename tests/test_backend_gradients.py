@@ -16,15 +16,20 @@ pytestmark = pytest.mark.training
 
 
 @pytest.mark.parametrize(
-    "factors,rank,strides,padding",
+    "factors,rank,strides,padding,lowering",
     [
-        ([(3, 3, 2, 2), (3, 3, 2, 3)], 1, 1, "same"),
-        ([(2, 3, 2, 1), (2, 2, 1, 2)], 2, 2, "same"),
-        ([(2, 2, 1, 2), (1, 2, 2, 1), (3, 1, 2, 2)], 1, (2, 3), "valid"),
+        ([(3, 3, 2, 2), (3, 3, 2, 3)], 1, 1, "same", "batch"),
+        ([(2, 3, 2, 1), (2, 2, 1, 2)], 2, 2, "same", "batch"),
+        ([(2, 2, 1, 2), (1, 2, 2, 1), (3, 1, 2, 2)], 1, (2, 3), "valid", "batch"),
+        # "channels": a grouped convolution (TF: XLA gradient) and F (x) I ...
+        ([(3, 3, 2, 2), (3, 3, 2, 3)], 2, 1, "same", "channels"),
+        # ... a depthwise one (one input channel per group), strided
+        ([(1, 1, 3, 2), (3, 3, 1, 2)], 3, 2, "same", "channels"),
+        ([(3, 1, 2, 2), (1, 2, 3, 2)], 2, (2, 1), "valid", "channels"),
     ],
 )
 def test_kronecker_conv_factored_and_materialized_gradients_agree(factors, rank, strides,
-                                                                  padding):
+                                                                  padding, lowering):
     rng = np.random.default_rng(3)
     kh = int(np.prod([f[0] for f in factors]))
     kw = int(np.prod([f[1] for f in factors]))
@@ -34,7 +39,7 @@ def test_kronecker_conv_factored_and_materialized_gradients_agree(factors, rank,
     layers = {}
     for execution in ("factored", "materialized"):
         layer = kz.KroneckerConv2D(cout, (kh, kw), factors, rank=rank, strides=strides,
-                                   padding=padding, execution=execution)
+                                   padding=padding, execution=execution, lowering=lowering)
         layer.build(x.shape)
         layers[execution] = layer
     layers["materialized"].set_weights(layers["factored"].get_weights())

@@ -683,7 +683,7 @@ def test_ops_by_layer_names_what_each_layer_costs(tmp_path):
     inputs = keras.Input((12, 12, 8), batch_size=1)
     h = keras.layers.Conv2D(16, 3, padding="same", name="plain")(inputs)
     h = KroneckerConv2D(16, 3, [(1, 1, 4, 4), (3, 3, 4, 4)], execution="factored",
-                        name="kron")(h)
+                        lowering="batch", name="kron")(h)
     h = keras.layers.ReLU(name="act")(h)
     model = keras.Model(inputs, keras.layers.GlobalAveragePooling2D(name="pool")(h))
     info = to_tflite(model, tmp_path / "m.tflite")
@@ -696,3 +696,88 @@ def test_ops_by_layer_names_what_each_layer_costs(tmp_path):
     assert by_layer["plain"] == {"CONV_2D": 1}
     assert by_layer["kron"]["CONV_2D"] == 2 and by_layer["kron"]["TRANSPOSE"] >= 1
     assert "TRANSPOSE" not in by_layer.get("(other)", {})
+
+
+@pytest.mark.parametrize("factors, rank, strides, padding, expected_ops", [
+    # grouped 3x3 (the fast axis, 4 groups sharing the factor) and (3x3 (x) I) dilated
+    ([(3, 3, 4, 2), (3, 3, 4, 8)], 2, 1, "same", {"CONV_2D": 2, "PAD": 1}),
+    # one input channel per group: a depthwise convolution; strided, "valid"
+    ([(1, 1, 4, 8), (3, 3, 1, 2)], 1, 2, "valid", {"CONV_2D": 1, "DEPTHWISE_CONV_2D": 1}),
+])
+def test_channels_lowering_exports_without_moving_data(factors, rank, strides, padding,
+                                                       expected_ops, tmp_path):
+    """lowering="channels" keeps the channel layout: no TRANSPOSE, RESHAPE or TILE in the
+    file, only the two convolutions, and the float32 and int8 files equal the NumPy
+    oracle conv2d(x, sum_r kron(F0[r], F1[r])) + b."""
+    cin = factors[0][2] * factors[1][2]
+    cout = factors[0][3] * factors[1][3]
+    kernel = (factors[0][0] * factors[1][0], factors[0][1] * factors[1][1])
+    inputs = keras.Input((14, 13, cin))
+    layer = KroneckerConv2D(cout, kernel, factors, rank=rank, strides=strides,
+                            padding=padding, lowering="channels", name="kron")
+    model = keras.Model(inputs, layer(inputs))
+    rng = np.random.default_rng(5)
+    model.set_weights([(0.3 * rng.standard_normal(w.shape)).astype("float32")
+                       for w in model.get_weights()])
+    info = to_tflite(model, tmp_path / "c.tflite")
+    assert tflite_op_counts(info) == expected_ops
+    x = rng.uniform(-2, 2, (4, 14, 13, cin)).astype("float32")
+    expected = ref.conv2d(x, ref.kron_kernel([np.asarray(f) for f in layer.factor_weights]),
+                          strides=strides, padding=padding) + np.asarray(layer.bias)
+    got = TFLiteRunner(info)(x)
+    assert got.shape == expected.shape
+    assert np.max(np.abs(got - expected)) <= 1e-4 * np.max(np.abs(expected))
+    int8 = to_tflite(model, tmp_path / "c8.tflite", quantization="int8",
+                     representative_data=rng.uniform(-2, 2, (64, 14, 13, cin)).astype("float32"))
+    assert "TRANSPOSE" not in int8.ops and "TILE" not in int8.ops
+    report = verify_tflite(model, int8, x)
+    assert report.sqnr_db >= 25, str(report)
+
+
+def _two_factor_model():
+    inputs = keras.Input((28, 28, 16))
+    h = KroneckerConv2D(32, 3, [(1, 1, 16, 16), (3, 3, 1, 2)], rank=3, strides=2,
+                        name="a")(inputs)
+    h = KroneckerConv2D(32, 3, [(1, 1, 32, 2), (3, 3, 1, 16)], rank=8, name="b")(h)
+    h = KroneckerConv2D(64, 3, [(1, 1, 16, 32), (3, 3, 2, 2)], rank=6, strides=2,
+                        name="c")(h)
+    return keras.Model(inputs, h)
+
+
+def test_export_plans_each_lowering_for_litert_within_the_size_budget(tmp_path, monkeypatch):
+    """Layers with lowering="auto" are planned for LiteRT's measured costs when exported,
+    on the export's copy only: each takes its cheaper lowering (here "channels" for all
+    three), then the layers saving least per extra stored weight go back to "batch" until
+    the extra weights fit `extra_weights_budget`; with no budget every layer is "batch"."""
+    from kronecker_zoo import ops as kz_ops
+    from kronecker_zoo.export import execution as export_execution
+
+    model = _two_factor_model()
+    layers = [model.get_layer(n) for n in "abc"]
+    before = [layer.resolved_lowering for layer in layers]
+    for layer in layers:
+        costs = {lw: kz_ops.factored_conv_cost(layer.built_input_hw, layer.factors,
+                                               layer.rank, layer.strides, layer.padding, lw,
+                                               "litert") for lw in kz_ops.LOWERINGS}
+        assert layer.lowering_for("litert") == min(costs, key=costs.get) == "channels"
+    plan = export_execution.planned_lowerings(model, layers, "litert")
+    extra = {layer: layer.lowering_constants("channels") - layer.lowering_constants("batch")
+             for layer in layers}
+    kept = [layer for layer in layers if plan[layer] == "channels"]
+    dropped = [layer for layer in layers if plan[layer] == "batch"]
+    assert kept and sum(extra[layer] for layer in kept) <= export_execution.extra_weights_budget(
+        model.count_params()) < sum(extra.values())
+    value = {layer: layer.lowering_saving("litert") / extra[layer] for layer in layers}
+    assert min(value[layer] for layer in kept) >= max(value[layer] for layer in dropped)
+
+    info = to_tflite(model, tmp_path / "auto.tflite")
+    assert [layer.resolved_lowering for layer in layers] == before
+    assert info.size_bytes <= file_size_bound(model.count_params())
+    x = np.random.default_rng(0).standard_normal((2, 28, 28, 16)).astype("float32")
+    assert verify_tflite(model, info, x).rel_error <= 1e-5
+
+    monkeypatch.setattr(export_execution, "extra_weights_budget", lambda params: 0)
+    assert set(export_execution.planned_lowerings(model, layers, "litert").values()) == {"batch"}
+    batch = to_tflite(model, tmp_path / "batch.tflite")
+    assert "TRANSPOSE" in batch.ops and "DEPTHWISE_CONV_2D" not in batch.ops
+    assert batch.size_bytes < info.size_bytes

@@ -318,7 +318,8 @@ def hand_factored_macs_9x9_64():
 
 
 def test_macs_hand_count():
-    layer = KroneckerConv2D(64, 9, [(3, 3, 8, 8), (3, 3, 8, 8)], execution="factored")
+    layer = KroneckerConv2D(64, 9, [(3, 3, 8, 8), (3, 3, 8, 8)], execution="factored",
+                            lowering="batch")
     counts = layer.macs((64, 64), execution=None)
     assert counts["factored"] == hand_factored_macs_9x9_64()
     assert counts["materialized"] == 64 * 64 * 81 * 64 * 64
@@ -330,15 +331,15 @@ def test_macs_hand_count():
 
 def test_macs_rank_and_valid_and_strides():
     factors = [(3, 3, 8, 8), (3, 3, 8, 8)]
-    one = KroneckerConv2D(64, 9, factors, rank=1).macs((64, 64), execution=None)
-    three = KroneckerConv2D(64, 9, factors, rank=3).macs((64, 64), execution=None)
+    one = KroneckerConv2D(64, 9, factors, rank=1, lowering="batch").macs((64, 64), execution=None)
+    three = KroneckerConv2D(64, 9, factors, rank=3, lowering="batch").macs((64, 64), execution=None)
     assert three["factored"] == 3 * one["factored"]
     assert three["materialized"] == one["materialized"]
-    valid = KroneckerConv2D(64, 9, factors, padding="valid").macs((64, 64), execution=None)
+    valid = KroneckerConv2D(64, 9, factors, padding="valid", lowering="batch").macs((64, 64), execution=None)
     # valid: inner 64 -> 62, outer 62 -> 56
     assert valid["factored"] == 8 * 9 * 64 * (62 * 62 + 56 * 56)
     assert valid["materialized"] == 56 * 56 * 81 * 64 * 64
-    strided = KroneckerConv2D(64, 9, factors, strides=3).macs((64, 64), execution=None)
+    strided = KroneckerConv2D(64, 9, factors, strides=3, lowering="batch").macs((64, 64), execution=None)
     # same, stride 3: out 22, total pad = 21*3 + 9 - 64 = 8 -> 72; the stride 3 divides
     # the outer dilation, so the inner 3x3 conv strides: (72-3)//3+1 = 24, outer 24 -> 22
     assert strided["factored"] == 8 * 9 * 64 * (24 * 24 + 22 * 22)
@@ -597,13 +598,18 @@ ORDER_CASES = [
 ]
 
 
-@pytest.mark.parametrize("factors", ORDER_CASES)
-@pytest.mark.parametrize("padding, mode", [("same", "zeros"), ("same", "reflect"),
-                                           ("same", "symmetric"), ("valid", "zeros")])
-def test_every_step_order_equals_the_materialised_kernel(factors, padding, mode):
-    """At stride 1 the factors may run in any order, each axis padded just before the
-    first step reaching along it: each order's output is the plain convolution with
-    sum_r kron(F_0[r], ...) (np.kron), borders and padding modes included."""
+@pytest.mark.parametrize("factors", ORDER_CASES + [[(1, 1, 4, 2), (3, 3, 1, 3)],
+                                                   [(3, 3, 2, 1), (1, 1, 2, 3)]])
+@pytest.mark.parametrize("padding, mode, strides", [
+    ("same", "zeros", (1, 1)), ("same", "reflect", (1, 1)), ("same", "symmetric", (1, 1)),
+    ("valid", "zeros", (1, 1)), ("same", "zeros", (2, 2)), ("valid", "zeros", (2, 3)),
+    ("same", "reflect", (3, 2))])
+def test_every_plan_equals_the_materialised_kernel(factors, padding, mode, strides):
+    """Every order of the factors, with every lowering (batch-folded; for two factors
+    also grouped/depthwise + ``F (x) I``), each axis padded just before the first step
+    reaching along it and the stride on the last step that does not commute with
+    subsampling: each plan's output is the plain convolution with sum_r kron(F_0[r], ...)
+    (np.kron), borders, strides and padding modes included."""
     import itertools
 
     from kronecker_zoo import ops as kz_ops
@@ -611,28 +617,70 @@ def test_every_step_order_equals_the_materialised_kernel(factors, padding, mode)
     rng = np.random.default_rng(len(factors))
     rank = 2
     kernels = [rng.standard_normal((rank,) + f).astype("float32") for f in factors]
-    x = rng.standard_normal((2, 11, 10, math.prod(f[2] for f in factors))).astype("float32")
-    expected = ref.conv2d(x, ref.kron_kernel(kernels), padding=padding, padding_mode=mode)
+    x = rng.standard_normal((2, 13, 14, math.prod(f[2] for f in factors))).astype("float32")
+    expected = ref.conv2d(x, ref.kron_kernel(kernels), strides=strides, padding=padding,
+                          padding_mode=mode)
+    lowerings = ["batch", "channels"] if len(factors) == 2 else ["batch"]
     for order in itertools.permutations(range(len(factors))):
-        y = to_numpy(kz_ops.kronecker_conv2d(x, kernels, padding=padding, padding_mode=mode,
-                                             order=order))
-        np.testing.assert_allclose(y, expected, rtol=1e-4, atol=1e-4, err_msg=str(order))
+        for lowering in lowerings:
+            y = to_numpy(kz_ops.kronecker_conv2d(x, kernels, strides=strides, padding=padding,
+                                                 padding_mode=mode, order=order,
+                                                 lowering=lowering))
+            assert y.shape == expected.shape
+            np.testing.assert_allclose(y, expected, rtol=1e-4, atol=1e-4,
+                                       err_msg=f"{order} {lowering}")
 
 
-def test_step_order_picks_the_fewest_macs_and_keeps_strided_plans():
+def _hand_macs(factors, rank, strides, order, h, w, lowering):
+    """MACs of a "same" plan counted from its steps' shapes: strided, every step "valid"
+    on the input padded once; at stride 1 each axis padded at the step the plan says;
+    steps before the subsampling on the full grid."""
+    from kronecker_zoo import ops as kz_ops
+
+    kh, kw = math.prod(f[0] for f in factors), math.prod(f[1] for f in factors)
+    hh, ww = h, w
+    if strides != (1, 1):
+        hh += sum(kz_ops.same_padding_amounts(h, kh, strides[0]))
+        ww += sum(kz_ops.same_padding_amounts(w, kw, strides[1]))
+    total = 0
+    for step in kz_ops.factored_conv_plan(factors, strides, order,
+                                          "same" if strides == (1, 1) else "valid",
+                                          rank=rank, lowering=lowering):
+        hh, ww = hh + sum(step.padding[0]), ww + sum(step.padding[1])
+        eh, ew = step.extent()
+        hh, ww = (hh - eh) // step.conv_strides[0] + 1, (ww - ew) // step.conv_strides[1] + 1
+        a, b = step.in_channels, step.out_channels
+        k = step.kernel_size[0] * step.kernel_size[1]
+        if lowering == "batch":
+            total += hh * ww * k * a * b * rank * step.groups
+        elif step.identity == 1:  # grouped: groups x (a -> b), rank terms on one side
+            total += hh * ww * k * a * b * rank * step.groups
+        else:  # F (x) I_n: a dense (a n r -> b n) or (a n -> b r n) convolution
+            total += hh * ww * k * a * b * rank * step.identity ** 2
+        hh, ww = -(-hh // step.slice_strides[0]), -(-ww // step.slice_strides[1])
+    return total
+
+
+def test_step_order_picks_the_fewest_macs_at_any_stride():
     import itertools
 
     from kronecker_zoo import ops as kz_ops
 
-    for factors in ORDER_CASES:
-        orders = list(itertools.permutations(range(len(factors))))
-        macs = {o: kz_ops.factored_conv_macs((32, 32), factors, order=o) for o in orders}
-        assert macs[kz_ops.step_order(factors)] == min(macs.values())
-        assert kz_ops.factored_conv_macs((32, 32), factors) == min(macs.values())
-    # strided: innermost first, the only order whose stride placement is exact
-    assert kz_ops.step_order(ORDER_CASES[1], strides=(2, 2)) == (1, 0)
-    with pytest.raises(ValueError, match="innermost first"):
-        kz_ops.step_order(ORDER_CASES[1], strides=(2, 2), order=(0, 1))
+    for factors in ORDER_CASES + [[(1, 1, 32, 8), (3, 3, 1, 8)], [(3, 3, 2, 1), (1, 1, 8, 4)]]:
+        lowerings = ["batch", "channels"] if len(factors) == 2 else ["batch"]
+        for strides, lowering in itertools.product([(1, 1), (2, 2)], lowerings):
+            orders = list(itertools.permutations(range(len(factors))))
+            macs = {o: kz_ops.factored_conv_macs((32, 32), factors, 3, strides, order=o,
+                                                 lowering=lowering) for o in orders}
+            for o in orders:
+                assert macs[o] == _hand_macs(factors, 3, strides, o, 32, 32, lowering)
+            best = kz_ops.factored_conv_macs((32, 32), factors, 3, strides, lowering=lowering)
+            assert best == macs[kz_ops.step_order(factors, strides, lowering=lowering, rank=3)]
+            assert best == min(macs.values())
+    # a strided 1x1 (x) 3x3 layer subsamples before its pointwise step (no slicing of a
+    # full-resolution result): 4x fewer MACs than innermost first with a final slice
+    plan = kz_ops.factored_conv_plan([(1, 1, 32, 8), (3, 3, 1, 8)], (2, 2))
+    assert [s.axis for s in plan] == [0, 1] and plan[-1].conv_strides == (2, 2)
     with pytest.raises(ValueError, match="permutation"):
         kz_ops.step_order(ORDER_CASES[1], order=(0, 0))
 
@@ -663,3 +711,20 @@ def test_low_rank_shaped_factors_cost_what_low_rank_conv_costs(k, cin, cout, ran
     # inner first: (1 x k, 1 -> out) over the `in` groups, then (k x 1, in -> 1) over the
     # `out` groups, each on (h, w)
     assert inner_first == rank * 2 * k * cin * cout * h * w
+
+
+def test_lowering_argument_is_checked_and_saved():
+    factors = [(3, 3, 2, 2), (3, 3, 2, 2)]
+    with pytest.raises(ValueError, match="`lowering` must be one of"):
+        KroneckerConv2D(4, 9, factors, lowering="fast")
+    with pytest.raises(ValueError, match='lowering="channels" runs two factors; got 3'):
+        KroneckerConv2D(8, 27, [(3, 3, 2, 2)] * 3, lowering="channels")
+    layer = KroneckerConv2D(4, 9, factors, lowering="channels")
+    layer.build((None, 12, 12, 4))
+    assert layer.resolved_lowering == "channels"
+    clone = KroneckerConv2D.from_config(layer.get_config())
+    assert clone.lowering == "channels"
+    # three factors: "auto" always folds into the batch
+    three = KroneckerConv2D(8, 27, [(3, 3, 2, 2)] * 3)
+    three.build((None, 30, 30, 8))
+    assert three.resolved_lowering == "batch"

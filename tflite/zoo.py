@@ -12,7 +12,7 @@ import tempfile
 from kronecker_zoo import data, models, tables
 from kronecker_zoo import weights as weight_registry
 from kronecker_zoo.export import (
-    benchmark_tflite,
+    benchmark_tflite_interleaved,
     calibration_images,
     pretraining_calibration_data,
     to_tflite,
@@ -65,7 +65,8 @@ def compare_litert(names, weights="auto", quantizations=(None, "int8"), threads=
             or a tag/path used for every model.
         quantizations: exports to make per model.
         threads: interpreter thread counts to time.
-        runs, warmup: timed and untimed invokes per thread count (median reported).
+        runs, warmup: timed and untimed invokes per file and thread count, timed
+            interleaved in rounds of 10 across all files (median of the round medians).
         examples: test images for parity/accuracy (default: the whole test split).
         directory: where the .tflite files go (default: a temporary directory,
             removed afterwards).
@@ -91,11 +92,10 @@ def compare_litert(names, weights="auto", quantizations=(None, "int8"), threads=
                                  representative_data=calibration,
                                  overwrite=directory is None)
                 report = verify_tflite(model, info, images, labels)
-                latency = benchmark_tflite(info, threads=threads, runs=runs, warmup=warmup)
                 row = {
                     "model": name, "weights": tag, "params": info.params,
                     "quantization": label, "size_bytes": info.size_bytes,
-                    "latency_ms": {t: v["median_ms"] for t, v in latency.items()},
+                    "latency_ms": {}, "file": info.path,
                     "agreement": report.agreement, "rel_error": report.rel_error,
                     "sqnr_db": report.sqnr_db,
                     "keras_accuracy": report.keras_accuracy,
@@ -104,7 +104,6 @@ def compare_litert(names, weights="auto", quantizations=(None, "int8"), threads=
                 }
                 if verbose:
                     print(f"{name} {label}: {info.size_bytes:,} B, "
-                          f"{', '.join(f'{t}T {v:.3f} ms' for t, v in row['latency_ms'].items())}, "
                           f"relative error {report.rel_error:.2g}, SQNR {report.sqnr_db:.1f} dB, "
                           f"agreement {100 * report.agreement:.2f}%, accuracy Keras "
                           f"{100 * report.keras_accuracy:.2f}% / LiteRT "
@@ -112,6 +111,13 @@ def compare_litert(names, weights="auto", quantizations=(None, "int8"), threads=
                           f"{'PASSED' if report.passed else 'FAILED'}); ops "
                           f"{', '.join(info.ops)}", flush=True)
                 rows.append(row)
+        # Timed side by side, interleaved, once every file exists (see
+        # `benchmark_tflite_interleaved`): noise from the machine hits all alike.
+        latency = benchmark_tflite_interleaved([r["file"] for r in rows], threads=threads,
+                                               rounds=max(1, runs // 10), runs=10,
+                                               warmup=warmup)
+        for row in rows:
+            row["latency_ms"] = latency.pop(row.pop("file"))
     return rows
 
 

@@ -40,7 +40,12 @@ from kronecker_zoo.export.inspect_tflite import (
     tflite_ops_by_layer,
     tflite_quantization,
 )
-from kronecker_zoo.export.runner import TFLiteRunner, benchmark_tflite, run_tflite
+from kronecker_zoo.export.runner import (
+    TFLiteRunner,
+    benchmark_tflite,
+    benchmark_tflite_interleaved,
+    run_tflite,
+)
 from kronecker_zoo.export.tflite import (
     QUANTIZATIONS,
     TFLiteExport,
@@ -63,6 +68,7 @@ __all__ = [
     "VerificationReport",
     "XLAExport",
     "benchmark_tflite",
+    "benchmark_tflite_interleaved",
     "calibration_images",
     "check_calibration_range",
     "check_tflite_ops",

@@ -75,12 +75,40 @@ def execution_layers(model):
     return found
 
 
+# Weights that lowering="channels" may add to an export, beyond the model's own: a fifth
+# of its parameters plus 8,192 (half the 64 KiB slack of `file_size_bound`, the other
+# half left for the file's graph), so that a float32 file stays within that bound.
+def extra_weights_budget(params):
+    return int(0.2 * params) + 8192
+
+
+def planned_lowerings(model, layers, runtime):
+    """``{layer: lowering}`` for the layers that plan their lowering (``lowering="auto"``):
+    each layer's cheaper lowering on ``runtime``, then, while the extra weights the
+    "channels" lowerings store exceed `extra_weights_budget`, the layer saving least per
+    extra weight goes back to "batch"."""
+    planning = [layer for layer in layers
+                if hasattr(layer, "lowering_for") and getattr(layer, "lowering", None) == "auto"]
+    plan = {layer: layer.lowering_for(runtime) for layer in planning}
+    extra = {layer: layer.lowering_constants("channels") - layer.lowering_constants("batch")
+             for layer in planning if plan[layer] == "channels"}
+    budget = extra_weights_budget(model.count_params())
+    by_value = sorted(extra, key=lambda layer: layer.lowering_saving(runtime)
+                      / max(extra[layer], 1))
+    while by_value and sum(extra[layer] for layer in by_value) > budget:
+        plan[by_value.pop(0)] = "batch"
+    return plan
+
+
 @contextlib.contextmanager
-def forced_execution(model, execution="factored"):
+def forced_execution(model, execution="factored", runtime=None):
     """Within the block every choosing layer of ``model`` runs ``execution``.
 
     Sets each layer's ``resolved_execution`` (what its ``call`` reads) and restores
     the previous values on exit, errors included. ``"as_built"`` changes nothing.
+    With ``runtime`` ("litert", "tensorflow", "jax"), layers that plan their factored
+    lowering (``lowering="auto"``) plan it for that runtime's measured costs, within
+    `extra_weights_budget` (`planned_lowerings`).
     Tracing (a `tf.function`, the TFLite converter, XLA) must happen inside the block.
 
     Yields:
@@ -88,11 +116,17 @@ def forced_execution(model, execution="factored"):
     """
     check_execution(execution)
     layers = [] if execution == "as_built" else execution_layers(model)
+    plan = planned_lowerings(model, layers, runtime) if runtime else {}
     saved = [layer.resolved_execution for layer in layers]
+    saved_lowering = [layer.resolved_lowering for layer in plan]
     try:
         for layer in layers:
             layer.resolved_execution = execution
+        for layer, lowering in plan.items():
+            layer.resolved_lowering = lowering
         yield layers
     finally:
         for layer, value in zip(layers, saved):
             layer.resolved_execution = value
+        for layer, value in zip(plan, saved_lowering):
+            layer.resolved_lowering = value

@@ -108,3 +108,21 @@ def benchmark_tflite(path, threads=(1, 2), runs=50, warmup=10):
         threads = (threads,)
     return {t: TFLiteRunner(path, num_threads=t).latency_ms(runs=runs, warmup=warmup)
             for t in threads}
+
+
+def benchmark_tflite_interleaved(paths, threads=(1, 2), rounds=20, runs=20, warmup=10):
+    """``{path: {num_threads: median ms}}`` measured side by side: in each of ``rounds``
+    rounds every (file, thread count) runs ``runs`` timed invokes in turn, so machine
+    noise hits all files alike; the result is the median over rounds of each round's
+    median. ``warmup`` untimed invokes per interpreter first."""
+    positive_int(rounds, "rounds")
+    if isinstance(threads, int):
+        threads = (threads,)
+    runners = {(path, t): TFLiteRunner(path, num_threads=t) for path in paths for t in threads}
+    for runner in runners.values():
+        runner.latency_ms(runs=1, warmup=warmup)
+    medians = {key: [] for key in runners}
+    for _ in range(rounds):
+        for key, runner in runners.items():
+            medians[key].append(runner.latency_ms(runs=runs, warmup=0)["median_ms"])
+    return {path: {t: float(np.median(medians[(path, t)])) for t in threads} for path in paths}

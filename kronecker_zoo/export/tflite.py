@@ -165,7 +165,7 @@ def _batches(representative_data, shape):
 
 def _converter(model, shape, execution):
     function = inference_function(model, shape)
-    with forced_execution(model, execution):
+    with forced_execution(model, execution, runtime="litert"):
         concrete = function.get_concrete_function()
     converter = tf.lite.TFLiteConverter.from_concrete_functions([concrete], model)
     # Freeze the variables into the graph (the saved-model route keeps them as

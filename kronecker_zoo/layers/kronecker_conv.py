@@ -13,6 +13,7 @@ from kronecker_zoo.layers.weight_args import WeightArgsMixin
 from kronecker_zoo.validation import positive_int
 
 EXECUTIONS = ("auto", "factored", "materialized")
+LOWERINGS = ("auto",) + kz_ops.LOWERINGS
 # Spatial size assumed by execution="auto" when the input size is unknown at build.
 NOMINAL_INPUT_SIZE = 64
 
@@ -85,10 +86,15 @@ class KroneckerConv2D(WeightArgsMixin, keras.layers.Layer):
     ``filters = prod out_k``. ``F_0`` is the outermost (coarsest) factor.
 
     Executions (identical outputs and gradients up to float round-off):
-    - ``"factored"``: a cascade of small convolutions, innermost factor first on
-      channel groups folded into the batch, each outer factor dilated by the
-      product of the inner factors' sizes; the input is padded once as the full
-      kernel would pad it, so borders match too. The full kernel is never formed.
+    - ``"factored"``: a cascade of small convolutions, one per factor, each outer
+      factor dilated by the product of the inner factors' sizes, in the cheapest exact
+      order (`kronecker_zoo.ops.factored_conv_plan`); borders match the full kernel's.
+      The full kernel is never formed. ``lowering`` says how a step reaches its channel
+      axis: ``"batch"`` folds the other axes into the batch (transposes around the
+      steps), ``"channels"`` (two factors) moves no data: one grouped (or depthwise)
+      convolution and one convolution with ``F_0 (x) I``; ``"auto"`` the one the cost
+      model (`kronecker_zoo.ops.factored_conv_cost`: MACs plus measured transpose
+      cost) finds cheaper at the build-time input size.
     - ``"materialized"``: forms ``W`` and runs one convolution.
     - ``"auto"``: the one with fewer multiply-accumulates at the input size seen
       at build time (``NOMINAL_INPUT_SIZE`` when it is unknown).
@@ -103,6 +109,8 @@ class KroneckerConv2D(WeightArgsMixin, keras.layers.Layer):
         padding_mode: `"zeros"`, `"reflect"` or `"symmetric"`: the values used by
             `"same"` padding. Defaults to `"zeros"`.
         execution: `"auto"`, `"factored"` or `"materialized"`. Defaults to `"auto"`.
+        lowering: `"auto"`, `"batch"` or `"channels"` (two factors only): how the
+            factored execution runs. Defaults to `"auto"`.
         use_bias: bool. Defaults to `True`.
         activation: activation applied to the output. Defaults to `None`.
         kernel_initializer: initializer of the *full* kernel's distribution.
@@ -135,6 +143,7 @@ class KroneckerConv2D(WeightArgsMixin, keras.layers.Layer):
         padding="same",
         padding_mode="zeros",
         execution="auto",
+        lowering="auto",
         use_bias=True,
         activation=None,
         kernel_initializer="glorot_uniform",
@@ -159,6 +168,16 @@ class KroneckerConv2D(WeightArgsMixin, keras.layers.Layer):
         self.strides = positive_pair(strides, "strides")
         self.padding, self.padding_mode = kz_ops.normalize_padding(padding, padding_mode)
         self.execution = execution
+        if lowering not in LOWERINGS:
+            raise ValueError(
+                f"`lowering` must be one of {LOWERINGS}. Received: lowering={lowering!r}"
+            )
+        if lowering == "channels" and len(normalize_factors(factors, 4)) != 2:
+            raise ValueError(
+                f'lowering="channels" runs two factors; got {len(factors)}. Use "batch" '
+                f'or "auto".'
+            )
+        self.lowering = lowering
         self.set_weight_args(
             use_bias,
             activation=activation,
@@ -186,6 +205,8 @@ class KroneckerConv2D(WeightArgsMixin, keras.layers.Layer):
                 )
         self.input_spec = keras.layers.InputSpec(ndim=4)
         self.resolved_execution = None
+        self.resolved_lowering = None
+        self.built_input_hw = (None, None)
 
     # -- weights -----------------------------------------------------------------
     def build(self, input_shape):
@@ -213,6 +234,8 @@ class KroneckerConv2D(WeightArgsMixin, keras.layers.Layer):
         ]
         self.bias = self.add_bias(self.filters)
         self.input_spec = keras.layers.InputSpec(ndim=4, axes={-1: in_channels})
+        self.built_input_hw = tuple(input_shape[1:3])
+        self.resolved_lowering = self._resolve_lowering(input_shape[1:3])
         self.resolved_execution = self._resolve_execution(input_shape[1:3])
 
     def _resolve_execution(self, spatial):
@@ -221,6 +244,36 @@ class KroneckerConv2D(WeightArgsMixin, keras.layers.Layer):
         hw = tuple(NOMINAL_INPUT_SIZE if d is None else int(d) for d in spatial)
         macs = self.macs(hw, execution=None)
         return "factored" if macs["factored"] < macs["materialized"] else "materialized"
+
+    def _resolve_lowering(self, spatial, runtime=None):
+        if self.lowering != "auto":
+            return self.lowering
+        if len(self.factors) != 2:
+            return "batch"
+        hw = tuple(NOMINAL_INPUT_SIZE if d is None else int(d) for d in spatial)
+        return min(kz_ops.LOWERINGS, key=lambda lowering: kz_ops.factored_conv_cost(
+            hw, self.factors, self.rank, self.strides, self.padding, lowering, runtime))
+
+    def lowering_constants(self, lowering):
+        """Weights a frozen export stores for this layer's kernel under ``lowering``."""
+        return kz_ops.factored_conv_constants(self.factors, self.rank, self.strides, lowering)
+
+    def lowering_saving(self, runtime):
+        """``cost("batch") - cost("channels")`` (`kronecker_zoo.ops.factored_conv_cost`) on
+        ``runtime`` at the build-time input size; positive when "channels" is cheaper."""
+        if len(self.factors) != 2:
+            return 0.0
+        hw = tuple(NOMINAL_INPUT_SIZE if d is None else int(d)
+                   for d in getattr(self, "built_input_hw", (None, None)))
+        return (kz_ops.factored_conv_cost(hw, self.factors, self.rank, self.strides,
+                                          self.padding, "batch", runtime)
+                - kz_ops.factored_conv_cost(hw, self.factors, self.rank, self.strides,
+                                            self.padding, "channels", runtime))
+
+    def lowering_for(self, runtime):
+        """The lowering ``lowering="auto"`` picks for ``runtime`` ("tensorflow", "jax",
+        "litert": `kronecker_zoo.ops.COST_WEIGHTS`) at the build-time input size."""
+        return self._resolve_lowering(getattr(self, "built_input_hw", (None, None)), runtime)
 
     @property
     def kernel(self):
@@ -235,7 +288,8 @@ class KroneckerConv2D(WeightArgsMixin, keras.layers.Layer):
     def call(self, inputs):
         if self.resolved_execution == "factored":
             outputs = kz_ops.kronecker_conv2d(
-                inputs, self.factor_weights, self.strides, self.padding, self.padding_mode
+                inputs, self.factor_weights, self.strides, self.padding, self.padding_mode,
+                lowering=self.resolved_lowering or self._resolve_lowering(inputs.shape[1:3]),
             )
         else:
             kernel = ops.cast(self.kernel, inputs.dtype)
@@ -272,8 +326,9 @@ class KroneckerConv2D(WeightArgsMixin, keras.layers.Layer):
         """
         _, _, cin, cout = kernel_math.kronecker_kernel_shape(self.factors)
         counts = {
-            "factored": kz_ops.factored_conv_macs(input_hw, self.factors, self.rank,
-                                                  self.strides, self.padding),
+            "factored": kz_ops.factored_conv_macs(
+                input_hw, self.factors, self.rank, self.strides, self.padding,
+                lowering=self.resolved_lowering or self._resolve_lowering(input_hw)),
             "materialized": kz_ops.dense_conv_macs(input_hw, self.kernel_size, cin, cout,
                                                    self.strides, self.padding),
         }
@@ -295,6 +350,7 @@ class KroneckerConv2D(WeightArgsMixin, keras.layers.Layer):
                 "padding": self.padding,
                 "padding_mode": self.padding_mode,
                 "execution": self.execution,
+                "lowering": self.lowering,
             }
         )
         config.update(self.weight_args_config())
