@@ -1,7 +1,7 @@
 """Calibrate the execution planner's cost model: measured time of each lowering.
 
     python benchmarks/planner_calibration.py --runtime litert        # LiteRT/XNNPACK, batch 1
-    python benchmarks/planner_calibration.py --runtime tensorflow    # tf.function, batch 8
+    python benchmarks/planner_calibration.py --runtime tensorflow    # tf.function, batch 64
     KERAS_BACKEND=jax python benchmarks/planner_calibration.py --runtime jax
 
 For every distinct two-factor `KroneckerConv2D` of the given models (default: the zoo's
@@ -100,12 +100,14 @@ def main(argv=None):
     parser.add_argument("--runtime", choices=("litert", "tensorflow", "jax"), required=True)
     parser.add_argument("--models", nargs="+", default=list(DEFAULT_MODELS))
     parser.add_argument("--repeats", type=int, default=200)
+    parser.add_argument("--batch", type=int, default=None,
+                        help="examples per call (default: 1 for litert, 64 otherwise)")
     args = parser.parse_args(argv)
     if args.runtime != "jax" and keras.backend.backend() != "tensorflow":
         parser.error(f"--runtime {args.runtime} needs KERAS_BACKEND=tensorflow")
     if args.runtime == "jax" and keras.backend.backend() != "jax":
         parser.error("--runtime jax needs KERAS_BACKEND=jax")
-    batch = 1 if args.runtime == "litert" else 8
+    batch = args.batch or (1 if args.runtime == "litert" else 64)
     print(runtime.describe())
     print(f"runtime {args.runtime}, batch {batch}, median of {args.repeats} interleaved runs")
     cases = layer_cases(args.models)

@@ -312,10 +312,11 @@ def factored_conv_macs(input_hw, factor_shapes, rank=1, strides=(1, 1), padding=
 # grouped or depthwise convolution, one element moved by a transpose. Fitted by
 # `python benchmarks/planner_calibration.py --runtime R` (relative least squares of
 # time = a * plain MACs + g * grouped MACs + b * moved + c over the zoo students' layers;
-# the weights are g / a and b / a) on an AMD EPYC (AVX2, no AVX-512), 2 cores.
+# the weights are g / a and b / a) on an AMD EPYC (AVX2, no AVX-512), 2 cores; the runs
+# are in benchmarks/results/planner_calibration_<runtime>.txt.
 COST_WEIGHTS = {
-    "tensorflow": {"grouped_mac": 1.7, "moved": 138.1},  # Eigen kernels, batch 8
-    "jax": {"grouped_mac": 3.9, "moved": 53.7},  # XLA CPU, batch 8
+    "tensorflow": {"grouped_mac": 1.7, "moved": 90.9},  # Eigen kernels, batch 64
+    "jax": {"grouped_mac": 1.5, "moved": 38.2},  # XLA CPU, batch 64
     "litert": {"grouped_mac": 0.9, "moved": 26.7},  # XNNPACK, 1 thread, batch 1
 }
 
@@ -359,6 +360,16 @@ def factored_conv_cost(input_hw, factor_shapes, rank=1, strides=(1, 1), padding=
     plain, grouped, moved = factored_conv_cost_terms(input_hw, factor_shapes, rank, strides,
                                                      padding, lowering)
     return plain + weights["grouped_mac"] * grouped + weights["moved"] * moved
+
+
+def choose_lowering(input_hw, factor_shapes, rank=1, strides=(1, 1), padding="same",
+                    runtime=None):
+    """The cheaper lowering by `factored_conv_cost` on ``runtime`` (default: Keras'
+    backend); "batch" for three or more factors and on ties."""
+    if len(factor_shapes) != 2:
+        return "batch"
+    return min(LOWERINGS, key=lambda lowering: factored_conv_cost(
+        input_hw, factor_shapes, rank, strides, padding, lowering, runtime))
 
 
 def dense_conv_macs(input_hw, kernel_size, in_channels, out_channels, strides=(1, 1),

@@ -189,16 +189,26 @@ HAND_COUNTS = {
     "dense_2d": (lambda: single(keras.layers.Dense(7), (10,)), 10 * 7 + 7, 10 * 7),
     "dense_4d": (lambda: single(keras.layers.Dense(6), (4, 5, 3)), 3 * 6 + 6, 4 * 5 * 3 * 6),
     "kron_factored": (
-        lambda: single(KroneckerConv2D(8, 9, KRON_FACTORS, execution="factored"), (8, 8, 8)),
+        lambda: single(KroneckerConv2D(8, 9, KRON_FACTORS, execution="factored",
+                                      lowering="batch"), (8, 8, 8)),
         KRON_PARAMS, KRON_8x8),
     "kron_factored_rank2": (
-        lambda: single(KroneckerConv2D(8, 9, KRON_FACTORS, rank=2, execution="factored"),
+        lambda: single(KroneckerConv2D(8, 9, KRON_FACTORS, rank=2, execution="factored",
+                                      lowering="batch"),
                        (8, 8, 8)),
         2 * (KRON_PARAMS - 8) + 8, 2 * KRON_8x8),
     "kron_factored_stride2": (
-        lambda: single(KroneckerConv2D(8, 9, KRON_FACTORS, strides=2, execution="factored"),
+        lambda: single(KroneckerConv2D(8, 9, KRON_FACTORS, strides=2, execution="factored",
+                                      lowering="batch"),
                        (8, 8, 8)),
         KRON_PARAMS, KRON_8x8_S2),
+    # lowering="channels": inner 3x3 as one grouped conv (2 groups of 4 -> 2) on the
+    # 16x16 padded input -> 14x14, then the outer 3x3 (2 -> 4) (x) I_2 at dilation 3 as one
+    # dense 4 -> 8 conv, 14 -> 8 (twice the outer step's MACs in the batch lowering)
+    "kron_factored_channels": (
+        lambda: single(KroneckerConv2D(8, 9, KRON_FACTORS, execution="factored",
+                                       lowering="channels"), (8, 8, 8)),
+        KRON_PARAMS, 14 * 14 * 3 * 3 * 2 * (4 * 2) + 8 * 8 * 3 * 3 * (2 * 2) * (4 * 2)),
     "kron_materialized": (  # one plain 9x9 conv with the formed kernel
         lambda: single(KroneckerConv2D(8, 9, KRON_FACTORS, execution="materialized"),
                        (8, 8, 8)),

@@ -71,7 +71,8 @@ def spectra(kernel, shapes=None):
 
 
 def conv_macs(factors, rank, input_hw, strides, padding):
-    """MACs per example of the factored `KroneckerConv2D` (``None`` without an input size)."""
+    """MACs per example of the factored `KroneckerConv2D` with the lowering it will choose
+    (``None`` without an input size)."""
     if len(factors[0]) == 2:
         total = 0
         for k, (cin, cout) in enumerate(factors):
@@ -80,7 +81,9 @@ def conv_macs(factors, rank, input_hw, strides, padding):
         return rank * total
     if input_hw is None or None in tuple(input_hw):
         return None
-    return kz_ops.factored_conv_macs(tuple(input_hw), factors, rank, tuple(strides), padding)
+    lowering = kz_ops.choose_lowering(tuple(input_hw), factors, rank, tuple(strides), padding)
+    return kz_ops.factored_conv_macs(tuple(input_hw), factors, rank, tuple(strides), padding,
+                                     lowering=lowering)
 
 
 class Option(NamedTuple):

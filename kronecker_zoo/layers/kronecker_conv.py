@@ -248,11 +248,9 @@ class KroneckerConv2D(WeightArgsMixin, keras.layers.Layer):
     def _resolve_lowering(self, spatial, runtime=None):
         if self.lowering != "auto":
             return self.lowering
-        if len(self.factors) != 2:
-            return "batch"
         hw = tuple(NOMINAL_INPUT_SIZE if d is None else int(d) for d in spatial)
-        return min(kz_ops.LOWERINGS, key=lambda lowering: kz_ops.factored_conv_cost(
-            hw, self.factors, self.rank, self.strides, self.padding, lowering, runtime))
+        return kz_ops.choose_lowering(hw, self.factors, self.rank, self.strides, self.padding,
+                                      runtime)
 
     def lowering_constants(self, lowering):
         """Weights a frozen export stores for this layer's kernel under ``lowering``."""
