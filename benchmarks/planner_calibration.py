@@ -1,6 +1,7 @@
 """Calibrate the execution planner's cost model: measured time of each lowering.
 
     python benchmarks/planner_calibration.py --runtime litert        # LiteRT/XNNPACK, batch 1
+    python benchmarks/planner_calibration.py --runtime litert_int8   # the same, int8 files
     python benchmarks/planner_calibration.py --runtime tensorflow    # tf.function, batch 64
     KERAS_BACKEND=jax python benchmarks/planner_calibration.py --runtime jax
 
@@ -64,12 +65,16 @@ def timer(runtime_name, model, batch):
     """A function returning one wall-clock time (seconds) of the model's forward pass."""
     shape = (batch,) + tuple(model.input_shape[1:])
     x = np.random.default_rng(0).standard_normal(shape).astype("float32")
-    if runtime_name == "litert":
+    if runtime_name.startswith("litert"):
         from kronecker_zoo.export import to_tflite
         from kronecker_zoo.export.runner import TFLiteRunner
 
         path = tempfile.mktemp(suffix=".tflite")
-        to_tflite(model, path, batch_size=batch)
+        int8 = {}
+        if runtime_name == "litert_int8":
+            int8 = {"quantization": "int8", "representative_data": np.random.default_rng(1)
+                    .standard_normal((32,) + shape[1:]).astype("float32")}
+        to_tflite(model, path, batch_size=batch, **int8)
         runner = TFLiteRunner(path, num_threads=1)
         os.remove(path)
         runner.invoke(x)
@@ -97,7 +102,8 @@ def timer(runtime_name, model, batch):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runtime", choices=("litert", "tensorflow", "jax"), required=True)
+    parser.add_argument("--runtime", choices=("litert", "litert_int8", "tensorflow", "jax"),
+                        required=True)
     parser.add_argument("--models", nargs="+", default=list(DEFAULT_MODELS))
     parser.add_argument("--repeats", type=int, default=200)
     parser.add_argument("--batch", type=int, default=None,
@@ -107,7 +113,7 @@ def main(argv=None):
         parser.error(f"--runtime {args.runtime} needs KERAS_BACKEND=tensorflow")
     if args.runtime == "jax" and keras.backend.backend() != "jax":
         parser.error("--runtime jax needs KERAS_BACKEND=jax")
-    batch = args.batch or (1 if args.runtime == "litert" else 64)
+    batch = args.batch or (1 if args.runtime.startswith("litert") else 64)
     print(runtime.describe())
     print(f"runtime {args.runtime}, batch {batch}, median of {args.repeats} interleaved runs")
     cases = layer_cases(args.models)

@@ -318,6 +318,7 @@ COST_WEIGHTS = {
     "tensorflow": {"grouped_mac": 1.7, "moved": 90.9},  # Eigen kernels, batch 64
     "jax": {"grouped_mac": 1.5, "moved": 38.2},  # XLA CPU, batch 64
     "litert": {"grouped_mac": 0.9, "moved": 26.7},  # XNNPACK, 1 thread, batch 1
+    "litert_int8": {"grouped_mac": 1.6, "moved": 42.9},  # the same, int8 files
 }
 
 
