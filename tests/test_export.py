@@ -67,16 +67,17 @@ CALIBRATION_EXAMPLES = 64  # int8 calibration images in the per-model sweep (def
 # 99.00% and 98.98% agreement on the full test set with 64, 256 and 1,000 calibration images
 # (int8 accuracy 93.36-93.44% vs 93.34% in Keras), 98.44% on the first 256. Issue 13.
 #
-# resnet_8_lowrank5x (the distilled low-rank student) fails int8 outright: 93.9% agreement on
-# the full test set, SQNR 9.7 dB, int8 accuracy 89.7% vs 91.8%. Its LowRankConv2D layers
-# (SVD-initialised, ranks up to 17) pass a rank-channel intermediate through per-tensor int8
-# with channel ranges far apart; the int8 rewrites equalise only after KroneckerConv2D
-# (the Kronecker student keeps 98.9%). Open in issue 13: range equalisation for LowRankConv2D.
+# The low-rank students: with the int8 rewrites for LowRankConv2D (the BatchNormalization
+# after it equalised through its second convolution, its rank channels balanced), measured
+# on the full test set with 64 calibration images: resnet_8_lowrank5x 98.85% agreement,
+# SQNR 28.6 dB (was 93.9%, 9.7 dB), resnet_20_lowrank5x 98.80%, 26.3 dB (63% before);
+# resnet_20_kron5x 98.23%, 21.3 dB; resnet_8_kron5x 99.03%; resnet_8 98.99%. Below the 99%
+# bar of issue 13 by about a point: listed, not hidden.
 INT8_PTQ_SHORTFALL = {"context_net_large": 0.8, "resnet_8_kron5x": 0.98, "resnet_8": 0.98,
-                      "resnet_8_lowrank5x": 0.93,
+                      "resnet_8_lowrank5x": 0.98, "resnet_20_lowrank5x": 0.98,
                       # 98.05% on these 256 images with 64 calibration images (issue 13)
                       "resnet_20_kron5x": 0.97}
-INT8_SQNR_SHORTFALL_DB = {"resnet_8_lowrank5x": 9.0}
+INT8_SQNR_SHORTFALL_DB = {}
 # Every int8 export: the quantization noise stays 20 dB below the logits.
 INT8_MIN_SQNR_DB = 20.0
 # Fresh (untrained) weights give near-tied logits, so argmax agreement measures rounding

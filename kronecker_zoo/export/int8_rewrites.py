@@ -21,6 +21,10 @@ Two rewrites, both exact in float, are applied while an int8 file is traced:
    ``exp(a_k)`` along its output channels, so the product kernel (and the layer's
    bias) is divided by ``t_c = exp(sum_k a_k[o_k])``; the depthwise scale is
    multiplied by ``t_c`` to compensate. The factor variables are restored on exit.
+   After a `LowRankConv2D` the same equalisation is simpler: its output channels are its
+   second convolution's, divided (with the bias) by ``sigma_c`` exactly.
+3. In every `LowRankConv2D` the rank channels between its two convolutions are balanced
+   (data-free cross-layer equalisation, `_balance_rank_channels`); restored on exit.
 
 Only Keras 3 functional models are rewritten (tf_keras / tfmot models are
 exported as they are). The rewrites change the model they are given while the block
@@ -85,6 +89,20 @@ def _equalize(kron, sigma):
     return t
 
 
+def _balance_rank_channels(low_rank):
+    """Scale ``low_rank``'s rank channels so that both convolutions' weights have the same
+    range per rank channel: ``V[..., r] / t_r`` and ``H[:, :, r, :] * t_r`` with
+    ``t_r = sqrt(max|V_r| / max|H_r|)`` (exact in float; data-free cross-layer
+    equalisation, Nagel et al. 2019). The int8 intermediate tensor, quantized per tensor,
+    then no longer carries rank channels of very different ranges."""
+    vertical, horizontal = np.asarray(low_rank.vertical), np.asarray(low_rank.horizontal)
+    v_range = np.abs(vertical).max(axis=(0, 1, 2))
+    h_range = np.abs(horizontal).max(axis=(0, 1, 3))
+    t = np.sqrt(np.maximum(v_range, 1e-12) / np.maximum(h_range, 1e-12))
+    low_rank.vertical.assign((vertical / t).astype(vertical.dtype))
+    low_rank.horizontal.assign((horizontal * t[None, None, :, None]).astype(horizontal.dtype))
+
+
 def _depthwise_call(scale, shift):
     scale = tf.constant(scale.astype(np.float32)[None, None, :, None])
     shift = tf.constant(shift.astype(np.float32))
@@ -105,11 +123,15 @@ def int8_rewrites(model):
     if not isinstance(model, keras.Model) or keras.backend.backend() != "tensorflow":
         yield []
         return
-    from kronecker_zoo.layers import KroneckerConv2D
+    from kronecker_zoo.layers import KroneckerConv2D, LowRankConv2D
 
     saved, patched = [], []
     consumers = graph.consumers(model)
     try:
+        for layer in model.layers:
+            if isinstance(layer, LowRankConv2D):
+                saved.append([(v, np.array(v)) for v in (layer.vertical, layer.horizontal)])
+                _balance_rank_channels(layer)
         for bn, producer in _unfoldable_batchnorms(model):
             scale, shift, sigma = _affine(bn)
             if isinstance(producer, KroneckerConv2D) and consumers[producer.name] == [bn]:
@@ -117,12 +139,21 @@ def int8_rewrites(model):
                     [producer.bias] if producer.use_bias else [])
                 saved.append([(v, np.array(v)) for v in variables])
                 scale = scale * _equalize(producer, sigma)
+            elif isinstance(producer, LowRankConv2D) and consumers[producer.name] == [bn]:
+                # its output channels are those of the second convolution: divide them
+                # (and the bias) by sigma_c, multiply the depthwise scale by it
+                variables = [producer.horizontal] + ([producer.bias] if producer.use_bias
+                                                     else [])
+                saved.append([(v, np.array(v)) for v in variables])
+                for v in variables:
+                    v.assign((np.asarray(v) / sigma).astype(v.dtype))
+                scale = scale * sigma
             bn.call = _depthwise_call(scale, shift)
             patched.append(bn)
         yield [bn.name for bn in patched]
     finally:
         for bn in patched:
             bn.__dict__.pop("call", None)
-        for pairs in saved:
+        for pairs in reversed(saved):  # a variable rewritten twice gets its first value
             for variable, value in pairs:
                 variable.assign(value)
