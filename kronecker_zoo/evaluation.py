@@ -72,3 +72,29 @@ def evaluate(model, images, labels, batch_size=256):
     if predictions.ndim > 1:
         result["miou"] = mean_iou(labels, predictions, logits.shape[-1])
     return result
+
+
+def trivial_segmentation_baselines(images, masks, num_classes, threshold=32):
+    """Mean IoU of two predictions that learn nothing, on ``images`` ``(N, H, W[, 1])``
+    and per-pixel class ids ``masks`` ``(N, H, W)`` (class 0 = background).
+
+    ``"background"``: class 0 everywhere. ``"threshold"``: pixels brighter than
+    ``threshold`` get the most frequent foreground class of ``masks``, the others
+    background (the objects' shapes without their classes). A published segmentation
+    model must clearly beat both.
+    """
+    images, masks = np.asarray(images), np.asarray(masks)
+    if images.ndim == masks.ndim + 1 and images.shape[-1] == 1:
+        images = images[..., 0]
+    if images.shape != masks.shape:
+        raise ValueError(f"images {images.shape} and masks {masks.shape} must have the same "
+                         "(N, H, W) shape")
+    counts = np.bincount(masks.reshape(-1).astype(np.int64), minlength=num_classes)
+    if counts.size > num_classes:
+        raise ValueError(f"masks hold class ids up to {counts.size - 1}, more than "
+                         f"num_classes={num_classes} allows")
+    majority = int(np.argmax(counts[1:])) + 1 if num_classes > 1 else 0
+    return {
+        "background": mean_iou(masks, np.zeros_like(masks), num_classes),
+        "threshold": mean_iou(masks, np.where(images > threshold, majority, 0), num_classes),
+    }

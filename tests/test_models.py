@@ -96,8 +96,8 @@ def expected_shape(name, batch, h, w, include_top=True, num_classes=None):
         return (batch, math.ceil(half[0] / 2), math.ceil(half[1] / 2), 64)
     if s.family == "drn":  # last stage dilated instead of strided
         return (batch, *half, 64)
-    if s.family in ("context_net", "kron_context_net"):  # stride-2 front end, C channels
-        return (batch, *half, 32 if s.size_args["variant"] == "basic" else 4)
+    if s.family in ("context_net", "kron_context_net"):  # stride-2 logits, C = classes
+        return (batch, *half, num_classes or 11)
     if s.family in ("dilated_fcn", "pool_segnet"):  # full resolution, `width` channels
         return (batch, h, w, s.size_args["width"])
     raise AssertionError(f"no feature-shape expectation for family {s.family!r}: add one")
@@ -255,6 +255,18 @@ def test_include_top_false_returns_feature_map(name):
     hh, ww = OTHER_SIZE[models.spec(name).task]
     assert run(flexible, pixels((2, hh, ww, 1))).shape == expected_shape(
         name, 2, hh, ww, include_top=False)
+    if models.spec(name).family in ("context_net", "kron_context_net"):
+        # include_top=False keeps the logits at the front end's stride: no upsampling,
+        # no weights dropped; the top is the same maps upsampled by 2 and cropped.
+        full = models.get(name)
+        assert full.count_params() == backbone.count_params()
+        backbone.set_weights(full.get_weights())
+        x = pixels((2, h, w, 1), seed=4)
+        low, high = run(backbone, x), run(full, x)
+        assert low.shape[1:3] == (math.ceil(h / 2), math.ceil(w / 2))
+        up = keras.ops.convert_to_numpy(full.get_layer("upsample")(low))
+        np.testing.assert_allclose(high, up[:, :h, :w], rtol=1e-5, atol=1e-5)
+        return
     # The head is what include_top adds: global pooling + Dense, or a 1x1 conv.
     assert models.get(name).count_params() - backbone.count_params() == (
         (y.shape[-1] + 1) * (10 if models.spec(name).task == "classification" else 11))
@@ -274,8 +286,21 @@ def test_num_classes_changes_the_head(name):
     model = models.get(name, num_classes=3)
     y = run(model, pixels((2, h, w, 1)))
     assert y.shape == expected_shape(name, 2, h, w, num_classes=3)
-    features = models.get(name, include_top=False).output_shape[-1]
     default_classes = default.output_shape[-1]
+    if models.spec(name).family in ("context_net", "kron_context_net"):
+        # Yu & Koltun: the class scores and the context module run at C = num_classes.
+        assert model.get_layer("front_out").filters == 3
+        assert default.get_layer("front_out").filters == default_classes
+        if models.spec(name).size_args["variant"] == "frontend":
+            return
+        if models.spec(name).family == "context_net":
+            assert model.get_layer("context").channels == 3
+        else:
+            widths = [model.get_layer(f"context_{i}").filters for i in range(6)]
+            assert model.get_layer("context_out").filters == 3
+            assert all(w % 3 == 0 for w in widths) and widths[0] in (3, 6), widths
+        return
+    features = models.get(name, include_top=False).output_shape[-1]
     # Dense (classification) or 1x1 conv (segmentation): (features + 1) per class.
     assert default.count_params() - model.count_params() == (features + 1) * (
         default_classes - 3)
@@ -566,7 +591,8 @@ def _context_submodel(name, model):
     return keras.Model(model.get_layer("front_out").output, last.output)
 
 
-CONTEXT_NETS = [n for n in ALL if models.spec(n).family in ("context_net", "kron_context_net")]
+CONTEXT_NETS = [n for n in ALL if models.spec(n).family in ("context_net", "kron_context_net")
+                and models.spec(n).size_args["variant"] != "frontend"]
 
 
 @pytest.mark.parametrize("name", CONTEXT_NETS, ids=CONTEXT_NETS)
@@ -666,3 +692,49 @@ def test_every_family_trains_with_plain_fit(name):
         x = pixels((8, 32, 32, 1), seed=16)
         y = rng.integers(0, 11, (8, 32, 32))
     _fit_and_check(model, x, y, keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+
+
+# -- the context ablation: one front end, class scores, module at C = num_classes ----------
+ABLATION = ["context_net_frontend", "context_net_basic", "context_net_large",
+            "kron_context_net_basic", "kron_context_net_large"]
+
+
+def _front_layers(model):
+    return {layer.name: [tuple(w.shape) for w in layer.weights] for layer in model.layers
+            if layer.name.startswith("front") and layer.weights}
+
+
+def test_context_ablation_models_share_their_front_end():
+    fronts = [_front_layers(models.get(name)) for name in ABLATION]
+    assert all(front == fronts[0] for front in fronts)
+    assert fronts[0]["front_out"] == [(1, 1, 32, 11), (11,)]  # the front end ends in scores
+    frontend = models.get("context_net_frontend")
+    # the front end alone: its scores, upsampled, are the logits (no other weights)
+    assert sum(np.prod(s) for shapes in fronts[0].values() for s in shapes) == (
+        frontend.count_params())
+
+
+def test_context_net_large_widths_follow_yu_koltun_at_c_classes():
+    module = models.get("context_net_large", num_classes=5).get_layer("context")
+    assert [conv.filters for conv in module.convs] == [10, 10, 20, 40, 80, 160, 160, 5]
+    assert module.dilations == (1, 1, 2, 4, 8, 16, 1)
+    kron = models.get("kron_context_net_large", num_classes=5)
+    assert [kron.get_layer(f"context_{i}").filters for i in range(6)] + [
+        kron.get_layer("context_out").filters] == [10, 10, 20, 40, 80, 80, 5]
+
+
+@pytest.mark.parametrize("name", ABLATION[1:])
+def test_fresh_module_keeps_the_front_end_prediction(name):
+    """Yu & Koltun's code feeds the scores straight into conv + ReLU: a fresh module gives
+    ``max(scores, 0)``, the same argmax wherever the top score is positive."""
+    model = models.get(name)
+    front = keras.Model(model.input, model.get_layer("front_out").output)
+    x = pixels((2, 64, 64, 1), seed=9)
+    scores = run(front, x)
+    logits = run(keras.Model(model.input, model.get_layer(
+        "context" if models.spec(name).family == "context_net" else "context_out").output), x)
+    expected = np.maximum(scores, 0.0)
+    if models.spec(name).size_args["variant"] == "basic":
+        np.testing.assert_allclose(logits, expected, rtol=1e-5, atol=1e-5)
+    else:  # N(0, 1e-3) noise on every kernel
+        assert np.linalg.norm(logits - expected) / np.linalg.norm(expected) < 0.05

@@ -7,8 +7,9 @@ import shutil
 import pytest
 
 from examples import finetune as finetune_examples
-from kronecker_zoo import models, weights
+from kronecker_zoo import data, evaluation, models, weights
 from training.evaluate import evaluate_published
+from training.publish import MIOU_MARGIN
 
 PUBLISHED = [(name, tag) for name, tags in weights.published().items() for tag in tags]
 
@@ -40,7 +41,10 @@ WHOLE_SPLIT = [("resnet_8", "fashion_mnist"), ("context_net_basic", "fashion_sce
 def _assert_task_and_quality(name, tag, result):
     if models.spec(name).task == "segmentation":
         assert tag == "fashion_scenes"
-        assert result["miou"] > 0.05  # context_net_large barely learned (see README)
+        # clearly better than predictions that learn nothing (training/publish.py's rule)
+        images, masks = data.fashion_scenes("test")
+        trivial = evaluation.trivial_segmentation_baselines(images, masks, 11)
+        assert result["miou"] >= max(trivial.values()) + MIOU_MARGIN, (name, trivial)
     else:
         assert tag == "fashion_mnist"
         assert result["accuracy"] > 0.85
@@ -72,10 +76,18 @@ def test_published_metrics_reproduce_on_the_whole_test_set(name, tag):
     _assert_task_and_quality(name, tag, result)
 
 
-def test_every_registry_model_has_published_weights():
+# Registered models without published weights, and why (a model is published only when
+# it clearly beats the trivial baselines; see training/publish.py).
+UNPUBLISHED = {
+    "context_net_large": "issue 14: the C = 11 module (352-channel layers) is still training",
+    "kron_context_net_large": "issue 14: still training (resumable, training/runs/*.partial)",
+}
+
+
+def test_every_registry_model_has_published_weights_or_a_stated_reason():
     published = models.list_models(pretrained=True)
-    missing = [name for name in models.list_models() if name not in published]
-    assert not missing, f"no published weights for {missing}"
+    missing = {name for name in models.list_models() if name not in published}
+    assert missing == set(UNPUBLISHED), f"no published weights for {sorted(missing)}"
     for name in models.list_models("segmentation", pretrained=True):
         assert "fashion_scenes" in weights.published(name)
     for name in models.list_models("classification", pretrained=True):

@@ -141,3 +141,36 @@ def test_existing_out_is_left_untouched(tmp_path, monkeypatch, kind):
         train_script.train(RECIPE, str(out), verbose=0)
     assert os.listdir(tmp_path) == ["r1"]
     assert (out / "notes.txt" if kind == "directory" else out).read_text() == "mine"
+
+
+def _tiny_scenes(dataset, subset, test_subset=None):
+    rng = np.random.default_rng(1)
+    x = rng.integers(0, 256, (8, 16, 16, 1)).astype("uint8")
+    y = rng.integers(0, 11, (8, 16, 16))
+    return (x, y), (x[:4], y[:4])
+
+
+def test_init_from_copies_the_shared_front_end_by_name(tmp_path, monkeypatch):
+    monkeypatch.setattr(train_script, "load_data", _tiny_scenes)
+    recipe = {"model": "context_net_frontend", "epochs": 1, "batch_size": 4}
+    train_script.train(recipe, str(tmp_path / "front"), verbose=0)
+    front = models.get("context_net_frontend", input_shape=(16, 16, 1))
+    front.load_weights(tmp_path / "front" / "context_net_frontend.weights.h5")
+    # zero epochs of training is not a recipe; a learning rate of 0 keeps the copy as is
+    # (AdamW's decoupled weight decay is lr * wd: 0 too)
+    result = train_script.train({**recipe, "model": "context_net_basic", "learning_rate": 0.0,
+                                 "init_from": str(tmp_path / "front")},
+                                str(tmp_path / "basic"), verbose=0)
+    expected = [layer.name for layer in front.layers if layer.weights]
+    assert result["init_from"]["layers"] == expected
+    basic = models.get("context_net_basic", input_shape=(16, 16, 1))
+    basic.load_weights(tmp_path / "basic" / "context_net_basic.weights.h5")
+    for name in expected:
+        pairs = list(zip(front.get_layer(name).get_weights(), basic.get_layer(name).get_weights()))
+        if name.endswith("bn"):  # gamma, beta; the moving statistics move in training mode
+            pairs = pairs[:2]
+        for a, b in pairs:
+            np.testing.assert_array_equal(a, b)
+    with pytest.raises(ValueError, match="no layer of resnet_8 has a trained namesake"):
+        train_script.train({**RECIPE, "init_from": str(tmp_path / "front")},
+                           str(tmp_path / "c"), verbose=0)

@@ -33,6 +33,25 @@ from training.evaluate import evaluate_published  # noqa: E402
 
 # Test examples behind each entry's "check" (a tenth of each test split).
 CHECK_EXAMPLES = {"fashion_mnist": 1000, "fashion_scenes": 200}
+# A segmentation model is published only if its test mIoU beats the better of the
+# trivial baselines (`evaluation.trivial_segmentation_baselines`) by this much.
+MIOU_MARGIN = 0.15
+
+
+def check_beats_trivial(model, tag, miou):
+    """Raises unless ``miou`` (whole test split) clearly beats the trivial baselines."""
+    from kronecker_zoo import evaluation
+    from training.evaluate import TEST_SETS
+
+    images, masks = TEST_SETS[tag]()
+    baselines = evaluation.trivial_segmentation_baselines(
+        images, masks, models.get(model).output_shape[-1])
+    best = max(baselines.values())
+    if miou < best + MIOU_MARGIN:
+        raise ValueError(f"{model} is not published: test mIoU {miou:.4f} does not beat the "
+                         f"trivial baselines {baselines} by {MIOU_MARGIN} (needs "
+                         f">= {best + MIOU_MARGIN:.4f})")
+    return baselines
 
 
 def publish(run_dir, recipe=None):
@@ -46,6 +65,8 @@ def publish(run_dir, recipe=None):
     if student and model not in models.MODELS:
         raise ValueError(f"{model!r} is not registered: add this entry to STUDENTS in "
                          "kronecker_zoo/models/students.py first:\n" + student_entry(run_dir))
+    if "test_miou" in result:
+        check_beats_trivial(model, tag, result["test_miou"])
     source = os.path.join(run_dir, result["weights"])
     digest = weight_registry.sha256_of(source)
     name = f"{model}-{tag}.weights.h5"

@@ -51,6 +51,7 @@ DEFAULTS = {
     "test_subset": None,  # evaluate on the first N test examples (tests); None: all
     "steps_per_epoch": None,
     "overrides": {},  # builder arguments for models.get, e.g. {"execution": "materialized"}
+    "init_from": None,  # a finished run directory: start from its weights, layer by name
 }
 STRATEGIES = ("default", "mirrored", "multiworker")
 OPTIMIZERS = ("adamw", "sgd")
@@ -132,6 +133,39 @@ def compile_model(model, config, steps, segmentation):
         metrics=metrics,
         jit_compile=bool(config["jit_compile"]),
     )
+
+
+def init_from_run(model, run_dir):
+    """Copies into ``model`` the trained weights of every layer that the finished run in
+    ``run_dir`` has under the same name; returns the copied layers' names.
+
+    How an ablation shares one trained front end: ``context_net_basic`` started from the
+    ``context_net_frontend`` run gets its ``front*`` layers. Raises when no layer matches or
+    a matching layer's weight shapes differ.
+    """
+    with open(os.path.join(run_dir, "config.json")) as f:
+        source_config = json.load(f)
+    with open(os.path.join(run_dir, "result.json")) as f:
+        weights = os.path.join(run_dir, json.load(f)["weights"])
+    source = models.get(source_config["model"], input_shape=model.input_shape[1:],
+                        **source_config.get("overrides", {}))
+    source.load_weights(weights)
+    names = {layer.name: layer for layer in source.layers if layer.weights}
+    copied = []
+    for layer in model.layers:
+        if not layer.weights or layer.name not in names:
+            continue
+        values = names[layer.name].get_weights()
+        shapes = [tuple(w.shape) for w in layer.weights]
+        if shapes != [v.shape for v in values]:
+            raise ValueError(f"init_from {run_dir}: layer {layer.name!r} has weight shapes "
+                             f"{shapes} here and {[v.shape for v in values]} there")
+        layer.set_weights(values)
+        copied.append(layer.name)
+    if not copied:
+        raise ValueError(f"init_from {run_dir}: no layer of {model.name} has a trained "
+                         f"namesake there ({sorted(names)})")
+    return copied
 
 
 def partial_dir(out):
@@ -292,6 +326,8 @@ def _run(config, out, strategy_name, segmentation, verbose):
     with strategy.scope():
         model = models.get(config["model"], input_shape=x_train.shape[1:],
                            **config["overrides"])
+        initialised = (init_from_run(model, config["init_from"]) if config["init_from"]
+                       else None)
         compile_model(model, config, steps, segmentation)
     fit_with_checkpoints(model, train_ds.repeat() if config["steps_per_epoch"] else train_ds,
                          config, out, verbose)
@@ -316,6 +352,8 @@ def _run(config, out, strategy_name, segmentation, verbose):
     }
     if segmentation:
         result["test_miou"] = round(float(metrics["miou"]), 4)
+    if initialised:
+        result["init_from"] = {"run": config["init_from"], "layers": initialised}
     with open(os.path.join(out, "result.json"), "w") as f:
         json.dump(result, f, indent=2)
     return result

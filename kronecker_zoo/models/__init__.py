@@ -11,7 +11,12 @@ Saved as ``.keras``, a zoo model loads with ``keras.saving.load_model`` only aft
 
 from kronecker_zoo.models.context_net import context_net, kron_context_net
 from kronecker_zoo.models.dilated_fcn import dilated_fcn
-from kronecker_zoo.models.transfer import HEAD_LAYERS, set_backbone_trainable, transfer_weights
+from kronecker_zoo.models.transfer import (
+    HEAD_LAYERS,
+    is_head_layer,
+    set_backbone_trainable,
+    transfer_weights,
+)
 from kronecker_zoo.models.pool_segnet import pool_segnet
 from kronecker_zoo.models.registry import (
     FAMILIES,
@@ -26,6 +31,7 @@ from kronecker_zoo.models.resnet import drn, kron_resnet, lowrank_resnet, resnet
 
 __all__ = [
     "HEAD_LAYERS",
+    "is_head_layer",
     "FAMILIES",
     "MODELS",
     "TASKS",

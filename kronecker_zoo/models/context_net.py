@@ -1,10 +1,20 @@
-"""ContextNet and Kronecker ContextNet: a front end + Yu & Koltun's context module.
+"""ContextNet and Kronecker ContextNet: Yu & Koltun's front end + context module.
+
+As in Yu & Koltun (ICLR 2016), the front end ends in class scores and the context
+module refines those score maps: it runs at ``C = num_classes`` channels.
 
 Front end (output stride 2): three 3x3 conv-BN-ReLU layers of ``front_channels``
-(the second with stride 2), then a 1x1 conv + ReLU to ``C = context_channels``.
-Context: the identity-initialised context module on those ``C`` maps (basic: ``C``
-channels; large: ``2C, 2C, 4C, ...``). Head: 1x1 conv to ``num_classes`` logits,
-bilinear upsampling by 2 and a crop to the input size.
+(the second with stride 2), then a 1x1 conv to ``C`` class scores (no activation,
+as the paper's ``final`` layer). Context (variant "basic" or "large"): the
+identity-initialised context module on those ``C`` score maps (basic: ``C``
+channels throughout; large: ``2C, 2C, 4C, 8C, 16C, 32C, 32C``, then ``C``); its
+output is the logits. Variant "frontend": no module, the scores are the logits
+(the ablation's baseline). Head: bilinear upsampling by 2 and a crop to the input
+size.
+
+The first context layer's ReLU acts on the scores (as in the paper's code), so a
+fresh module maps scores ``s`` to ``max(s, 0)``: the front end's prediction is kept
+wherever its top score is positive.
 
 The Kronecker ContextNet replaces the dilated 3x3 layers by KroneckerConv2D layers
 whose kernels are products of 3x3 factors (extents ``3 ** n``); by the seed's
@@ -13,11 +23,11 @@ each layer covers the extent of a dilated cascade but learns the pixels a dilate
 kernel skips (no gridding). The default extents ``3, 3, 9, 27, 27, 3`` give the
 same receptive field as the context module (67) with six layers instead of seven.
 Channels factor as ``(C -> C) (x) (m_in -> m_out)`` for widths ``m C``, so a
-fresh module is the identity, exactly as Yu & Koltun's.
+fresh module is the identity on non-negative maps, exactly as Yu & Koltun's.
 
 Input: raw pixels `(batch, H, W, channels)` in [0, 255]. Output: logits
-`(batch, H, W, num_classes)`; with ``include_top=False`` the context features
-`(batch, ceil(H/2), ceil(W/2), C)`.
+`(batch, H, W, num_classes)`; with ``include_top=False`` the logits at the front
+end's resolution, `(batch, ceil(H/2), ceil(W/2), num_classes)`, before upsampling.
 """
 
 import keras
@@ -32,58 +42,59 @@ from kronecker_zoo.layers import (
 )
 from kronecker_zoo.layers.context_module import VARIANTS, YU_KOLTUN_DILATIONS, context_widths
 from kronecker_zoo.models.blocks import bn_relu, dense_conv, model_input, normalize_pixels
+from kronecker_zoo.validation import positive_int
 
 KRON_CONTEXT_FACTORS = (1, 1, 2, 3, 3, 1)
+FRONTEND = "frontend"
 
 
-def _check_variant(variant):
-    if variant not in VARIANTS:
-        raise ValueError(f"`variant` must be one of {VARIANTS}. Received: variant={variant!r}")
+def _check_variant(variant, allowed):
+    if variant not in allowed:
+        raise ValueError(f"`variant` must be one of {allowed}. Received: variant={variant!r}")
 
 
-def front_end(x, front_channels, context_channels):
-    """Stride-2 front end; returns non-negative ``context_channels`` feature maps."""
+def front_end(x, front_channels, num_classes):
+    """Stride-2 front end: ``(batch, H, W, ch)`` -> class scores ``(batch, H/2, W/2, C)``."""
     x = dense_conv(x, front_channels, 3, name="front1_conv")
     x = bn_relu(x, "front1")
     x = dense_conv(x, front_channels, 3, strides=2, name="front2_conv")
     x = bn_relu(x, "front2")
     x = dense_conv(x, front_channels, 3, name="front3_conv")
     x = bn_relu(x, "front3")
-    return keras.layers.Conv2D(context_channels, 1, activation="relu",
-                               kernel_initializer="he_normal", name="front_out")(x)
+    return keras.layers.Conv2D(num_classes, 1, kernel_initializer="he_normal",
+                               name="front_out")(x)
 
 
-def segmentation_head(x, inputs, num_classes):
-    """1x1 logits, x2 bilinear upsampling, crop to the input's height and width."""
-    x = keras.layers.Conv2D(num_classes, 1, name="logits")(x)
-    x = BilinearUpSampling2D(2, name="upsample")(x)
+def segmentation_head(logits, inputs):
+    """x2 bilinear upsampling of the logits, crop to the input's height and width."""
+    x = BilinearUpSampling2D(2, name="upsample")(logits)
     return CropToMatch(name="crop")([x, inputs])
 
 
-def _context_net(inputs, context, include_top, num_classes, name):
-    if not include_top:
-        return keras.Model(inputs, context, name=name)
-    return keras.Model(inputs, segmentation_head(context, inputs, num_classes), name=name)
+def _context_net(inputs, logits, include_top, name):
+    outputs = segmentation_head(logits, inputs) if include_top else logits
+    return keras.Model(inputs, outputs, name=name)
 
 
-def context_net(variant="basic", context_channels=None, front_channels=32,
-                dilations=YU_KOLTUN_DILATIONS, input_shape=(64, 64, 1), num_classes=11,
-                include_top=True, name=None):
-    """ContextNet: front end + `ContextModule` (Yu & Koltun, ICLR 2016).
+def context_net(variant="basic", front_channels=32, dilations=YU_KOLTUN_DILATIONS,
+                input_shape=(64, 64, 1), num_classes=11, include_top=True, name=None):
+    """ContextNet: front end (+ `ContextModule` at ``C = num_classes``; Yu & Koltun 2016).
 
-    ``context_channels`` defaults to 32 (basic) or 4 (large: widths 8 ... 128).
+    ``variant``: "frontend" (no module), "basic" or "large".
     """
-    _check_variant(variant)
-    c = context_channels or (32 if variant == "basic" else 4)
+    _check_variant(variant, (FRONTEND,) + VARIANTS)
+    positive_int(num_classes, "num_classes")
     inputs = model_input(input_shape)
-    x = front_end(normalize_pixels(inputs), front_channels, c)
-    x = ContextModule(c, variant, dilations=tuple(dilations), seed=0, name="context")(x)
-    return _context_net(inputs, x, include_top, num_classes, name or f"context_net_{variant}")
+    x = front_end(normalize_pixels(inputs), front_channels, num_classes)
+    if variant != FRONTEND:
+        x = ContextModule(num_classes, variant, dilations=tuple(dilations), seed=0,
+                          name="context")(x)
+    return _context_net(inputs, x, include_top, name or f"context_net_{variant}")
 
 
 def kronecker_context(x, channels, variant="basic", layer_factors=KRON_CONTEXT_FACTORS,
                       noise_stddev=None, execution="factored", name="context"):
-    """Kronecker context module on ``channels`` non-negative maps (identity at init).
+    """Kronecker context module on ``channels`` maps (identity on non-negative maps at init).
 
     Layer ``i`` is a 3x3 Conv2D (``layer_factors[i] == 1``) or a KroneckerConv2D of
     extent ``3 ** layer_factors[i]`` with factors ``(3, 3, C, C)``, ``(3, 3, 1, 1)``
@@ -113,14 +124,13 @@ def kronecker_context(x, channels, variant="basic", layer_factors=KRON_CONTEXT_F
                                name=f"{name}_out")(x)
 
 
-def kron_context_net(variant="basic", context_channels=None, front_channels=32,
-                     layer_factors=KRON_CONTEXT_FACTORS, input_shape=(64, 64, 1),
-                     num_classes=11, include_top=True, execution="factored", name=None):
+def kron_context_net(variant="basic", front_channels=32, layer_factors=KRON_CONTEXT_FACTORS,
+                     input_shape=(64, 64, 1), num_classes=11, include_top=True,
+                     execution="factored", name=None):
     """Kronecker ContextNet: `context_net` with Kronecker-factored context layers."""
-    _check_variant(variant)
-    c = context_channels or (32 if variant == "basic" else 4)
+    _check_variant(variant, VARIANTS)
+    positive_int(num_classes, "num_classes")
     inputs = model_input(input_shape)
-    x = front_end(normalize_pixels(inputs), front_channels, c)
-    x = kronecker_context(x, c, variant, layer_factors, execution=execution)
-    return _context_net(inputs, x, include_top, num_classes,
-                        name or f"kron_context_net_{variant}")
+    x = front_end(normalize_pixels(inputs), front_channels, num_classes)
+    x = kronecker_context(x, num_classes, variant, layer_factors, execution=execution)
+    return _context_net(inputs, x, include_top, name or f"kron_context_net_{variant}")

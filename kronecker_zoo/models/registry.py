@@ -17,7 +17,7 @@ from kronecker_zoo import weights as weight_registry
 from kronecker_zoo.models.context_net import context_net, kron_context_net
 from kronecker_zoo.models.dilated_fcn import dilated_fcn
 from kronecker_zoo.models.blocks import PIXEL_RANGE
-from kronecker_zoo.models.transfer import HEAD_LAYERS, transfer_weights
+from kronecker_zoo.models.transfer import is_head_layer, transfer_weights
 from kronecker_zoo.models.pool_segnet import pool_segnet
 from kronecker_zoo.models.resnet import drn, kron_resnet, lowrank_resnet, resnet, separable_resnet
 from kronecker_zoo.models.students import STUDENTS, student_builder
@@ -42,6 +42,7 @@ class ModelSpec:
 
 _RESNET_SIZES = {"8": {"depth": 8}, "20": {"depth": 20}}
 _CONTEXT_SIZES = {"basic": {"variant": "basic"}, "large": {"variant": "large"}}
+_CONTEXT_ABLATION_SIZES = {"frontend": {"variant": "frontend"}, **_CONTEXT_SIZES}
 _FCN_SIZES = {"small": {"width": 16}, "base": {"width": 32}}
 
 FAMILIES = {
@@ -55,8 +56,9 @@ FAMILIES = {
                          "ResNet with depthwise-separable 3x3 convolutions"),
     "drn": ("classification", drn, _RESNET_SIZES,
             "dilated ResNet, DRN-C style (dilated last stage, degridding layers)"),
-    "context_net": ("segmentation", context_net, _CONTEXT_SIZES,
-                    "front end + Yu & Koltun context module, identity-initialised"),
+    "context_net": ("segmentation", context_net, _CONTEXT_ABLATION_SIZES,
+                    "front end (class scores) + Yu & Koltun context module at C = classes, "
+                    "identity-initialised (frontend: no module)"),
     "kron_context_net": ("segmentation", kron_context_net, _CONTEXT_SIZES,
                          "front end + Kronecker-factored context module, identity-initialised"),
     "dilated_fcn": ("segmentation", dilated_fcn, _FCN_SIZES,
@@ -249,7 +251,7 @@ def _load_weights(model, s, path, entry, kwargs, include_top, fresh_head):
     if as_built:
         target, what = model, f"the model built ({_describe(user)})"
         head = {layer.name: layer.get_weights() for layer in model.layers
-                if fresh_head and layer.name in HEAD_LAYERS}
+                if fresh_head and is_head_layer(layer.name)}
     else:
         file_kwargs = {k: v for k, v in kwargs.items() if k not in defaults}
         target = s.builder(include_top=True, name=s.name, **file_kwargs)

@@ -1,7 +1,8 @@
 """Reusing pretrained weights in a model with another head or input channels.
 
 `transfer_weights(source, target)` copies every layer's weights by name. The head
-(``predictions`` / ``logits``) is copied when its shape matches; it is left freshly
+(``predictions`` / ``logits``; in a ContextNet the class-score layer ``front_out`` and
+the context module, which runs on the class scores) is copied when its shape matches; it is left freshly
 initialised when its shape differs (another ``num_classes``), when asked
 (``fresh_head=True``) or absent (``include_top=False``); a first convolution
 whose input channels differ is adapted instead of discarded:
@@ -12,7 +13,13 @@ pretrained features exactly.
 
 import numpy as np
 
-HEAD_LAYERS = ("predictions", "logits")
+HEAD_LAYERS = ("predictions", "logits", "front_out", "context")
+
+
+def is_head_layer(name):
+    """Whether layer ``name`` depends on the classes: `HEAD_LAYERS`, or a layer
+    ``context_<i>`` / ``context_out`` of a Kronecker context module."""
+    return name in HEAD_LAYERS or name.startswith("context_")
 
 
 def _adapt_input_channels(old, new_shape):
@@ -24,7 +31,7 @@ def _adapt_input_channels(old, new_shape):
 def transfer_weights(source, target, fresh_head=False):
     """Copies ``source``'s weights into ``target`` layer by layer (by name).
 
-    The head (`HEAD_LAYERS`) is copied when its shapes match, unless
+    The head (`is_head_layer`) is copied when its shapes match, unless
     ``fresh_head``; otherwise it keeps its initialisation. Returns the names of
     the target layers left as initialised. Raises ValueError when any other layer
     cannot take the weights.
@@ -39,11 +46,11 @@ def transfer_weights(source, target, fresh_head=False):
             raise ValueError(f"The pretrained model has no layer {layer.name!r}")
         old = src.get_weights()
         new_shapes = [tuple(w.shape) for w in layer.weights]
-        if fresh_head and layer.name in HEAD_LAYERS:
+        if fresh_head and is_head_layer(layer.name):
             skipped.append(layer.name)
         elif [tuple(w.shape) for w in old] == new_shapes:
             layer.set_weights(old)
-        elif layer.name in HEAD_LAYERS:
+        elif is_head_layer(layer.name):
             skipped.append(layer.name)
         elif (len(old) >= 1 and old[0].ndim == 4 and old[0].shape[:2] == new_shapes[0][:2]
               and old[0].shape[3] == new_shapes[0][3]
@@ -63,6 +70,6 @@ def set_backbone_trainable(model, trainable):
     backbone keeps its pretrained statistics. Recompile after changing this.
     """
     for layer in model.layers:
-        if layer.name not in HEAD_LAYERS:
+        if not is_head_layer(layer.name):
             layer.trainable = trainable
     return model
