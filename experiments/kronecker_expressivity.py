@@ -38,10 +38,7 @@ NAME = "kronecker_expressivity"
 TRAINED = {  # group -> (model, weights tag, kernel shape, which kernels)
     "drn_8": ("drn_8", "fashion_mnist", (3, 3, 64, 64), "all"),
     "context_net_basic_front": ("context_net_basic", "fashion_scenes", (3, 3, 32, 32), "front"),
-    "context_net_basic_context": ("context_net_basic", "fashion_scenes", (3, 3, 32, 32),
-                                  "context"),
-    "context_net_basic_context_update": ("context_net_basic", "fashion_scenes", (3, 3, 32, 32),
-                                         "context_update"),
+    # (the context layers run at C = 11 classes since issue 14: 11 is prime, no channel split)
 }
 
 
@@ -181,13 +178,9 @@ def gaussian_like(shape, count, rng):
 
 
 def trained_kernels(groups):
-    """``{group: [(weight path, dilation, kernel float64), ...]}`` for the ``TRAINED`` groups.
-
-    ``"context"`` kernels are Yu & Koltun's identity-initialised context layers (basic
-    variant: no init noise); ``"context_update"`` is ``W - identity``, what training added.
-    """
+    """``{group: [(weight path, dilation, kernel float64), ...]}`` for the ``TRAINED`` groups
+    (``"front"``: the kernels outside a context module)."""
     from kronecker_zoo import models
-    from kronecker_zoo.layers.context_module import ContextIdentity
 
     unknown = [g for g in groups if g not in TRAINED]
     if unknown:
@@ -203,18 +196,10 @@ def trained_kernels(groups):
                 path = weight.path
                 if tuple(weight.shape) != shape or not path.endswith("kernel"):
                     continue
-                in_context = path.startswith("context/")
-                if (select == "front" and in_context) or (
-                        select.startswith("context") and not in_context):
+                if select == "front" and path.startswith("context/"):
                     continue
                 w = np.asarray(weight.numpy(), dtype=np.float64)
-                if in_context:
-                    i = int(path.split("/")[1].rsplit("_", 1)[1])
-                    dil = int(layer.dilations[i])
-                    if select == "context_update":
-                        w = w - np.asarray(ContextIdentity(shape[-1])(shape), np.float64)
-                else:
-                    dil = int(getattr(layer, "dilation_rate", (1, 1))[0])
+                dil = int(getattr(layer, "dilation_rate", (1, 1))[0])
                 kernels.append((path, dil, w))
         if not kernels:
             raise RuntimeError(f"{name} has no {shape} kernels for group {group!r}")
@@ -419,14 +404,9 @@ def run(out_dir, tiny=False, seed=0):
         f"(1,1,8,8) sums vs LowRankConv2D-style low rank: "
         f"{vs(equal['drn_8_trained_at_dense/4'])}; Gaussian kernels of the same shape: "
         f"{vs(equal['drn_8_gaussian_at_dense/4'])}.")
-    if "context_net_basic_context" in kernels:
-        finding += (
-            f" context_net_basic (3,3,32,32) at a quarter of dense: front end "
-            f"{vs(equal['context_net_basic_front_trained_at_dense/4'])}; identity-initialised "
-            f"context layers {vs(equal['context_net_basic_context_trained_at_dense/4'])}, but "
-            f"that is the init (a centre-tap identity is an exact rank-1 Kronecker product and "
-            f"full-rank for low rank): their learned update W - I gives "
-            f"{vs(equal['context_net_basic_context_update_trained_at_dense/4'])}.")
+    if "context_net_basic_front" in kernels:
+        finding += (f" context_net_basic's front end (3,3,32,32) at a quarter of dense: "
+                    f"{vs(equal['context_net_basic_front_trained_at_dense/4'])}.")
     figs = [f"{NAME}_gallery.png", f"{NAME}_curves.png", f"{NAME}_patches.png"]
     figures.kronecker_kernel_gallery(os.path.join(out_dir, figs[0]), seed=seed)
     _curve_figure(os.path.join(out_dir, figs[1]), patches, kernels)
@@ -442,10 +422,9 @@ def run(out_dir, tiny=False, seed=0):
                    "for low rank. Errors are relative Frobenius, averaged over items."),
         "trained_kernels_note": ("Every published dense kernel is 3x3 (3 is prime: no spatial "
                                  "Kronecker split), so the largest ones are used - drn_8 "
-                                 "(3,3,64,64) and context_net_basic (3,3,32,32), its front "
-                                 "end, its identity-initialised context layers, and their "
-                                 "learned update W - identity - with the "
-                                 "zoo's channel split "
+                                 "(3,3,64,64) and context_net_basic's front end "
+                                 "(3,3,32,32; its context layers run at C = 11 classes, "
+                                 "a prime: no channel split) - with the zoo's channel split "
                                  "(kronecker_zoo.models.blocks.split_channels)"),
         "patches": patches, "trained": kernels, "equal_params": equal,
         "figures": figs,

@@ -1,0 +1,67 @@
+"""The context-module ablation (markdown) from finished runs: one front end, same budget.
+
+    python training/context_ablation_table.py
+
+Yu & Koltun's ablation on the fashion scenes: the front end alone, + basic, + large
+context module, and their Kronecker twins. Every row starts from the same trained front
+end (``training/runs/context_front_end``, recipe ``configs/context_front_end.json``) and
+trains for the same epochs with the same recipe (``init_from``), so the front-end row is
+that front end trained on for as long as the others. Reads each run's ``result.json``
+(whole test split) and prints parameters, MACs, pixel accuracy, mIoU and the mIoU change
+against the front end alone; rows whose run has not finished say so.
+"""
+
+import json
+import os
+import sys
+
+from kronecker_zoo import data, evaluation
+from kronecker_zoo.tables import markdown_table
+
+RUNS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "runs")
+SHARED_FRONT_END = "context_front_end"
+ROWS = ("context_net_frontend", "context_net_basic", "context_net_large",
+        "kron_context_net_basic", "kron_context_net_large")
+
+
+def _result(run):
+    path = os.path.join(RUNS, run, "result.json")
+    if not os.path.exists(path):
+        return None
+    with open(path) as f:
+        return json.load(f)
+
+
+def table():
+    front = _result(ROWS[0])
+    header = ["model", "epochs (front end + joint)", "params", "MACs", "pixel accuracy",
+              "mIoU", "mIoU vs front end"]
+    shared = _result(SHARED_FRONT_END)
+    lines = []
+    for run in ROWS:
+        r = _result(run)
+        if r is None:
+            partial = os.path.isdir(os.path.join(RUNS, run + ".partial"))
+            lines.append([f"`{run}`", "-", "-", "-", "-", "-",
+                          "training (resumable)" if partial else "not run"])
+            continue
+        if r.get("init_from", {}).get("run", "").rstrip("/").split("/")[-1] != SHARED_FRONT_END:
+            raise ValueError(f"{run} did not start from {SHARED_FRONT_END}: not an ablation row")
+        delta = ("-" if run == ROWS[0] or front is None
+                 else f"{100 * (r['test_miou'] - front['test_miou']):+.2f}")
+        epochs = f"{shared['epochs'] if shared else '?'} + {r['epochs']}"
+        lines.append([f"`{run}`", epochs, f"{r['params']:,}", f"{r['macs'] / 1e6:.2f}M",
+                      f"{100 * r['test_accuracy']:.2f}%", f"{100 * r['test_miou']:.2f}%", delta])
+    images, masks = data.fashion_scenes("test")
+    trivial = evaluation.trivial_segmentation_baselines(images, masks, 11)
+    note = ", ".join(f"{k} {100 * v:.2f}%" for k, v in trivial.items())
+    return markdown_table(header, lines) + f"\n\nTrivial baselines (test mIoU): {note}."
+
+
+def main(argv=None):
+    print(table())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
