@@ -655,6 +655,33 @@ def test_command_line_tools(tmp_path, capsys):
         assert f"| {row} |" in table
 
 
+@pytest.mark.slow
+def test_int8_parity_tool(tmp_path, capsys):
+    parity = _tool("int8_parity")
+    with pytest.raises(SystemExit):
+        parity.main(["resnet_8", "--calibration", "val:10"])
+    assert "split:count" in capsys.readouterr().err
+    picked = parity.split_images("classification", "test", 16, seed=3)
+    test_images = zoo.test_set("resnet_8")[0]
+    # seeded, distinct, really from that split
+    assert len({im.tobytes() for im in picked}) == 16
+    assert {im.tobytes() for im in picked} <= {im.tobytes() for im in test_images}
+    np.testing.assert_array_equal(picked, parity.split_images("classification", "test", 16, 3))
+    status = parity.main(["lowrank_resnet_8", "--calibration", "train:32", "test:32",
+                          "--examples", "100", "--keep", str(tmp_path)])
+    table = capsys.readouterr().out
+    rows = [line for line in table.splitlines() if line.startswith("| `lowrank_resnet_8`")]
+    assert [row.split("|")[2].strip() for row in rows] == ["32 train", "32 test"]
+    # the table's agreement is that of the kept file, checked here independently
+    model = zoo.load_model("lowrank_resnet_8")
+    images, labels = zoo.test_set("lowrank_resnet_8", 100)
+    kept = tmp_path / "lowrank_resnet_8_int8_test32.tflite"
+    ours = np.argmax(model.predict(images.astype("float32"), verbose=0), -1)
+    theirs = np.argmax(TFLiteRunner(kept)(images.astype("float32")), -1)
+    assert f"{100 * float((ours == theirs).mean()):.2f}%" == rows[1].split("|")[4].strip()
+    assert status == (0 if all(r.split("|")[8].strip() == "yes" for r in rows) else 1)
+
+
 def test_low_rank_shaped_kronecker_exports_as_low_rank_conv(tmp_path):
     """The planner runs ``(3 x 1, 16 -> 1) (x) (1 x 3, 1 -> 24)`` outer factor first, each
     convolution padding its own axis: the same two convolutions as LowRankConv2D, no

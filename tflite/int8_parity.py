@@ -1,0 +1,110 @@
+"""int8 parity of published models across calibration sets: the issue-13 measurement.
+
+    python tflite/int8_parity.py resnet_8 kron_resnet_8 --calibration train:64 test:256
+    python tflite/int8_parity.py --all-classifiers --calibration train:256 --examples 2000
+
+For each model (published weights) and each calibration set ``split:count`` (``count``
+seeded-random images of that split of the model's pretraining set, drawn with
+``--seed``), exports a full-integer int8 file with `to_tflite` and compares it with
+the Keras model on the test split (the whole of it unless ``--examples``): top-1 (or
+per-pixel) agreement, SQNR, Keras and int8 accuracy, and whether the agreement meets
+the bar (99% classification, 98% per pixel). Exit status 1 if any row misses it.
+"""
+
+import argparse
+import os
+import sys
+import tempfile
+
+import numpy as np
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from kronecker_zoo import data, models  # noqa: E402
+from kronecker_zoo.export import MIN_AGREEMENT, to_tflite, verify_tflite  # noqa: E402
+from kronecker_zoo.tables import markdown_table  # noqa: E402
+from tflite import zoo  # noqa: E402
+
+SPLITS = ("train", "test")
+
+
+def calibration_spec(text):
+    """``"train:256"`` -> ``("train", 256)``."""
+    split, _, count = text.partition(":")
+    if split not in SPLITS or not count.isdigit() or int(count) < 1:
+        raise argparse.ArgumentTypeError(f"expected split:count with split in {SPLITS} and a "
+                                         f"positive count, e.g. train:256; got {text!r}")
+    return split, int(count)
+
+
+def split_images(task, split, count, seed):
+    """``count`` seeded-random raw images of ``split`` of the task's pretraining set."""
+    images = (data.fashion_mnist(split) if task == "classification"
+              else data.fashion_scenes(split))[0]
+    if count > len(images):
+        raise ValueError(f"{split} has {len(images)} images; asked for {count}")
+    pick = np.random.default_rng(seed).choice(len(images), count, replace=False)
+    return images[np.sort(pick)]
+
+
+def parity_rows(names, calibrations, examples=None, seed=0, directory=None):
+    """One dict per (model, calibration set): agreement, SQNR, accuracies, passed."""
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in names:
+            task = models.spec(name).task
+            model = zoo.load_model(name)
+            images, labels = zoo.test_set(name, examples)
+            for split, count in calibrations:
+                path = os.path.join(directory or tmp, f"{name}_int8_{split}{count}.tflite")
+                to_tflite(model, path, quantization="int8", overwrite=True,
+                          representative_data=split_images(task, split, count, seed))
+                r = verify_tflite(model, path, images, labels)
+                rows.append({"model": name, "calibration": f"{count} {split}",
+                             "examples": r.num_examples, "agreement": r.agreement,
+                             "sqnr_db": r.sqnr_db, "keras_accuracy": r.keras_accuracy,
+                             "int8_accuracy": r.tflite_accuracy,
+                             "passed": r.agreement >= MIN_AGREEMENT[task]})
+                print(f"{name} ({count} {split}): {100 * r.agreement:.2f}% agreement, "
+                      f"{r.sqnr_db:.1f} dB", flush=True)
+    return rows
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     epilog="\n".join(__doc__.splitlines()[1:]))
+    parser.add_argument("names", nargs="*", metavar="NAME", help="published models")
+    parser.add_argument("--all-classifiers", action="store_true",
+                        help="every classifier with published weights")
+    parser.add_argument("--calibration", nargs="+", type=calibration_spec,
+                        default=[("train", 256)], help="split:count, e.g. train:256 test:200")
+    parser.add_argument("--examples", type=int, default=None,
+                        help="first N test images (default: the whole test split)")
+    parser.add_argument("--seed", type=int, default=0, help="which calibration images")
+    parser.add_argument("--keep", default=None, help="directory to keep the .tflite files in")
+    args = parser.parse_args(argv)
+    names = list(args.names)
+    if args.all_classifiers:
+        names += [n for n in models.list_models("classification", pretrained=True)
+                  if n not in names]
+    if not names:
+        parser.error("name at least one model, or pass --all-classifiers")
+    published = models.list_models(pretrained=True)
+    unpublished = [n for n in names if n not in published]
+    if unpublished:
+        parser.error(f"no published weights for {unpublished}")
+    rows = parity_rows(names, args.calibration, args.examples, args.seed, args.keep)
+    print(markdown_table(
+        ["model", "calibration", "test images", "agreement", "SQNR", "Keras accuracy",
+         "int8 accuracy", ">= bar"],
+        [[f"`{r['model']}`", r["calibration"], f"{r['examples']:,}",
+          f"{100 * r['agreement']:.2f}%", f"{r['sqnr_db']:.1f} dB",
+          f"{100 * r['keras_accuracy']:.2f}%", f"{100 * r['int8_accuracy']:.2f}%",
+          "yes" if r["passed"] else "no"] for r in rows]))
+    return 0 if all(r["passed"] for r in rows) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
