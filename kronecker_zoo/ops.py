@@ -246,11 +246,11 @@ def _plan_steps(shapes, strides, order, padding, rank, lowering):
         first, last = i == 0, i == m - 1
         identity = 1
         if lowering == "batch":
-            conv_channels = ((rank if last else 1) * cin, (rank if first else 1) * cout)
+            # the rank terms ride on the first step's outputs and the last step's inputs;
+            # middle steps run once per rank term (folded into the batch) on cin -> cout
+            conv_channels = ((cin, cout) if not first and not last else
+                             ((rank if last else 1) * cin, (rank if first else 1) * cout))
             macs = groups * kh * kw * cin * cout * rank
-            # (middle steps run once per rank term on cin -> cout)
-            if not first and not last:
-                conv_channels = (cin, cout)
         elif k == m - 1:  # the fast axis: one grouped convolution, `groups` groups
             conv_channels = (groups * (rank if last else 1) * cin,
                              groups * (rank if first else 1) * cout)
@@ -285,27 +285,33 @@ def _plan_steps(shapes, strides, order, padding, rank, lowering):
     return steps
 
 
-def factored_conv_macs(input_hw, factor_shapes, rank=1, strides=(1, 1), padding="same",
-                       order="auto", lowering="batch"):
-    """MACs per example of the factored execution (`factored_conv_plan`) on an
-    ``(H, W)`` input."""
+def _step_macs(input_hw, factor_shapes, rank, strides, padding, lowering, order="auto"):
+    """``[(step, MACs per example)]`` of the factored execution on an ``(H, W)`` input."""
     kernel = (math.prod(s[0] for s in factor_shapes), math.prod(s[1] for s in factor_shapes))
     h, w = input_hw
     per_step = padding == "same" and tuple(strides) == (1, 1)
     if padding == "same" and not per_step:
         h += sum(same_padding_amounts(h, kernel[0], strides[0]))
         w += sum(same_padding_amounts(w, kernel[1], strides[1]))
-    total = 0
+    out = []
     for step in factored_conv_plan(factor_shapes, strides, order,
                                    "same" if per_step else "valid", rank, lowering):
         h, w = h + sum(step.padding[0]), w + sum(step.padding[1])
         eh, ew = step.extent()
         h = (h - eh) // step.conv_strides[0] + 1
         w = (w - ew) // step.conv_strides[1] + 1
-        total += h * w * step.macs_per_pixel
+        out.append((step, h * w * step.macs_per_pixel))
         h = -(-h // step.slice_strides[0])
         w = -(-w // step.slice_strides[1])
-    return total
+    return out
+
+
+def factored_conv_macs(input_hw, factor_shapes, rank=1, strides=(1, 1), padding="same",
+                       order="auto", lowering="batch"):
+    """MACs per example of the factored execution (`factored_conv_plan`) on an
+    ``(H, W)`` input."""
+    return sum(macs for _, macs in _step_macs(input_hw, factor_shapes, rank, strides, padding,
+                                              lowering, order))
 
 
 # The planner's cost weights per runtime, in MACs of a plain convolution: one MAC of a
@@ -325,19 +331,17 @@ COST_WEIGHTS = {
 def factored_conv_cost_terms(input_hw, factor_shapes, rank=1, strides=(1, 1),
                              padding="same", lowering="batch"):
     """``(plain MACs, grouped MACs, moved elements)`` per example of a factored execution:
-    the MACs of plain and of grouped/depthwise convolutions, and the elements its
-    transposes move (approximated at the input size)."""
-    per_step = padding == "same" and tuple(strides) == (1, 1)
-    plan = factored_conv_plan(factor_shapes, strides, "auto",
-                              "same" if per_step else "valid", rank, lowering)
-    total = factored_conv_macs(input_hw, factor_shapes, rank, strides, padding,
-                               lowering=lowering)
-    grouped_share = sum(st.macs_per_pixel for st in plan
-                        if st.lowering == "channels" and st.groups > 1)
-    all_share = sum(st.macs_per_pixel for st in plan)
-    grouped = round(total * grouped_share / all_share) if all_share else 0
+    the MACs of plain and of grouped/depthwise convolutions (each step counted at the
+    resolution it runs at), and the elements its transposes move (approximated at the
+    input size)."""
+    plain = grouped = 0
+    for step, macs in _step_macs(input_hw, factor_shapes, rank, strides, padding, lowering):
+        if step.lowering == "channels" and step.groups > 1:
+            grouped += macs
+        else:
+            plain += macs
     moved = transposed_per_pixel(factor_shapes, rank, "auto", strides, lowering)
-    return total - grouped, grouped, moved * input_hw[0] * input_hw[1]
+    return plain, grouped, moved * input_hw[0] * input_hw[1]
 
 
 def factored_conv_constants(factor_shapes, rank=1, strides=(1, 1), lowering="batch"):
@@ -363,14 +367,21 @@ def factored_conv_cost(input_hw, factor_shapes, rank=1, strides=(1, 1), padding=
     return plain + weights["grouped_mac"] * grouped + weights["moved"] * moved
 
 
+def lowering_costs(input_hw, factor_shapes, rank=1, strides=(1, 1), padding="same",
+                   runtime=None):
+    """``{lowering: factored_conv_cost}`` on ``runtime`` for every lowering the factors
+    allow ("channels" needs exactly two factors)."""
+    allowed = LOWERINGS if len(factor_shapes) == 2 else ("batch",)
+    return {lowering: factored_conv_cost(input_hw, factor_shapes, rank, strides, padding,
+                                         lowering, runtime) for lowering in allowed}
+
+
 def choose_lowering(input_hw, factor_shapes, rank=1, strides=(1, 1), padding="same",
                     runtime=None):
     """The cheaper lowering by `factored_conv_cost` on ``runtime`` (default: Keras'
     backend); "batch" for three or more factors and on ties."""
-    if len(factor_shapes) != 2:
-        return "batch"
-    return min(LOWERINGS, key=lambda lowering: factored_conv_cost(
-        input_hw, factor_shapes, rank, strides, padding, lowering, runtime))
+    costs = lowering_costs(input_hw, factor_shapes, rank, strides, padding, runtime)
+    return min(costs, key=costs.get)  # LOWERINGS lists "batch" first: it wins ties
 
 
 def dense_conv_macs(input_hw, kernel_size, in_channels, out_channels, strides=(1, 1),

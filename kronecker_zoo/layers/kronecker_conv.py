@@ -263,10 +263,9 @@ class KroneckerConv2D(WeightArgsMixin, keras.layers.Layer):
             return 0.0
         hw = tuple(NOMINAL_INPUT_SIZE if d is None else int(d)
                    for d in getattr(self, "built_input_hw", (None, None)))
-        return (kz_ops.factored_conv_cost(hw, self.factors, self.rank, self.strides,
-                                          self.padding, "batch", runtime)
-                - kz_ops.factored_conv_cost(hw, self.factors, self.rank, self.strides,
-                                            self.padding, "channels", runtime))
+        costs = kz_ops.lowering_costs(hw, self.factors, self.rank, self.strides, self.padding,
+                                      runtime)
+        return costs["batch"] - costs["channels"]
 
     def lowering_for(self, runtime):
         """The lowering ``lowering="auto"`` picks for ``runtime`` ("tensorflow", "jax",
