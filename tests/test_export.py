@@ -655,6 +655,26 @@ def test_command_line_tools(tmp_path, capsys):
         assert f"| {row} |" in table
 
 
+def test_resize_nearest_is_a_block_repeat():
+    images = np.random.default_rng(5).integers(0, 256, (3, 28, 28, 1)).astype("uint8")
+    big = zoo.resize_nearest(images, (224, 224))
+    expected = np.stack([np.kron(im[..., 0], np.ones((8, 8), "uint8")) for im in images])
+    np.testing.assert_array_equal(big[..., 0], expected)
+    masks = images[..., 0]
+    np.testing.assert_array_equal(zoo.resize_nearest(masks, (14, 56)),
+                                  masks[:, ::2][:, :, np.arange(56) // 2])
+
+
+@pytest.mark.slow
+def test_compare_at_another_input_size(tmp_path):
+    rows = zoo.compare_litert(["resnet_8_lowrank5x"], quantizations=(None,), threads=(1,),
+                              runs=2, warmup=1, examples=4, directory=tmp_path,
+                              input_hw=(56, 56))
+    (row,) = rows
+    assert tflite_io(row["path"])["input"][0] == (1, 56, 56, 1)
+    assert row["agreement"] == 1.0 and row["rel_error"] <= 1e-4
+
+
 @pytest.mark.slow
 def test_int8_parity_tool(tmp_path, capsys):
     parity = _tool("int8_parity")

@@ -3,6 +3,7 @@
     python tflite/benchmark.py --tflite kron_resnet_8_int8.tflite resnet_8_int8.tflite
     python tflite/benchmark.py --compare kron_resnet_8 resnet_8
     python tflite/benchmark.py --compare kron_resnet_8 resnet_8 --examples 1000 --runs 50
+    python tflite/benchmark.py --compare resnet_8 resnet_8_kron5x --input-size 224,224
 
 Latency: median over --runs invokes (after --warmup untimed ones) of the LiteRT
 interpreter with its default XNNPACK delegate, at each of --threads (default 1 and 2).
@@ -39,7 +40,17 @@ def build_parser():
                         help="--compare: first N test images for accuracy (default: all)")
     parser.add_argument("--out-dir", default=None,
                         help="--compare: keep the .tflite files here (default: discard)")
+    parser.add_argument("--input-size", type=_size, default=None, metavar="H,W",
+                        help="--compare: export and time at H x W (e.g. 224,224); test and "
+                             "calibration images are resized to it (nearest neighbour)")
     return parser
+
+
+def _size(text):
+    parts = text.replace("x", ",").split(",")
+    if len(parts) != 2 or not all(p.strip().isdigit() and int(p) > 0 for p in parts):
+        raise argparse.ArgumentTypeError(f"expected H,W (positive ints), got {text!r}")
+    return tuple(int(p) for p in parts)
 
 
 def main(argv=None):
@@ -58,8 +69,8 @@ def main(argv=None):
     if args.out_dir:
         os.makedirs(args.out_dir, exist_ok=True)
     rows = zoo.compare_litert(args.compare, threads=args.threads, runs=args.runs,
-                       warmup=args.warmup, examples=args.examples, directory=args.out_dir,
-                       verbose=True)
+                              warmup=args.warmup, examples=args.examples,
+                              directory=args.out_dir, verbose=True, input_hw=args.input_size)
     print()
     print(zoo.litert_table(rows))
     return 0

@@ -9,6 +9,8 @@ of the same data set (`calibration_set`).
 import os
 import tempfile
 
+import numpy as np
+
 from kronecker_zoo import data, models, tables
 from kronecker_zoo import weights as weight_registry
 from kronecker_zoo.export import (
@@ -55,8 +57,19 @@ def calibration_set(name, weights, count=DEFAULT_CALIBRATION_EXAMPLES):
     return calibration_images(PRETRAINING_SETS[models.spec(name).task], count)
 
 
+def resize_nearest(images, hw):
+    """``images`` ``(N, H, W[, C])`` resized to ``hw`` by nearest neighbour: output pixel
+    ``(i, j)`` is input pixel ``(i * H // h, j * W // w)`` (an exact x8 block repeat for
+    28 -> 224)."""
+    images = np.asarray(images)
+    rows = np.arange(hw[0]) * images.shape[1] // hw[0]
+    cols = np.arange(hw[1]) * images.shape[2] // hw[1]
+    return images[:, rows][:, :, cols]
+
+
 def compare_litert(names, weights="auto", quantizations=(None, "int8"), threads=(1, 2),
-                   runs=100, warmup=20, examples=None, directory=None, verbose=False):
+                   runs=100, warmup=20, examples=None, directory=None, verbose=False,
+                   input_hw=None):
     """One row per (model, quantization): size, latency, parity and accuracy.
 
     Args:
@@ -70,6 +83,11 @@ def compare_litert(names, weights="auto", quantizations=(None, "int8"), threads=
         examples: test images for parity/accuracy (default: the whole test split).
         directory: where the .tflite files go (default: a temporary directory,
             removed afterwards).
+        input_hw: ``(height, width)`` to export and time at instead of the model's
+            default (e.g. ``(224, 224)``): the weights are loaded into the model built
+            at that size, and the test and calibration images are resized to it
+            (`resize_nearest`), so parity is measured at that size; the accuracy of a
+            model trained at 28x28 on x8 images is reported, not a claim.
 
     Returns:
         A list of dicts: ``model, weights, params, quantization, size_bytes,
@@ -81,13 +99,23 @@ def compare_litert(names, weights="auto", quantizations=(None, "int8"), threads=
         folder = os.fspath(directory) if directory is not None else tmp
         for name in names:
             tag = default_weights(name) if weights == "auto" else weights
-            model = load_model(name, tag)
-            images, labels = test_set(name, examples)
+            if input_hw is None:
+                model = load_model(name, tag)
+                images, labels = test_set(name, examples)
+            else:
+                channels = models.get(name).input_shape[-1]
+                model = models.get(name, weights=tag, input_shape=(*input_hw, channels))
+                images, labels = test_set(name, examples)
+                images = resize_nearest(images, input_hw)
+                if models.spec(name).task == "segmentation":
+                    labels = resize_nearest(labels, input_hw)
             for quantization in quantizations:
                 label = quantization or "float32"
                 path = os.path.join(folder, f"{name}_{label}.tflite")
                 calibration = (calibration_set(name, tag) if quantization == "int8"
                                else None)
+                if calibration is not None and input_hw is not None:
+                    calibration = resize_nearest(calibration, input_hw)
                 info = to_tflite(model, path, quantization=quantization,
                                  representative_data=calibration,
                                  overwrite=directory is None)
