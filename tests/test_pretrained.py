@@ -80,7 +80,6 @@ def test_published_metrics_reproduce_on_the_whole_test_set(name, tag):
 # it clearly beats the trivial baselines; see training/publish.py).
 UNPUBLISHED = {
     "context_net_large": "issue 14: the C = 11 module (352-channel layers) is still training",
-    "kron_context_net_large": "issue 14: still training (resumable, training/runs/*.partial)",
 }
 
 
