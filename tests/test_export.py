@@ -69,7 +69,11 @@ CALIBRATION_EXAMPLES = 64  # int8 calibration images in the per-model sweep (def
 # SQNR 28.6 dB (was 93.9%, 9.7 dB), resnet_20_lowrank5x 98.80%, 26.3 dB (63% before);
 # resnet_20_kron5x 98.23%, 21.3 dB; resnet_8_kron5x 99.03%; resnet_8 98.99%. Below the 99%
 # bar of issue 13 by about a point: listed, not hidden.
-INT8_PTQ_SHORTFALL = {"resnet_8_kron5x": 0.98, "resnet_8": 0.98,
+#
+# context_net_frontend (the context ablation's baseline, 34.99% mIoU: weak, low-margin class
+# scores) agrees with Keras on 97.73% of the pixels of these 256 scenes (64 calibration
+# images; 97.47% with 256), under the 98% bar of issue 14: its int8 file is listed, not hidden.
+INT8_PTQ_SHORTFALL = {"context_net_frontend": 0.97, "resnet_8_kron5x": 0.98, "resnet_8": 0.98,
                       "resnet_8_lowrank5x": 0.98, "resnet_20_lowrank5x": 0.98,
                       # 98.05% on these 256 images with 64 calibration images (issue 13)
                       "resnet_20_kron5x": 0.97}
