@@ -91,3 +91,27 @@ def test_frozen_backbone_trains_only_the_head(saved):
         assert changed == w.path.startswith("predictions"), w.path  # BN stats frozen too
     models.set_backbone_trainable(model, True)
     assert len(model.trainable_weights) > 10
+
+
+def test_missing_layers_raise_or_keep_their_initialisation():
+    """``missing="keep"``: the layers the source has are copied, the others stay as built."""
+    front = models.get("context_net_frontend", input_shape=(16, 16, 1))
+    rng = np.random.default_rng(2)
+    front.set_weights([rng.normal(0, 0.3, w.shape).astype("float32") for w in front.weights])
+    basic = models.get("context_net_basic", input_shape=(16, 16, 1))
+    built = {layer.name: [w.copy() for w in layer.get_weights()] for layer in basic.layers}
+    with pytest.raises(ValueError, match="has no layer 'context"):
+        models.transfer_weights(front, basic)
+    kept = models.transfer_weights(front, basic, missing="keep")
+    front_names = {layer.name for layer in front.layers if layer.weights}
+    assert kept and set(kept) == {layer.name for layer in basic.layers
+                                  if layer.weights and layer.name not in front_names}
+    for layer in basic.layers:
+        if not layer.weights:
+            continue
+        expected = (front.get_layer(layer.name).get_weights() if layer.name in front_names
+                    else built[layer.name])
+        for a, b in zip(layer.get_weights(), expected):
+            np.testing.assert_array_equal(a, b)
+    with pytest.raises(ValueError, match="missing must be"):
+        models.transfer_weights(front, basic, missing="skip")

@@ -137,11 +137,12 @@ def compile_model(model, config, steps, segmentation):
 
 def init_from_run(model, run_dir):
     """Copies into ``model`` the trained weights of every layer that the finished run in
-    ``run_dir`` has under the same name; returns the copied layers' names.
+    ``run_dir`` has under the same name (`models.transfer_weights` with
+    ``missing="keep"``); returns the copied layers' names.
 
     How an ablation shares one trained front end: ``context_net_basic`` started from the
-    ``context_net_frontend`` run gets its ``front*`` layers. Raises when no layer matches or
-    a matching layer's weight shapes differ.
+    ``context_front_end`` run gets its ``front*`` layers. Raises when no layer matches or
+    a matching layer's weights do not fit.
     """
     with open(os.path.join(run_dir, "config.json")) as f:
         source_config = json.load(f)
@@ -150,21 +151,15 @@ def init_from_run(model, run_dir):
     source = models.get(source_config["model"], input_shape=model.input_shape[1:],
                         **source_config.get("overrides", {}))
     source.load_weights(weights)
-    names = {layer.name: layer for layer in source.layers if layer.weights}
-    copied = []
-    for layer in model.layers:
-        if not layer.weights or layer.name not in names:
-            continue
-        values = names[layer.name].get_weights()
-        shapes = [tuple(w.shape) for w in layer.weights]
-        if shapes != [v.shape for v in values]:
-            raise ValueError(f"init_from {run_dir}: layer {layer.name!r} has weight shapes "
-                             f"{shapes} here and {[v.shape for v in values]} there")
-        layer.set_weights(values)
-        copied.append(layer.name)
+    try:
+        kept = set(models.transfer_weights(source, model, missing="keep"))
+    except ValueError as error:
+        raise ValueError(f"init_from {run_dir}: {error}") from None
+    copied = [layer.name for layer in model.layers if layer.weights and layer.name not in kept]
     if not copied:
         raise ValueError(f"init_from {run_dir}: no layer of {model.name} has a trained "
-                         f"namesake there ({sorted(names)})")
+                         f"namesake there "
+                         f"({sorted(layer.name for layer in source.layers if layer.weights)})")
     return copied
 
 

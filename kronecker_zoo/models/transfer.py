@@ -28,14 +28,18 @@ def _adapt_input_channels(old, new_shape):
     return (old[:, :, index, :] * (c_old / c_new)).astype(old.dtype)
 
 
-def transfer_weights(source, target, fresh_head=False):
+def transfer_weights(source, target, fresh_head=False, missing="raise"):
     """Copies ``source``'s weights into ``target`` layer by layer (by name).
 
     The head (`is_head_layer`) is copied when its shapes match, unless
-    ``fresh_head``; otherwise it keeps its initialisation. Returns the names of
-    the target layers left as initialised. Raises ValueError when any other layer
-    cannot take the weights.
+    ``fresh_head``; otherwise it keeps its initialisation. A target layer that
+    ``source`` lacks raises (``missing="raise"``) or keeps its initialisation
+    (``missing="keep"``: how an ablation model takes a shared front end). Returns the
+    names of the target layers left as initialised. Raises ValueError when any other
+    layer cannot take the weights.
     """
+    if missing not in ("raise", "keep"):
+        raise ValueError(f"missing must be 'raise' or 'keep', got {missing!r}")
     source_layers = {layer.name: layer for layer in source.layers}
     skipped = []
     for layer in target.layers:
@@ -43,7 +47,10 @@ def transfer_weights(source, target, fresh_head=False):
             continue
         src = source_layers.get(layer.name)
         if src is None:
-            raise ValueError(f"The pretrained model has no layer {layer.name!r}")
+            if missing == "raise":
+                raise ValueError(f"The pretrained model has no layer {layer.name!r}")
+            skipped.append(layer.name)
+            continue
         old = src.get_weights()
         new_shapes = [tuple(w.shape) for w in layer.weights]
         if fresh_head and is_head_layer(layer.name):
