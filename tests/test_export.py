@@ -196,6 +196,13 @@ def test_pretraining_calibration_data_comes_from_the_published_training_set():
         calibration_images("imagenet")
     with pytest.raises(ValueError, match="count"):
         calibration_images("fashion_mnist", count=0)
+    held_out = pretraining_calibration_data("resnet_8", count=16, split="test")
+    assert _contained(held_out, test) and not _contained(held_out[:5], train)
+    assert np.array_equal(calibration_images("fashion_mnist", 16, split="test"), held_out)
+    with pytest.raises(ValueError, match="Unknown split 'val'"):
+        calibration_images("fashion_mnist", split="val")
+    with pytest.raises(ValueError, match="has 10000 images; asked for 10001"):
+        calibration_images("fashion_mnist", 10001, split="test")
 
 
 def test_int8_calibration_is_never_guessed_from_the_model_name(tmp_path):
@@ -685,12 +692,6 @@ def test_int8_parity_tool(tmp_path, capsys):
     with pytest.raises(SystemExit):
         parity.main(["resnet_8", "--calibration", "val:10"])
     assert "split:count" in capsys.readouterr().err
-    picked = parity.split_images("classification", "test", 16, seed=3)
-    test_images = zoo.test_set("resnet_8")[0]
-    # seeded, distinct, really from that split
-    assert len({im.tobytes() for im in picked}) == 16
-    assert {im.tobytes() for im in picked} <= {im.tobytes() for im in test_images}
-    np.testing.assert_array_equal(picked, parity.split_images("classification", "test", 16, 3))
     status = parity.main(["lowrank_resnet_8", "--calibration", "train:32", "test:32",
                           "--examples", "100", "--keep", str(tmp_path)])
     table = capsys.readouterr().out

@@ -21,12 +21,12 @@ import numpy as np
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from kronecker_zoo import data, models  # noqa: E402
-from kronecker_zoo.export import MIN_AGREEMENT, to_tflite, verify_tflite  # noqa: E402
+from kronecker_zoo import models  # noqa: E402
+from kronecker_zoo.export import (MIN_AGREEMENT, pretraining_calibration_data,  # noqa: E402
+                                  to_tflite, verify_tflite)
+from kronecker_zoo.export.calibration import SPLITS  # noqa: E402
 from kronecker_zoo.tables import markdown_table  # noqa: E402
 from tflite import zoo  # noqa: E402
-
-SPLITS = ("train", "test")
 
 
 def calibration_spec(text):
@@ -36,16 +36,6 @@ def calibration_spec(text):
         raise argparse.ArgumentTypeError(f"expected split:count with split in {SPLITS} and a "
                                          f"positive count, e.g. train:256; got {text!r}")
     return split, int(count)
-
-
-def split_images(task, split, count, seed):
-    """``count`` seeded-random raw images of ``split`` of the task's pretraining set."""
-    images = (data.fashion_mnist(split) if task == "classification"
-              else data.fashion_scenes(split))[0]
-    if count > len(images):
-        raise ValueError(f"{split} has {len(images)} images; asked for {count}")
-    pick = np.random.default_rng(seed).choice(len(images), count, replace=False)
-    return images[np.sort(pick)]
 
 
 def parity_rows(names, calibrations, examples=None, seed=0, directory=None):
@@ -59,7 +49,8 @@ def parity_rows(names, calibrations, examples=None, seed=0, directory=None):
             for split, count in calibrations:
                 path = os.path.join(directory or tmp, f"{name}_int8_{split}{count}.tflite")
                 to_tflite(model, path, quantization="int8", overwrite=True,
-                          representative_data=split_images(task, split, count, seed))
+                          representative_data=pretraining_calibration_data(
+                              name, count=count, seed=seed, split=split))
                 r = verify_tflite(model, path, images, labels)
                 rows.append({"model": name, "calibration": f"{count} {split}",
                              "examples": r.num_examples, "agreement": r.agreement,

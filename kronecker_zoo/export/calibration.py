@@ -21,17 +21,25 @@ CALIBRATION_SEED = 0
 DATASETS = ("fashion_mnist", "fashion_scenes")
 
 
+SPLITS = ("train", "test")
+
+
 @functools.lru_cache(maxsize=4)
-def _train_images(dataset, count, seed):
+def _split_images(dataset, split, count, seed):
     from kronecker_zoo import data
 
-    images = getattr(data, dataset)("train")[0]
+    images = getattr(data, dataset)(split)[0]
+    if count > len(images):
+        raise ValueError(f"The {split} split of {dataset} has {len(images)} images; "
+                         f"asked for {count}")
     order = np.random.default_rng(seed).permutation(len(images))[:count]
     return images[np.sort(order)]
 
 
-def calibration_images(dataset, count=DEFAULT_CALIBRATION_EXAMPLES, seed=CALIBRATION_SEED):
-    """``count`` seeded-random train images of ``dataset`` (see `DATASETS`).
+def calibration_images(dataset, count=DEFAULT_CALIBRATION_EXAMPLES, seed=CALIBRATION_SEED,
+                       split="train"):
+    """``count`` seeded-random images of the ``split`` (``"train"`` or ``"test"``) of
+    ``dataset`` (see `DATASETS`).
 
     Returns raw uint8 pixels (0..255), ``(count, H, W, 1)``: the input format of
     the zoo models.
@@ -39,12 +47,14 @@ def calibration_images(dataset, count=DEFAULT_CALIBRATION_EXAMPLES, seed=CALIBRA
     if dataset not in DATASETS:
         raise ValueError(f"Unknown calibration dataset {dataset!r}. Valid: "
                          f"{', '.join(repr(d) for d in DATASETS)}")
+    if split not in SPLITS:
+        raise ValueError(f"Unknown split {split!r}. Valid: {', '.join(map(repr, SPLITS))}")
     positive_int(count, "count")
-    return _train_images(dataset, count, seed).copy()
+    return _split_images(dataset, split, count, seed).copy()
 
 
 def pretraining_calibration_data(name, tag=None, count=DEFAULT_CALIBRATION_EXAMPLES,
-                                 seed=CALIBRATION_SEED):
+                                 seed=CALIBRATION_SEED, split="train"):
     """``count`` train images of the data set the published ``tag`` weights of ``name``
     were trained on (the manifest's ``dataset``), as `calibration_images` returns them.
 
@@ -67,7 +77,7 @@ def pretraining_calibration_data(name, tag=None, count=DEFAULT_CALIBRATION_EXAMP
     if dataset not in DATASETS:
         raise ValueError(f"The {tag!r} weights of {name!r} were trained on {dataset!r}, for "
                          "which no calibration images are available; pass your own.")
-    return calibration_images(dataset, count, seed)
+    return calibration_images(dataset, count, seed, split=split)
 
 
 def _unwrap(layer):
