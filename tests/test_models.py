@@ -159,7 +159,7 @@ def test_forward_default_and_other_sizes(name):
     model = models.get(name)
     assert model.name == name
     h, w = default_hw(name)
-    assert tuple(model.input_shape) == (None, h, w, 1)
+    assert tuple(model.input_shape) == (None, h, w, 1) == (None, *models.spec(name).input_shape)
     x = pixels((2, h, w, 1))
     y = run(model, x)
     assert y.shape == expected_shape(name, 2, h, w)

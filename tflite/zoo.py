@@ -103,7 +103,7 @@ def compare_litert(names, weights="auto", quantizations=(None, "int8"), threads=
                 model = load_model(name, tag)
                 images, labels = test_set(name, examples)
             else:
-                channels = models.get(name).input_shape[-1]
+                channels = models.spec(name).input_shape[-1]
                 model = models.get(name, weights=tag, input_shape=(*input_hw, channels))
                 images, labels = test_set(name, examples)
                 images = resize_nearest(images, input_hw)

@@ -39,6 +39,11 @@ class ModelSpec:
     description: str
     input_range: tuple = PIXEL_RANGE  # raw pixel values the model takes (min, max)
 
+    @property
+    def input_shape(self):
+        """The default ``(height, width, channels)`` `get` builds (the builder's default)."""
+        return tuple(_defaults(self.builder)["input_shape"])
+
 
 _RESNET_SIZES = {"8": {"depth": 8}, "20": {"depth": 20}}
 _CONTEXT_SIZES = {"basic": {"variant": "basic"}, "large": {"variant": "large"}}
