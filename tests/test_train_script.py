@@ -174,3 +174,28 @@ def test_init_from_copies_the_shared_front_end_by_name(tmp_path, monkeypatch):
     with pytest.raises(ValueError, match="no layer of resnet_8 has a trained namesake"):
         train_script.train({**RECIPE, "init_from": str(tmp_path / "front")},
                            str(tmp_path / "c"), verbose=0)
+
+
+def test_context_module_lr_probe_measures_from_the_shared_front_end():
+    """A learning rate too small to move any weight leaves the start's scores; the start is
+    the committed front end with a fresh (identity) module."""
+    from training import context_module_lr as probe
+    from kronecker_zoo import data
+    from kronecker_zoo.metrics import confusion_matrix, mean_iou_from_confusion
+
+    (row,) = probe.probe(["context_net_basic"], [("sgd", 1e-12)], steps=1, examples=8)
+    name, optimizer, start, after = row
+    assert (name, optimizer) == ("context_net_basic", "sgd 1e-12")
+    # the weights stay; one step in training mode moves the BN moving statistics by 1%
+    np.testing.assert_allclose(after, start, atol=2e-3)
+    front = models.get("context_net_frontend", weights=os.path.join(
+        probe.FRONT_END_RUN, "context_net_frontend.weights.h5"))
+    fresh = models.get("context_net_basic")
+    models.transfer_weights(front, fresh, missing="keep")
+    x, y = data.fashion_scenes("test")
+    predicted = fresh.predict(x[:8].astype("float32"), verbose=0).argmax(-1)
+    assert start[1] == pytest.approx(float((predicted == y[:8]).mean()), abs=1e-6)
+    assert start[0] == pytest.approx(
+        mean_iou_from_confusion(confusion_matrix(y[:8], predicted, 11)), abs=1e-6)
+    with pytest.raises(SystemExit):
+        probe.main(["context_net_basic", "--optimizers", "adam:2e-3"])
