@@ -1,16 +1,20 @@
 """The context-module ablation (markdown) from finished runs: one front end, same budget.
 
     python training/context_ablation_table.py
+    python training/context_ablation_table.py --extra study_context_net_basic_lr2e-4
 
 Yu & Koltun's ablation on the fashion scenes: the front end alone, + basic, + large
 context module, and their Kronecker twins. Every row starts from the same trained front
 end (``training/runs/context_front_end``, recipe ``configs/context_front_end.json``) and
-trains for the same epochs with the same recipe (``init_from``), so the front-end row is
-that front end trained on for as long as the others. Reads each run's ``result.json``
-(whole test split) and prints parameters, MACs, pixel accuracy, mIoU and the mIoU change
-against the front end alone; rows whose run has not finished say so.
+trains for the same epochs (``init_from``), so the front-end row is that front end trained
+on for as long as the others; the learning rate column says where a recipe differs.
+Reads each run's ``result.json`` and ``config.json`` (whole test split) and prints
+parameters, MACs, learning rate, pixel accuracy, mIoU and the mIoU change against the
+front end alone; rows whose run has not finished say so. ``--extra`` appends other runs
+from the same front end (e.g. a study at another learning rate).
 """
 
+import argparse
 import json
 import os
 import sys
@@ -24,25 +28,25 @@ ROWS = ("context_net_frontend", "context_net_basic", "context_net_large",
         "kron_context_net_basic", "kron_context_net_large")
 
 
-def _result(run):
-    path = os.path.join(RUNS, run, "result.json")
+def _result(run, file="result.json"):
+    path = os.path.join(RUNS, run, file)
     if not os.path.exists(path):
         return None
     with open(path) as f:
         return json.load(f)
 
 
-def table():
+def table(extra=()):
     front = _result(ROWS[0])
-    header = ["model", "epochs (front end + joint)", "params", "MACs", "pixel accuracy",
-              "mIoU", "mIoU vs front end"]
+    header = ["model", "epochs (front end + joint)", "params", "MACs", "learning rate",
+              "pixel accuracy", "mIoU", "mIoU vs front end"]
     shared = _result(SHARED_FRONT_END)
     lines = []
-    for run in ROWS:
+    for run in ROWS + tuple(extra):
         r = _result(run)
         if r is None:
             partial = os.path.isdir(os.path.join(RUNS, run + ".partial"))
-            lines.append([f"`{run}`", "-", "-", "-", "-", "-",
+            lines.append([f"`{run}`", "-", "-", "-", "-", "-", "-",
                           "training (resumable)" if partial else "not run"])
             continue
         if r.get("init_from", {}).get("run", "").rstrip("/").split("/")[-1] != SHARED_FRONT_END:
@@ -50,8 +54,9 @@ def table():
         delta = ("-" if run == ROWS[0] or front is None
                  else f"{100 * (r['test_miou'] - front['test_miou']):+.2f}")
         epochs = f"{shared['epochs'] if shared else '?'} + {r['epochs']}"
+        lr = _result(run, "config.json")["learning_rate"]
         lines.append([f"`{run}`", epochs, f"{r['params']:,}", f"{r['macs'] / 1e6:.2f}M",
-                      f"{100 * r['test_accuracy']:.2f}%", f"{100 * r['test_miou']:.2f}%", delta])
+                      f"{lr:g}", f"{100 * r['test_accuracy']:.2f}%", f"{100 * r['test_miou']:.2f}%", delta])
     images, masks = data.fashion_scenes("test")
     trivial = evaluation.trivial_segmentation_baselines(images, masks, 11)
     note = ", ".join(f"{k} {100 * v:.2f}%" for k, v in trivial.items())
@@ -59,7 +64,11 @@ def table():
 
 
 def main(argv=None):
-    print(table())
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--extra", nargs="*", default=[], metavar="RUN",
+                        help="other runs under training/runs from the same front end")
+    args = parser.parse_args(argv)
+    print(table(args.extra))
     return 0
 
 
