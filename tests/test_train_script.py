@@ -1,6 +1,7 @@
 """training/train.py leaves nothing that blocks a retry when a run fails, and never
 touches what is already in ``--out``. Runs in-process on a few random images."""
 
+import json
 import os
 import types
 
@@ -199,3 +200,30 @@ def test_context_module_lr_probe_measures_from_the_shared_front_end():
         mean_iou_from_confusion(confusion_matrix(y[:8], predicted, 11)), abs=1e-6)
     with pytest.raises(SystemExit):
         probe.main(["context_net_basic", "--optimizers", "adam:2e-3"])
+
+
+def test_context_ablation_table_reads_the_runs(tmp_path, monkeypatch):
+    from training import context_ablation_table as ablation
+
+    def run(name, miou, lr=2e-3, front="training/runs/context_front_end"):
+        os.makedirs(tmp_path / name)
+        result = {"epochs": 4, "params": 1000, "macs": 2e6, "test_accuracy": 0.9,
+                  "test_miou": miou, "init_from": {"run": front, "layers": []}}
+        (tmp_path / name / "result.json").write_text(json.dumps(result))
+        (tmp_path / name / "config.json").write_text(json.dumps({"learning_rate": lr}))
+
+    monkeypatch.setattr(ablation, "RUNS", str(tmp_path))
+    run("context_front_end", 0.3)
+    run("context_net_frontend", 0.35)
+    run("context_net_basic", 0.5525)
+    run("study_basic", 0.54, lr=2e-4)
+    os.makedirs(tmp_path / "context_net_large.partial")
+    rows = {line.split("|")[1].strip(): [c.strip() for c in line.split("|")[2:-1]]
+            for line in ablation.table(["study_basic"]).splitlines() if line.startswith("| `")}
+    assert rows["`context_net_basic`"][-1] == "+20.25"
+    assert rows["`study_basic`"][3:] == ["0.0002", "90.00%", "54.00%", "+19.00"]
+    assert rows["`context_net_large`"][-1] == "training (resumable)"
+    assert rows["`kron_context_net_basic`"][-1] == "not run"
+    run("kron_context_net_basic", 0.5, front="training/runs/elsewhere")
+    with pytest.raises(ValueError, match="not an ablation row"):
+        ablation.table()
