@@ -711,6 +711,23 @@ def test_int8_parity_tool(tmp_path, capsys):
     assert status == (0 if all(r.split("|")[8].strip() == "yes" for r in rows) else 1)
 
 
+def test_int8_parity_calibrates_on_the_asked_split_count_and_seed(monkeypatch):
+    parity = _tool("int8_parity")
+    asked = []
+
+    class Asked(Exception):
+        pass
+
+    def record(name, tag=None, count=None, seed=None, split=None):
+        asked.append((name, tag, count, seed, split))
+        raise Asked
+
+    monkeypatch.setattr(parity, "pretraining_calibration_data", record)
+    with pytest.raises(Asked):
+        parity.parity_rows(["resnet_8"], [("test", 7)], examples=5, seed=3)
+    assert asked == [("resnet_8", "fashion_mnist", 7, 3, "test")]
+
+
 def test_low_rank_shaped_kronecker_exports_as_low_rank_conv(tmp_path):
     """The planner runs ``(3 x 1, 16 -> 1) (x) (1 x 3, 1 -> 24)`` outer factor first, each
     convolution padding its own axis: the same two convolutions as LowRankConv2D, no

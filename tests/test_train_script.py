@@ -175,6 +175,14 @@ def test_init_from_copies_the_shared_front_end_by_name(tmp_path, monkeypatch):
     with pytest.raises(ValueError, match="no layer of resnet_8 has a trained namesake"):
         train_script.train({**RECIPE, "init_from": str(tmp_path / "front")},
                            str(tmp_path / "c"), verbose=0)
+    # a front end of another width (body layers) or for other classes (the head front_out)
+    # is not this model's front end: refused, not silently half-copied
+    for overrides, culprit in (({"front_channels": 16}, "front1_conv"),
+                               ({"num_classes": 5}, "front_out")):
+        with pytest.raises(ValueError, match=culprit):
+            train_script.train({**recipe, "model": "context_net_basic", "overrides": overrides,
+                                "init_from": str(tmp_path / "front")},
+                               str(tmp_path / f"bad{len(overrides)}{culprit}"), verbose=0)
 
 
 def test_context_module_lr_probe_measures_from_the_shared_front_end():
@@ -227,3 +235,9 @@ def test_context_ablation_table_reads_the_runs(tmp_path, monkeypatch):
     run("kron_context_net_basic", 0.5, front="training/runs/elsewhere")
     with pytest.raises(ValueError, match="not an ablation row"):
         ablation.table()
+    os.remove(tmp_path / "kron_context_net_basic" / "result.json")
+    with pytest.raises(ValueError, match="no run 'study_typo'"):
+        ablation.table(["study_typo"])
+    (tmp_path / "study_basic" / "config.json").unlink()
+    with pytest.raises(ValueError, match="study_basic has a result.json but no config.json"):
+        ablation.table(["study_basic"])

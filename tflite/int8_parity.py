@@ -16,8 +16,6 @@ import os
 import sys
 import tempfile
 
-import numpy as np
-
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -50,7 +48,8 @@ def parity_rows(names, calibrations, examples=None, seed=0, directory=None):
                 path = os.path.join(directory or tmp, f"{name}_int8_{split}{count}.tflite")
                 to_tflite(model, path, quantization="int8", overwrite=True,
                           representative_data=pretraining_calibration_data(
-                              name, count=count, seed=seed, split=split))
+                              name, zoo.default_weights(name), count=count, seed=seed,
+                              split=split))
                 r = verify_tflite(model, path, images, labels)
                 rows.append({"model": name, "calibration": f"{count} {split}",
                              "examples": r.num_examples, "agreement": r.agreement,

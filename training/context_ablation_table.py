@@ -46,6 +46,8 @@ def table(extra=()):
         r = _result(run)
         if r is None:
             partial = os.path.isdir(os.path.join(RUNS, run + ".partial"))
+            if run in extra and not partial:
+                raise ValueError(f"no run {run!r} under {RUNS}")
             lines.append([f"`{run}`", "-", "-", "-", "-", "-", "-",
                           "training (resumable)" if partial else "not run"])
             continue
@@ -54,7 +56,10 @@ def table(extra=()):
         delta = ("-" if run == ROWS[0] or front is None
                  else f"{100 * (r['test_miou'] - front['test_miou']):+.2f}")
         epochs = f"{shared['epochs'] if shared else '?'} + {r['epochs']}"
-        lr = _result(run, "config.json")["learning_rate"]
+        config = _result(run, "config.json")
+        if config is None:
+            raise ValueError(f"{run} has a result.json but no config.json: not a train.py run")
+        lr = config["learning_rate"]
         lines.append([f"`{run}`", epochs, f"{r['params']:,}", f"{r['macs'] / 1e6:.2f}M",
                       f"{lr:g}", f"{100 * r['test_accuracy']:.2f}%", f"{100 * r['test_miou']:.2f}%", delta])
     images, masks = data.fashion_scenes("test")

@@ -5,12 +5,14 @@
 
 Each model starts from the shared front end (``training/runs/context_front_end``, as the
 ablation recipes' ``init_from``) with its module at the identity initialisation, then
-takes ``--steps`` steps (batch 32, seed 0, no schedule) with each optimizer; prints mIoU
-and pixel accuracy on the first ``--examples`` test scenes at the start and after the
-steps. Why it exists: Adam moves every weight by about the learning rate per step, and
+takes ``--steps`` steps (batch 32, seed 0, constant learning rate; SGD with Nesterov
+momentum 0.9 and no weight decay, AdamW with the recipes' 1e-4) with each optimizer; prints
+mIoU and pixel accuracy (`evaluation.evaluate`) on the first ``--examples`` test scenes at
+the start and after the steps. Why it exists: Adam moves every weight by about the learning rate per step, and
 the large module's block-identity weights are ``C / c_out`` (1/32 in its widest layers),
 so the learning rate that suits the basic module (weights 1) wipes out the large one's
-start. Measured (AMD EPYC, 2 cores): see README, "Segmentation".
+start. Measured (AMD EPYC, 2 cores): README, "Segmentation: Yu & Koltun's context-module
+ablation".
 """
 
 import argparse
@@ -22,12 +24,14 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import keras  # noqa: E402
 
-from kronecker_zoo import data, models  # noqa: E402
-from kronecker_zoo.metrics import confusion_matrix, mean_iou_from_confusion  # noqa: E402
+from kronecker_zoo import data, evaluation, models  # noqa: E402
 from kronecker_zoo.tables import markdown_table  # noqa: E402
+from kronecker_zoo.validation import positive_int  # noqa: E402
 from training.train import init_from_run  # noqa: E402
 
-FRONT_END_RUN = "training/runs/context_front_end"
+FRONT_END_RUN = os.path.join(os.path.dirname(os.path.abspath(__file__)), "runs",
+                             "context_front_end")
+FAMILIES = ("context_net", "kron_context_net")
 OPTIMIZERS = {
     "adamw": lambda lr: keras.optimizers.AdamW(lr, weight_decay=1e-4),
     "sgd": lambda lr: keras.optimizers.SGD(lr, momentum=0.9, nesterov=True),
@@ -50,13 +54,18 @@ def optimizer_spec(text):
 
 def scores(model, images, masks):
     """(mIoU, pixel accuracy) of ``model`` on ``images``."""
-    predicted = model.predict(images.astype("float32"), batch_size=64, verbose=0).argmax(-1)
-    confusion = confusion_matrix(masks, predicted, model.output_shape[-1])
-    return mean_iou_from_confusion(confusion), float((predicted == masks).mean())
+    result = evaluation.evaluate(model, images, masks, batch_size=64)
+    return result["miou"], result["accuracy"]
 
 
 def probe(names, optimizers, steps=40, examples=256, front_end_run=FRONT_END_RUN):
     """One row per (model, optimizer): mIoU and accuracy at the start and after ``steps``."""
+    for name in names:
+        if models.spec(name).family not in FAMILIES:
+            raise ValueError(f"{name!r} has no context module; choose a model of "
+                             f"{', '.join(FAMILIES)}")
+    positive_int(steps, "steps")
+    positive_int(examples, "examples")
     (x_train, y_train), (x_test, y_test) = data.fashion_scenes("train"), data.fashion_scenes("test")
     x_test, y_test = x_test[:examples], y_test[:examples]
     rows = []
@@ -86,7 +95,10 @@ def main(argv=None):
     parser.add_argument("--steps", type=int, default=40)
     parser.add_argument("--examples", type=int, default=256)
     args = parser.parse_args(argv)
-    rows = probe(args.names, args.optimizers, args.steps, args.examples)
+    try:
+        rows = probe(args.names, args.optimizers, args.steps, args.examples)
+    except ValueError as error:
+        parser.error(str(error))
     print(markdown_table(
         ["model", "optimizer", "start mIoU / acc", f"after {args.steps} steps"],
         [[f"`{name}`", opt, f"{100 * a[0]:.2f}% / {100 * a[1]:.2f}%",

@@ -141,8 +141,10 @@ def init_from_run(model, run_dir):
     ``missing="keep"``); returns the copied layers' names.
 
     How an ablation shares one trained front end: ``context_net_basic`` started from the
-    ``context_front_end`` run gets its ``front*`` layers. Raises when no layer matches or
-    a matching layer's weights do not fit.
+    ``context_front_end`` run gets its ``front*`` layers; layers the run lacks (the context
+    module) keep their initialisation. Raises when no layer matches, or when a layer of the
+    run cannot be copied into its namesake here (other shapes: e.g. another
+    ``num_classes`` or ``front_channels``), head layers included.
     """
     with open(os.path.join(run_dir, "config.json")) as f:
         source_config = json.load(f)
@@ -155,11 +157,15 @@ def init_from_run(model, run_dir):
         kept = set(models.transfer_weights(source, model, missing="keep"))
     except ValueError as error:
         raise ValueError(f"init_from {run_dir}: {error}") from None
+    trained = {layer.name for layer in source.layers if layer.weights}
+    mismatched = sorted(kept & trained)
+    if mismatched:
+        raise ValueError(f"init_from {run_dir}: layers {mismatched} have other weight shapes "
+                         f"there than in {model.name}: the run is not this model's front end")
     copied = [layer.name for layer in model.layers if layer.weights and layer.name not in kept]
     if not copied:
         raise ValueError(f"init_from {run_dir}: no layer of {model.name} has a trained "
-                         f"namesake there "
-                         f"({sorted(layer.name for layer in source.layers if layer.weights)})")
+                         f"namesake there ({sorted(trained)})")
     return copied
 
 

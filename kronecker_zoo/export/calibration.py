@@ -55,8 +55,9 @@ def calibration_images(dataset, count=DEFAULT_CALIBRATION_EXAMPLES, seed=CALIBRA
 
 def pretraining_calibration_data(name, tag=None, count=DEFAULT_CALIBRATION_EXAMPLES,
                                  seed=CALIBRATION_SEED, split="train"):
-    """``count`` train images of the data set the published ``tag`` weights of ``name``
-    were trained on (the manifest's ``dataset``), as `calibration_images` returns them.
+    """``count`` images of the ``split`` (train by default) of the data set the published
+    ``tag`` weights of ``name`` were trained on (the manifest's ``dataset``), as
+    `calibration_images` returns them.
 
     ``tag`` defaults to the model's only published tag. Use it for a model loaded
     with those weights and not fine-tuned on other data.
