@@ -78,9 +78,7 @@ def test_published_metrics_reproduce_on_the_whole_test_set(name, tag):
 
 # Registered models without published weights, and why (a model is published only when
 # it clearly beats the trivial baselines; see training/publish.py).
-UNPUBLISHED = {
-    "context_net_large": "issue 14: the C = 11 module (352-channel layers) is still training",
-}
+UNPUBLISHED = {}
 
 
 def test_every_registry_model_has_published_weights_or_a_stated_reason():

@@ -23,6 +23,7 @@ import json
 import os
 import shutil
 import sys
+import tempfile
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
@@ -54,6 +55,15 @@ def check_beats_trivial(model, tag, miou):
     return baselines
 
 
+def weights_only(name, overrides, source, target):
+    """Writes to ``target`` the weights of registered model ``name`` in ``source``, without
+    the optimizer state that ``save_weights`` of a compiled model adds (two thirds of an
+    Adam-trained file)."""
+    model = models.get(name, **overrides)
+    model.load_weights(source)
+    model.save_weights(target)
+
+
 def publish(run_dir, recipe=None):
     with open(os.path.join(run_dir, "result.json")) as f:
         result = json.load(f)
@@ -67,14 +77,17 @@ def publish(run_dir, recipe=None):
                          "kronecker_zoo/models/students.py first:\n" + student_entry(run_dir))
     if "test_miou" in result:
         check_beats_trivial(model, tag, result["test_miou"])
-    source = os.path.join(run_dir, result["weights"])
-    digest = weight_registry.sha256_of(source)
     name = f"{model}-{tag}.weights.h5"
     target = weight_registry.file_path(name)
-    if os.path.exists(target) and weight_registry.sha256_of(target) != digest:
-        raise FileExistsError(f"{target} exists with different contents; remove it first "
-                              "if you really mean to replace the published weights")
-    shutil.copyfile(source, target)
+    with tempfile.TemporaryDirectory() as tmp:
+        source = os.path.join(tmp, name)
+        weights_only(model, config.get("overrides", {}) if not student else {},
+                     os.path.join(run_dir, result["weights"]), source)
+        digest = weight_registry.sha256_of(source)
+        if os.path.exists(target) and weight_registry.sha256_of(target) != digest:
+            raise FileExistsError(f"{target} exists with different contents; remove it first "
+                                  "if you really mean to replace the published weights")
+        shutil.copyfile(source, target)
     entry = {
         "file": name,
         "sha256": digest,
