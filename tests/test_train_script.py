@@ -241,3 +241,24 @@ def test_context_ablation_table_reads_the_runs(tmp_path, monkeypatch):
     (tmp_path / "study_basic" / "config.json").unlink()
     with pytest.raises(ValueError, match="study_basic has a result.json but no config.json"):
         ablation.table(["study_basic"])
+
+
+def test_published_weights_carry_no_optimizer_state(tmp_path):
+    import h5py
+    from training.publish import weights_only
+
+    model = models.get("resnet_8")
+    model.compile(keras.optimizers.AdamW(1e-3), "sparse_categorical_crossentropy")
+    x = np.random.default_rng(0).uniform(0, 255, (4, 28, 28, 1)).astype("float32")
+    model.fit(x, np.arange(4), epochs=1, verbose=0)
+    model.save_weights(tmp_path / "run.weights.h5")
+    with h5py.File(tmp_path / "run.weights.h5") as f:
+        assert "optimizer" in f  # what a compiled model's save_weights writes
+    weights_only("resnet_8", {}, tmp_path / "run.weights.h5", tmp_path / "pub.weights.h5")
+    with h5py.File(tmp_path / "pub.weights.h5") as f:
+        assert "optimizer" not in f
+    again = models.get("resnet_8", weights=str(tmp_path / "pub.weights.h5"))
+    for a, b in zip(again.get_weights(), model.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    assert (os.path.getsize(tmp_path / "pub.weights.h5")
+            < 0.5 * os.path.getsize(tmp_path / "run.weights.h5"))
