@@ -30,6 +30,7 @@ from kronecker_zoo.export import (
     execution_layers,
     file_size_bound,
     forced_execution,
+    int8_op_noise,
     model_input_range,
     pretraining_calibration_data,
     tflite_io,
@@ -41,6 +42,7 @@ from kronecker_zoo.export import (
     to_xla,
     verify_tflite,
 )
+from kronecker_zoo.export.int8_noise import ROUNDING_FLOOR_STEPS
 from kronecker_zoo.layers import KroneckerConv2D, LowRankConv2D
 from tests import reference as ref
 from tests import zoo_cases
@@ -73,10 +75,11 @@ CALIBRATION_EXAMPLES = 64  # int8 calibration images in the per-model sweep (def
 # context_net_frontend (the context ablation's baseline, 34.99% mIoU: weak, low-margin class
 # scores) agrees with Keras on 97.73% of the pixels of these 256 scenes (64 calibration
 # images; 97.47% with 256), under the 98% bar of issue 14: its int8 file is listed, not hidden.
-# Why (measured): one int8 step of its logits is 0.22 (range / 255) and 5.9% of its pixels have
-# a top-2 margin below that (context_net_basic: 2.3%); the median margin where int8 and Keras
-# disagree is 0.08. The stride-2 scores before the bilinear upsampling agree on 97.95%: the
-# int8 output grid, not the resize, is what flips them.
+# Why (measured, `python tflite/int8_noise.py context_net_frontend`): every op adds the
+# noise of pure rounding (0.22-0.28 int8 steps RMS; 0.29 is the floor), int8 weights with
+# float activations agree on 99.58%, full int8 on 97.50%: the activations' rounding noise over
+# its layers flips pixels whose top-2 margin is below one step of its logits (5.9% of them;
+# context_net_basic: 2.3%). Keeping the last conv float gives 97.54%: not the output grid.
 INT8_PTQ_SHORTFALL = {"context_net_frontend": 0.97, "resnet_8_kron5x": 0.98, "resnet_8": 0.98,
                       "resnet_8_lowrank5x": 0.98, "resnet_20_lowrank5x": 0.98,
                       # 98.05% on these 256 images with 64 calibration images (issue 13)
@@ -235,6 +238,26 @@ def test_calibration_data_outside_the_model_input_range_is_refused(tmp_path):
     plain = _dilated_model()
     assert model_input_range(plain) is None
     check_calibration_range(plain, [np.full((2, 16, 16, 4), 0.5, "float32")])
+
+
+def test_int8_op_noise_sits_at_the_rounding_floor_and_finds_a_clipped_range(tmp_path):
+    inputs = keras.Input((12, 12, 2))
+    x = keras.layers.Conv2D(6, 3, padding="same", name="conv_a")(inputs)
+    outputs = keras.layers.Conv2D(3, 1, name="conv_b")(x)
+    model = keras.Model(inputs, outputs)
+    images = np.random.default_rng(0).uniform(-1, 1, (64, 12, 12, 2)).astype("float32")
+    path = to_tflite(model, tmp_path / "m.tflite", quantization="int8",
+                     representative_data=images)
+    noise = int8_op_noise(model, images, images[:16])
+    assert [n.op for n in noise] == ["CONV_2D"] * 2
+    assert tflite_op_counts(path) == {"QUANTIZE": 1, "CONV_2D": 2, "DEQUANTIZE": 1}
+    # calibrated on the data it sees: rounding only (uniform error, 1/sqrt(12) of a step)
+    for n in noise:
+        assert 0.5 * ROUNDING_FLOOR_STEPS < n.rmse_steps < 1.5 * ROUNDING_FLOOR_STEPS, str(n)
+    # calibrated on inputs 10x smaller than those measured: the first op clips
+    clipped = int8_op_noise(model, images / 10, images[:16])
+    assert clipped[0].rmse_steps > 10 * ROUNDING_FLOOR_STEPS, str(clipped[0])
+    assert model.get_layer("conv_a").kernel.shape == (3, 3, 2, 6)  # the model untouched
 
 
 def test_registry_input_range_is_what_the_models_normalise():
@@ -709,6 +732,21 @@ def test_int8_parity_tool(tmp_path, capsys):
     theirs = np.argmax(TFLiteRunner(kept)(images.astype("float32")), -1)
     assert f"{100 * float((ours == theirs).mean()):.2f}%" == rows[1].split("|")[4].strip()
     assert status == (0 if all(r.split("|")[8].strip() == "yes" for r in rows) else 1)
+
+
+def test_int8_noise_tool(capsys):
+    tool = _tool("int8_noise")
+    with pytest.raises(SystemExit):
+        tool.main(["not_a_model"])
+    assert "no published weights" in capsys.readouterr().err
+    assert tool.main(["lowrank_resnet_8", "--calibration", "train:32", "--examples", "64"]) == 0
+    out = capsys.readouterr().out
+    ops = [line.split()[0] for line in out.splitlines() if " steps (step " in line]
+    assert ops and "FULLY_CONNECTED" in ops and "QUANTIZE" not in ops
+    agreement = {line.split(":")[0].strip(): line for line in out.splitlines()
+                 if "% agreement" in line}
+    assert sorted(agreement) == ["dynamic", "float32", "int8"]
+    assert agreement["float32"].split(":")[1].startswith(" 100.00%")
 
 
 def test_int8_parity_calibrates_on_the_asked_split_count_and_seed(monkeypatch):

@@ -15,8 +15,8 @@
 One idea per module: `execution` (Kronecker layers traced factored), `signature`
 (the fixed input shape), `calibration` (int8 calibration images, their range
 check), `tflite` (conversion), `inspect_tflite` (ops and quantization read from the
-file), `runner` (LiteRT interpreter, latency), `verify` (parity with Keras), `xla`
-(XLA SavedModel and HLO).
+file), `int8_noise` (the int8 noise each op adds), `runner` (LiteRT interpreter,
+latency), `verify` (parity with Keras), `xla` (XLA SavedModel and HLO).
 """
 
 from kronecker_zoo import runtime
@@ -30,6 +30,7 @@ from kronecker_zoo.export.calibration import (
     pretraining_calibration_data,
 )
 from kronecker_zoo.export.execution import FORCED_EXECUTIONS, execution_layers, forced_execution
+from kronecker_zoo.export.int8_noise import ROUNDING_FLOOR_STEPS, OpNoise, int8_op_noise
 from kronecker_zoo.export.inspect_tflite import (
     FORBIDDEN_OPS,
     TFLiteOpsError,
@@ -61,7 +62,9 @@ __all__ = [
     "FORBIDDEN_OPS",
     "MAX_REL_ERROR",
     "MIN_AGREEMENT",
+    "OpNoise",
     "QUANTIZATIONS",
+    "ROUNDING_FLOOR_STEPS",
     "TFLiteExport",
     "TFLiteOpsError",
     "TFLiteRunner",
@@ -76,6 +79,7 @@ __all__ = [
     "execution_layers",
     "file_size_bound",
     "forced_execution",
+    "int8_op_noise",
     "model_input_range",
     "pretraining_calibration_data",
     "run_tflite",

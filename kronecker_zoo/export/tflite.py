@@ -178,6 +178,21 @@ def _converter(model, shape, execution, runtime="litert"):
 def convert_tflite(model, quantization=None, representative_data=None, batch_size=1,
                    input_shape=None, execution="factored"):
     """The .tflite bytes of ``model`` (see `to_tflite`, which also writes them)."""
+    with prepared_converter(model, quantization, representative_data, batch_size,
+                            input_shape, execution) as (converter, shape):
+        content = converter.convert()
+    check_tflite_ops(content)
+    return content, shape
+
+
+@contextlib.contextmanager
+def prepared_converter(model, quantization=None, representative_data=None, batch_size=1,
+                       input_shape=None, execution="factored"):
+    """Yields ``(converter, shape)``: the `tf.lite.TFLiteConverter` `convert_tflite` runs.
+
+    Convert within the block: the converter reads the variables of a private, rewritten
+    copy of ``model`` (the user's model is never touched).
+    """
     quantization = _check_quantization(quantization)
     check_execution(execution)
     check_tensorflow_model(model)
@@ -207,10 +222,11 @@ def convert_tflite(model, quantization=None, representative_data=None, batch_siz
     # `int8_rewrites`); the converter reads the variables when it converts.
     rewrites = int8_rewrites(model) if quantization == "int8" else contextlib.nullcontext()
     with rewrites:
-        return _convert(model, shape, execution, quantization, batches), shape
+        yield _configured_converter(model, shape, execution, quantization, batches), shape
 
 
-def _convert(model, shape, execution, quantization, batches):
+def _configured_converter(model, shape, execution, quantization, batches):
+    """The converter `convert_tflite` runs (``model`` already a rewritten private copy)."""
     # Kronecker layers planned for the runtime's measured costs (int8 kernels differ).
     converter = _converter(model, shape, execution,
                            "litert_int8" if quantization == "int8" else "litert")
@@ -228,9 +244,7 @@ def _convert(model, shape, execution, quantization, batches):
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
         converter.inference_input_type = tf.float32
         converter.inference_output_type = tf.float32
-    content = converter.convert()
-    check_tflite_ops(content)
-    return content
+    return converter
 
 
 def to_tflite(model, path, quantization=None, representative_data=None, batch_size=1,
