@@ -42,6 +42,7 @@ DEFAULTS = {
     "method": "kronecker",  # or "lowrank"
     "ratio": 5.0,
     "exclude": [],  # layers kept dense (names)
+    "max_relative_macs": None,  # per layer, factored MACs / original MACs at most this
     "init": "factorized",  # or "scratch": the student's architecture, fresh weights
     "distillation": {"temperature": 4.0, "student_loss_weight": 0.5},  # None: plain fit
     "epochs": 10,
@@ -101,7 +102,8 @@ def _student(config, teacher, work):
     else:
         plan = compress.plan_factorization(teacher, ratio=config["ratio"],
                                            method=config["method"],
-                                           exclude=config["exclude"])
+                                           exclude=config["exclude"],
+                                           max_relative_macs=config["max_relative_macs"])
         with open(path, "w") as f:
             json.dump(plan.layer_overrides(), f, indent=1)
         with open(os.path.join(work, "plan.txt"), "w") as f:
