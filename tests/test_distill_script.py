@@ -65,6 +65,19 @@ def test_scratch_init_keeps_the_architecture_and_not_the_weights(tmp_path):
                            np.array(scratch.get_layer(layer).weights[0]))
 
 
+def test_mac_cap_of_the_recipe_bounds_every_layer_of_the_plan(tmp_path):
+    teacher = models.get("resnet_8", weights="fashion_mnist")
+    config = {**distill_script.DEFAULTS, **RECIPE, "ratio": 5.0}
+    os.makedirs(tmp_path / "a")
+    os.makedirs(tmp_path / "b")
+    _, uncapped = distill_script._student(config, teacher, str(tmp_path / "a"))
+    _, capped = distill_script._student({**config, "max_relative_macs": 0.25}, teacher,
+                                        str(tmp_path / "b"))
+    assert any(c.macs_after > 0.25 * c.macs_before for c in uncapped.layers)
+    assert capped.layers and all(c.macs_after <= 0.25 * c.macs_before for c in capped.layers)
+    assert capped.params_after <= teacher.count_params() / 5.0
+
+
 def test_student_recipe_errors_name_the_problem(tmp_path):
     with pytest.raises(ValueError, match="classification"):
         distill_script.distill({**RECIPE, "teacher": "context_net_basic"}, str(tmp_path / "a"))
@@ -81,7 +94,7 @@ def test_students_table_reads_finished_runs(tmp_path, monkeypatch):
     from kronecker_zoo import report
     from kronecker_zoo.models.students import STUDENTS
 
-    def run(name, **fields):
+    def run(name, config=None, **fields):
         result = {"method": "kronecker", "init": "factorized", "epochs": 15,
                   "distillation": {"temperature": 4.0, "student_loss_weight": 0.5},
                   "params": 15000, "teacher_params": 75000, "macs": 1,
@@ -94,21 +107,27 @@ def test_students_table_reads_finished_runs(tmp_path, monkeypatch):
                 for layer, spec in STUDENTS[student][2].items()}
         with open(tmp_path / name / "plan.json", "w") as f:
             json.dump(plan, f)
+        with open(tmp_path / name / "config.json", "w") as f:
+            json.dump({**distill_script.DEFAULTS, "teacher": "resnet_8", **(config or {})}, f)
 
     run("resnet_8_kron5x")
+    run("resnet_8_kron5x_lowmac", config={"max_relative_macs": 0.25}, test_accuracy=0.918)
     run("resnet_8_kron5x_plain", distillation=None, test_accuracy=0.915)
     run("resnet_8_lowrank5x", method="lowrank", params=14000)
     os.makedirs(tmp_path / "resnet_8_kron5x_scratch.partial")  # unfinished: not a row
     monkeypatch.setattr(students_table, "RUNS", str(tmp_path))
     table = students_table.markdown("resnet_8", "5").splitlines()
-    assert len(table) == 2 + 3 + 2  # header, three runs, the two zoo models
+    assert len(table) == 2 + 4 + 2  # header, four runs, the two zoo models
     # MACs: the plan's architecture counted with today's code, not the result's record
     macs = report.parameter_report(models.get("resnet_8_kron5x")).macs / 1e6
     assert table[2] == ("| `resnet_8_kron5x`: kronecker, factorize + distillation (T=4, "
                         f"student weight 0.5), 15 epochs | 15,000 | 5.0x | {macs:.2f}M | "
                         "92.00% | -1.00 |")
-    assert "plain fine-tune" in table[3] and table[3].endswith("| 91.50% | -1.50 |")
-    assert table[4].startswith("| `resnet_8_lowrank5x`: lowrank") and "| 5.4x |" in table[4]
-    assert table[5].startswith("| `kron_resnet_8` (zoo model")
+    assert table[3].startswith("| `resnet_8_kron5x_lowmac`: kronecker, each layer's MACs "
+                               "capped at 0.25x the dense layer's, factorize + distillation")
+    assert table[3].endswith("| 91.80% | -1.20 |")
+    assert "plain fine-tune" in table[4] and table[4].endswith("| 91.50% | -1.50 |")
+    assert table[5].startswith("| `resnet_8_lowrank5x`: lowrank") and "| 5.4x |" in table[5]
+    assert table[6].startswith("| `kron_resnet_8` (zoo model")
     with pytest.raises(SystemExit, match="no finished runs"):
         students_table.markdown("resnet_20", "5")

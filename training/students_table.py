@@ -24,7 +24,7 @@ from kronecker_zoo.tables import markdown_table
 RUNS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "runs")
 
 
-def _describe(result, run):
+def _describe(result, run, config):
     if result["init"] == "scratch":
         how = "same architecture, trained from scratch"
     elif result["distillation"] is None:
@@ -33,7 +33,9 @@ def _describe(result, run):
         d = result["distillation"]
         how = (f"factorize + distillation (T={d['temperature']:g}, "
                f"student weight {d['student_loss_weight']:g})")
-    return f"`{run}`: {result['method']}, {how}, {result['epochs']} epochs"
+    cap = config.get("max_relative_macs")
+    capped = f", each layer's MACs capped at {cap:g}x the dense layer's" if cap else ""
+    return f"`{run}`: {result['method']}{capped}, {how}, {result['epochs']} epochs"
 
 
 def _student_macs(teacher, method, run_dir):
@@ -54,9 +56,11 @@ def rows(teacher, ratio):
         run = os.path.basename(os.path.dirname(path))
         with open(path) as f:
             result = json.load(f)
+        with open(os.path.join(os.path.dirname(path), "config.json")) as f:
+            config = json.load(f)
         macs = _student_macs(teacher, result["method"], os.path.dirname(path))
-        found.append((_describe(result, run), result["params"], result["teacher_params"],
-                      macs, result["test_accuracy"],
+        found.append((_describe(result, run, config), result["params"],
+                      result["teacher_params"], macs, result["test_accuracy"],
                       result["teacher_test_accuracy"]))
     if not found:
         raise SystemExit(f"no finished runs training/runs/{teacher}_(kron|lowrank){ratio}x*")
