@@ -2,7 +2,7 @@
 
 ``<teacher>_kron<N>x`` / ``<teacher>_lowrank<N>x`` is the teacher's architecture with the
 layers below replaced (`factorized.replace_layers`), about N times fewer parameters in
-all. Each entry is the plan its recipe chose (``training/configs/<name>.json`` ->
+all; ``_lowmac`` marks a plan whose layers' MACs were capped (``max_relative_macs``). Each entry is the plan its recipe chose (``training/configs/<name>.json`` ->
 ``training/runs/<name>/plan.json``: `compress.plan_factorization` of the published teacher
 at that ratio, stem and head kept dense); the published weights are the distilled student.
 ``python training/publish.py training/runs/<name>`` prints the entry of a run not yet here.
@@ -32,6 +32,24 @@ STUDENTS = {
             "factors": [[1, 3, 1, 64], [3, 1, 64, 1]], "rank": 17},
         "stage3_block1_shortcut_conv": {"layer": "KroneckerConv2D",
             "factors": [[1, 1, 1, 64], [1, 1, 32, 1]], "rank": 3},
+    }),
+    "resnet_8_kron5x_lowmac": ("resnet_8", "kronecker", {
+        "stage1_block1_conv1": {"layer": "KroneckerConv2D",
+            "factors": [[1, 3, 1, 16], [3, 1, 16, 1]], "rank": 4},
+        "stage1_block1_conv2": {"layer": "KroneckerConv2D",
+            "factors": [[1, 3, 16, 1], [3, 1, 1, 16]], "rank": 4},
+        "stage2_block1_conv1": {"layer": "KroneckerConv2D",
+            "factors": [[1, 1, 16, 32], [3, 3, 1, 1]], "rank": 1},
+        "stage2_block1_conv2": {"layer": "KroneckerConv2D",
+            "factors": [[1, 3, 32, 1], [3, 1, 1, 32]], "rank": 9},
+        "stage2_block1_shortcut_conv": {"layer": "KroneckerConv2D",
+            "factors": [[1, 1, 1, 32], [1, 1, 16, 1]], "rank": 2},
+        "stage3_block1_conv1": {"layer": "KroneckerConv2D",
+            "factors": [[1, 1, 16, 64], [3, 3, 2, 1]], "rank": 3},
+        "stage3_block1_conv2": {"layer": "KroneckerConv2D",
+            "factors": [[1, 3, 1, 64], [3, 1, 64, 1]], "rank": 18},
+        "stage3_block1_shortcut_conv": {"layer": "KroneckerConv2D",
+            "factors": [[1, 1, 1, 64], [1, 1, 32, 1]], "rank": 4},
     }),
     "resnet_20_kron5x": ("resnet_20", "kronecker", {
         "stage1_block1_conv1": {"layer": "KroneckerConv2D",
