@@ -37,7 +37,7 @@ def xla_gradient(x, kernel, dy, strides):
     return tape.gradient(z, [x, kernel], output_gradients=dy)
 
 
-def timed(fn, repeats=7):
+def timed(fn, repeats=3):
     fn()
     fn()
     times = []

@@ -510,8 +510,9 @@ def grouped_conv2d(x, kernel, strides=(1, 1), padding="valid"):
     One input channel per group runs as a depthwise convolution (DEPTHWISE_CONV_2D in
     TFLite, with fast int8 kernels). Otherwise, on TensorFlow the forward op is one
     native (grouped) Conv2D, which exports as one CONV_2D. TensorFlow's CPU kernels have
-    no gradient for it; XLA's (Keras' route for grouped convolutions) runs 15-60x slower
-    on CPU than `_grouped_conv_gradient`, which uses the dense convolution gradients.
+    no gradient for it; XLA's (Keras' route for grouped convolutions) runs 26-180x slower
+    on CPU than `_grouped_conv_gradient`, which uses the dense convolution gradients
+    (`benchmarks/grouped_conv_gradient.py`).
     """
     kh, kw, group_in, out = (int(v) for v in kernel.shape)
     groups = int(x.shape[-1]) // group_in
