@@ -535,6 +535,10 @@ def _block_diagonal_kernel(kernel, groups):
     return ops.reshape(dense, (kh, kw, groups * a, groups * b))
 
 
+# `_grouped_conv_gradient`: the block-diagonal route while G a is at most this.
+_BLOCK_DIAGONAL_MAX_CHANNELS = 64
+
+
 def _grouped_conv_gradient(x, kernel, dy, strides4, padding):
     """Gradients of a grouped ``tf.nn.conv2d`` w.r.t. ``x`` and ``kernel``, from TensorFlow's
     own (oneDNN or Eigen) dense convolution gradients: one convolution with the
@@ -554,9 +558,6 @@ def _grouped_conv_gradient(x, kernel, dy, strides4, padding):
                            for xg, kg in zip(tf.split(x, groups, axis=-1),
                                              tf.split(kernel, groups, axis=-1))], axis=-1)
     return tape.gradient(z, [x, kernel], output_gradients=dy)
-
-
-_BLOCK_DIAGONAL_MAX_CHANNELS = 64
 
 
 def _tf_grouped_conv2d(x, kernel, strides, padding):
