@@ -42,7 +42,8 @@ from kronecker_zoo.export import (
     to_xla,
     verify_tflite,
 )
-from kronecker_zoo.export.int8_noise import ROUNDING_FLOOR_STEPS
+from kronecker_zoo.export.int8_noise import ROUNDING_FLOOR_STEPS, int8_float_op_gain
+from kronecker_zoo.export.runner import run_tflite
 from kronecker_zoo.layers import KroneckerConv2D, LowRankConv2D
 from tests import reference as ref
 from tests import zoo_cases
@@ -80,8 +81,14 @@ CALIBRATION_EXAMPLES = 64  # int8 calibration images in the per-model sweep (def
 # float activations agree on 99.58%, full int8 on 97.50%: the activations' rounding noise over
 # its layers flips pixels whose top-2 margin is below one step of its logits (5.9% of them;
 # context_net_basic: 2.3%). Keeping the last conv float gives 97.54%: not the output grid.
-INT8_PTQ_SHORTFALL = {"context_net_frontend": 0.97, "resnet_8_kron5x": 0.98, "resnet_8": 0.98,
+INT8_PTQ_SHORTFALL = {"context_net_frontend": 0.97, "resnet_8_kron5x": 0.98,
+                      # full test set 99.28% with 256 train or 200 test calibration images
+                      # (bias corrected), but 98.83% on these 256 with the default calibration
+                      "resnet_8": 0.98,
                       "resnet_8_lowrank5x": 0.98, "resnet_20_lowrank5x": 0.98,
+                      # full test set, 64 train calibration images: 98.95% (bias correction
+                      # off), 98.99% (on); 3 of these 256 images flip (issue 13)
+                      "kron_resnet_8": 0.98,
                       # 98.05% on these 256 images with 64 calibration images (issue 13)
                       "resnet_20_kron5x": 0.97}
 INT8_SQNR_SHORTFALL_DB = {}
@@ -258,6 +265,36 @@ def test_int8_op_noise_sits_at_the_rounding_floor_and_finds_a_clipped_range(tmp_
     clipped = int8_op_noise(model, images / 10, images[:16])
     assert clipped[0].rmse_steps > 10 * ROUNDING_FLOOR_STEPS, str(clipped[0])
     assert model.get_layer("conv_a").kernel.shape == (3, 3, 2, 6)  # the model untouched
+
+
+def test_int8_float_op_gain_finds_the_op_whose_weights_round_worst(tmp_path):
+    rng = np.random.default_rng(0)
+    inputs = keras.Input((12, 12, 8))
+    x = keras.layers.Conv2D(6, 3, padding="same", name="coarse")(inputs)
+    outputs = keras.layers.Conv2D(3, 1, name="fine")(x)
+    model = keras.Model(inputs, outputs)
+    # one big tap per output channel: the small ones lose most of their bits in int8
+    coarse = rng.normal(0, 0.01, (3, 3, 8, 6))
+    coarse[1, 1, 0, :] = 1.0
+    model.get_layer("coarse").kernel.assign(coarse.astype("float32"))
+    images = rng.uniform(-1, 1, (64, 12, 12, 8)).astype("float32")
+    rows = int8_float_op_gain(model, images, images[:32])
+    assert rows[0].op is None and [r.op for r in rows[1:]] == ["CONV_2D"] * 2
+    assert ["coarse" in r.tensor for r in rows[1:]] == [True, False]
+    assert rows[1].sqnr_db > rows[0].sqnr_db + 6  # the coarse conv in float: 4x less noise
+    assert rows[1].sqnr_db > rows[2].sqnr_db + 6
+    # the all-int8 row is the file to_tflite writes without bias correction (the
+    # debugger calibrates on its own)
+    path = to_tflite(model, tmp_path / "m.tflite", quantization="int8",
+                     representative_data=images, bias_correction=False)
+    reference = model.predict(images[:32], verbose=0)
+    error = run_tflite(path, images[:32]) - reference
+    sqnr = 10 * np.log10(np.mean(reference ** 2) / np.mean(error ** 2))
+    assert rows[0].sqnr_db == pytest.approx(sqnr, abs=1.0)
+    # a one-shot generator of calibration batches works as well as an array
+    again = int8_float_op_gain(model, (images[i:i + 16] for i in range(0, 64, 16)),
+                               images[:32])
+    assert [r.tensor for r in again] == [r.tensor for r in rows]
 
 
 def test_registry_input_range_is_what_the_models_normalise():
@@ -720,17 +757,20 @@ def test_int8_parity_tool(tmp_path, capsys):
         parity.main(["resnet_8", "--calibration", "val:10"])
     assert "split:count" in capsys.readouterr().err
     status = parity.main(["lowrank_resnet_8", "--calibration", "train:32", "test:32",
-                          "--examples", "100", "--keep", str(tmp_path)])
+                          "--examples", "100", "--keep", str(tmp_path),
+                          "--bias-correction", "both"])
     table = capsys.readouterr().out
     rows = [line for line in table.splitlines() if line.startswith("| `lowrank_resnet_8`")]
-    assert [row.split("|")[2].strip() for row in rows] == ["32 train", "32 test"]
+    assert [row.split("|")[2].strip() for row in rows] == ["32 train"] * 2 + ["32 test"] * 2
+    assert [row.split("|")[9].strip() for row in rows] == ["off", "on"] * 2
     # the table's agreement is that of the kept file, checked here independently
     model = zoo.load_model("lowrank_resnet_8")
     images, labels = zoo.test_set("lowrank_resnet_8", 100)
-    kept = tmp_path / "lowrank_resnet_8_int8_test32.tflite"
     ours = np.argmax(model.predict(images.astype("float32"), verbose=0), -1)
-    theirs = np.argmax(TFLiteRunner(kept)(images.astype("float32")), -1)
-    assert f"{100 * float((ours == theirs).mean()):.2f}%" == rows[1].split("|")[4].strip()
+    for row, file in [(rows[2], "test32_uncorrected"), (rows[3], "test32_corrected")]:
+        kept = tmp_path / f"lowrank_resnet_8_int8_{file}.tflite"
+        theirs = np.argmax(TFLiteRunner(kept)(images.astype("float32")), -1)
+        assert f"{100 * float((ours == theirs).mean()):.2f}%" == row.split("|")[4].strip()
     assert status == (0 if all(r.split("|")[8].strip() == "yes" for r in rows) else 1)
 
 

@@ -400,8 +400,9 @@ def _qat_vs_ptq(name, fashion, tmp_path, train_images=4000, learning_rate=1e-5):
     overrides = {"execution": "materialized"} if name.startswith("kron") else {}
     model = models.get(name, weights="fashion_mnist", **overrides)
 
+    # plain post-training int8, as QAT's export gets (tf_keras models get no bias correction)
     ptq = to_tflite(model, tmp_path / "ptq.tflite", quantization="int8",
-                    representative_data=calibration)
+                    representative_data=calibration, bias_correction=False)
     ptq_report = verify_tflite(model, ptq, xt, yt)  # runs the Keras model on xt too
     float_accuracy, ptq_accuracy = ptq_report.keras_accuracy, ptq_report.tflite_accuracy
     FLOAT_ACCURACY[name] = float_accuracy

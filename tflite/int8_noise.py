@@ -3,13 +3,19 @@
     python tflite/int8_noise.py context_net_frontend --examples 256
     python tflite/int8_noise.py resnet_20_kron5x --calibration test:200
 
-Prints, for the full-integer file `to_tflite` writes (calibrated as `int8_parity.py`
-does), each quantized op's RMS error in int8 steps of its output (`int8_op_noise`;
-rounding alone is 0.29, ops clearly above it are marked), then the argmax agreement
-with Keras of three files on the first ``--examples`` test images: float32, int8
-weights with float activations ("dynamic") and full int8. Every op at the floor and
-"dynamic" near 100% mean the activations' rounding noise, accumulated over the ops,
-is what flips the low-margin predictions: no calibration choice is left to fix.
+Prints, for the full-integer file `to_tflite` writes with ``bias_correction=False``
+(calibrated as `int8_parity.py` does), each quantized op's RMS error in int8 steps of
+its output (`int8_op_noise`; rounding alone is 0.29, ops clearly above it are marked),
+then the argmax agreement with Keras of three files on the first ``--examples`` test
+images: float32, int8 weights with float activations ("dynamic") and full int8. Every
+op at the floor and "dynamic" near 100% mean the activations' rounding noise, accumulated
+over the ops, is what flips the low-margin predictions: no calibration choice is left to fix.
+
+``--float-op-gain`` adds, per op, the int8 file's SQNR and agreement with that op alone
+left in float32 (`int8_float_op_gain`; one conversion per op): the ops worth keeping
+in float, or fixing.
+
+    python tflite/int8_noise.py resnet_8 --examples 2000 --float-op-gain
 """
 
 import argparse
@@ -21,8 +27,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from kronecker_zoo import models  # noqa: E402
-from kronecker_zoo.export import (ROUNDING_FLOOR_STEPS, int8_op_noise,  # noqa: E402
-                                  pretraining_calibration_data, to_tflite, verify_tflite)
+from kronecker_zoo.export import (ROUNDING_FLOOR_STEPS, int8_float_op_gain,  # noqa: E402
+                                  int8_op_noise, pretraining_calibration_data, to_tflite,
+                                  verify_tflite)
 from tflite import zoo  # noqa: E402
 from tflite.int8_parity import calibration_spec  # noqa: E402
 
@@ -39,6 +46,8 @@ def main(argv=None):
     parser.add_argument("--examples", type=int, default=256,
                         help="first N test images to measure on (default 256)")
     parser.add_argument("--seed", type=int, default=0, help="which calibration images")
+    parser.add_argument("--float-op-gain", action="store_true",
+                        help="also: SQNR and agreement with each op alone left in float32")
     args = parser.parse_args(argv)
     if args.name not in models.list_models(pretrained=True):
         parser.error(f"no published weights for {args.name!r}")
@@ -57,11 +66,17 @@ def main(argv=None):
     with tempfile.TemporaryDirectory() as tmp:
         for quantization in (None, "dynamic", "int8"):
             path = os.path.join(tmp, f"{quantization}.tflite")
-            extra = {"representative_data": calibration} if quantization == "int8" else {}
+            # int8 as the per-op numbers see it: plain post-training, biases uncorrected
+            extra = ({"representative_data": calibration, "bias_correction": False}
+                     if quantization == "int8" else {})
             to_tflite(model, path, quantization=quantization, **extra)
             report = verify_tflite(model, path, images, labels)
             print(f"{quantization or 'float32':>8}: {100 * report.agreement:.2f}% agreement, "
                   f"SQNR {report.sqnr_db:.1f} dB")
+    if args.float_op_gain:
+        print("int8 with one op left in float32 (SQNR, agreement with Keras):")
+        for row in int8_float_op_gain(model, calibration, images):
+            print(f"  {row}")
     return 0
 
 

@@ -2,6 +2,7 @@
 
     python tflite/int8_parity.py resnet_8 kron_resnet_8 --calibration train:64 test:256
     python tflite/int8_parity.py --all-classifiers --calibration train:256 --examples 2000
+    python tflite/int8_parity.py resnet_8 --calibration train:256 test:200 --bias-correction both
 
 For each model (published weights) and each calibration set ``split:count`` (``count``
 seeded-random images of that split of the model's pretraining set, drawn with
@@ -9,9 +10,13 @@ seeded-random images of that split of the model's pretraining set, drawn with
 the Keras model on the test split (the whole of it unless ``--examples``): top-1 (or
 per-pixel) agreement, SQNR, Keras and int8 accuracy, and whether the agreement meets
 the bar (99% classification, 98% per pixel). Exit status 1 if any row misses it.
+``--bias-correction`` exports with `to_tflite`'s int8 bias correction ``auto`` (the
+default, as `to_tflite` does: the file closer to Keras on the calibration images, the
+table says which), ``on``, ``off``, or ``both`` (on and off, one row each).
 """
 
 import argparse
+import itertools
 import os
 import sys
 import tempfile
@@ -36,28 +41,40 @@ def calibration_spec(text):
     return split, int(count)
 
 
-def parity_rows(names, calibrations, examples=None, seed=0, directory=None):
-    """One dict per (model, calibration set): agreement, SQNR, accuracies, passed."""
+BIAS_CORRECTION = {"auto": ("auto",), "on": (True,), "off": (False,), "both": (False, True)}
+
+
+def parity_rows(names, calibrations, examples=None, seed=0, directory=None,
+                bias_corrections=("auto",)):
+    """One dict per (model, calibration set, bias correction): agreement, SQNR,
+    accuracies, passed."""
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for name in names:
             task = models.spec(name).task
             model = zoo.load_model(name)
             images, labels = zoo.test_set(name, examples)
-            for split, count in calibrations:
-                path = os.path.join(directory or tmp, f"{name}_int8_{split}{count}.tflite")
-                to_tflite(model, path, quantization="int8", overwrite=True,
-                          representative_data=pretraining_calibration_data(
-                              name, zoo.default_weights(name), count=count, seed=seed,
-                              split=split))
+            for (split, count), corrected in itertools.product(calibrations,
+                                                               bias_corrections):
+                suffix = {"auto": "", True: "_corrected", False: "_uncorrected"}[corrected]
+                path = os.path.join(directory or tmp,
+                                    f"{name}_int8_{split}{count}{suffix}.tflite")
+                calibration = pretraining_calibration_data(
+                    name, zoo.default_weights(name), count=count, seed=seed, split=split)
+                info = to_tflite(model, path, quantization="int8", overwrite=True,
+                                 bias_correction=corrected, representative_data=calibration)
                 r = verify_tflite(model, path, images, labels)
+                kept = "on" if info.bias_corrected else "off"
+                setting = f"auto ({kept})" if corrected == "auto" else kept
                 rows.append({"model": name, "calibration": f"{count} {split}",
+                             "bias_correction": setting,
                              "examples": r.num_examples, "agreement": r.agreement,
                              "sqnr_db": r.sqnr_db, "keras_accuracy": r.keras_accuracy,
                              "int8_accuracy": r.tflite_accuracy,
                              "passed": r.agreement >= MIN_AGREEMENT[task]})
-                print(f"{name} ({count} {split}): {100 * r.agreement:.2f}% agreement, "
-                      f"{r.sqnr_db:.1f} dB", flush=True)
+                print(f"{name} ({count} {split}, bias correction {setting}): "
+                      f"{100 * r.agreement:.2f}% "
+                      f"agreement, {r.sqnr_db:.1f} dB", flush=True)
     return rows
 
 
@@ -74,6 +91,9 @@ def main(argv=None):
                         help="first N test images (default: the whole test split)")
     parser.add_argument("--seed", type=int, default=0, help="which calibration images")
     parser.add_argument("--keep", default=None, help="directory to keep the .tflite files in")
+    parser.add_argument("--bias-correction", choices=sorted(BIAS_CORRECTION), default="auto",
+                        help="to_tflite's int8 bias correction: auto (default), on, off, "
+                             "or both")
     args = parser.parse_args(argv)
     names = list(args.names)
     if args.all_classifiers:
@@ -85,14 +105,16 @@ def main(argv=None):
     unpublished = [n for n in names if n not in published]
     if unpublished:
         parser.error(f"no published weights for {unpublished}")
-    rows = parity_rows(names, args.calibration, args.examples, args.seed, args.keep)
+    rows = parity_rows(names, args.calibration, args.examples, args.seed, args.keep,
+                       BIAS_CORRECTION[args.bias_correction])
     print(markdown_table(
         ["model", "calibration", "test images", "agreement", "SQNR", "Keras accuracy",
-         "int8 accuracy", ">= bar"],
+         "int8 accuracy", ">= bar", "bias correction"],
         [[f"`{r['model']}`", r["calibration"], f"{r['examples']:,}",
           f"{100 * r['agreement']:.2f}%", f"{r['sqnr_db']:.1f} dB",
           f"{100 * r['keras_accuracy']:.2f}%", f"{100 * r['int8_accuracy']:.2f}%",
-          "yes" if r["passed"] else "no"] for r in rows]))
+          "yes" if r["passed"] else "no", r["bias_correction"]]
+         for r in rows]))
     return 0 if all(r["passed"] for r in rows) else 1
 
 

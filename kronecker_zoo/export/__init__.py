@@ -14,9 +14,11 @@
 
 One idea per module: `execution` (Kronecker layers traced factored), `signature`
 (the fixed input shape), `calibration` (int8 calibration images, their range
-check), `tflite` (conversion), `inspect_tflite` (ops and quantization read from the
-file), `int8_noise` (the int8 noise each op adds), `runner` (LiteRT interpreter,
-latency), `verify` (parity with Keras), `xla` (XLA SavedModel and HLO).
+check), `tflite` (conversion), `int8_rewrites` (float-exact int8-friendly
+rewrites), `bias_correction` (int8 weight rounding's mean shift folded into the
+biases), `inspect_tflite` (ops and quantization read from the file), `int8_noise`
+(the int8 noise each op adds), `runner` (LiteRT interpreter, latency), `verify`
+(parity with Keras), `xla` (XLA SavedModel and HLO).
 """
 
 from kronecker_zoo import runtime
@@ -30,7 +32,13 @@ from kronecker_zoo.export.calibration import (
     pretraining_calibration_data,
 )
 from kronecker_zoo.export.execution import FORCED_EXECUTIONS, execution_layers, forced_execution
-from kronecker_zoo.export.int8_noise import ROUNDING_FLOOR_STEPS, OpNoise, int8_op_noise
+from kronecker_zoo.export.int8_noise import (
+    ROUNDING_FLOOR_STEPS,
+    FloatOpGain,
+    OpNoise,
+    int8_float_op_gain,
+    int8_op_noise,
+)
 from kronecker_zoo.export.inspect_tflite import (
     FORBIDDEN_OPS,
     TFLiteOpsError,
@@ -60,6 +68,7 @@ from kronecker_zoo.export.xla import XLAExport, to_xla
 __all__ = [
     "FORCED_EXECUTIONS",
     "FORBIDDEN_OPS",
+    "FloatOpGain",
     "MAX_REL_ERROR",
     "MIN_AGREEMENT",
     "OpNoise",
@@ -75,6 +84,7 @@ __all__ = [
     "calibration_images",
     "check_calibration_range",
     "check_tflite_ops",
+    "int8_float_op_gain",
     "convert_tflite",
     "execution_layers",
     "file_size_bound",

@@ -24,7 +24,10 @@ Choices, and why:
   BatchNormalization the converter cannot fold (after a KroneckerConv2D, a
   LowRankConv2D, ...) runs as a per-channel DEPTHWISE_CONV_2D instead of a MUL by a
   per-tensor-quantized vector and an ADD, with the Kronecker output's channel
-  ranges equalised into the factors.
+  ranges equalised into the factors. With ``bias_correction`` the biases of Conv2D /
+  Dense layers also cancel the mean shift of their int8 weights on the calibration
+  data (`int8_bias_correction`: not float-identical, by design); "auto" (default)
+  converts with and without it and keeps the file closer to the model.
 - Calibration ("int8") needs ``representative_data``, always passed explicitly: no
   default is guessed (a fine-tuned zoo model keeps its name). For published weights
   `pretraining_calibration_data(name, tag)` gives their pretraining images. Data
@@ -34,10 +37,16 @@ Choices, and why:
 
 import contextlib
 import dataclasses
+import os
+import tempfile
 
 import numpy as np
 import tensorflow as tf
 
+from kronecker_zoo.export.bias_correction import (
+    has_bias_correction_targets,
+    int8_bias_correction,
+)
 from kronecker_zoo.export.calibration import check_calibration_range
 from kronecker_zoo.export.execution import (
     check_execution,
@@ -46,6 +55,7 @@ from kronecker_zoo.export.execution import (
     private_copy,
 )
 from kronecker_zoo.export.inspect_tflite import check_tflite_ops, tflite_ops
+from kronecker_zoo.export.runner import run_tflite
 from kronecker_zoo.export.int8_rewrites import int8_rewrites
 from kronecker_zoo.export.signature import (
     check_output_file,
@@ -70,6 +80,7 @@ class TFLiteExport:
     execution: str
     ops: tuple
     kronecker_layers: int = 0  # layers whose execution was chosen (KroneckerConv2D)
+    bias_corrected: bool = False  # int8: the weight-rounding bias correction was kept
 
     def __fspath__(self):
         return self.path
@@ -175,23 +186,68 @@ def _converter(model, shape, execution, runtime="litert"):
     return converter
 
 
+BIAS_CORRECTIONS = ("auto", True, False)
+
+
+def _check_bias_correction(bias_correction):
+    if not (isinstance(bias_correction, bool) or bias_correction == "auto"):
+        raise ValueError(f"`bias_correction` must be one of {BIAS_CORRECTIONS}. "
+                         f"Received: bias_correction={bias_correction!r}")
+    return bias_correction
+
+
 def convert_tflite(model, quantization=None, representative_data=None, batch_size=1,
-                   input_shape=None, execution="factored"):
+                   input_shape=None, execution="factored", bias_correction="auto"):
     """The .tflite bytes of ``model`` (see `to_tflite`, which also writes them)."""
+    content, shape, _ = _convert(model, quantization, representative_data, batch_size,
+                                 input_shape, execution, bias_correction)
+    return content, shape
+
+
+def _convert(model, quantization, representative_data, batch_size, input_shape, execution,
+             bias_correction):
+    """``(content, shape, bias_corrected)``; "auto" converts with and without the int8
+    bias correction and keeps the file closer to ``model`` on the calibration images."""
+    _check_bias_correction(bias_correction)
+    if _check_quantization(quantization) != "int8":
+        bias_correction = False
+    elif bias_correction == "auto":
+        if representative_data is not None and has_bias_correction_targets(model):
+            shape = static_input_shape(model, batch_size, input_shape)
+            batches = list(_batches(representative_data, shape))  # may be one-shot
+            files = [_convert(model, quantization, batches, batch_size, input_shape,
+                              execution, choice)[0] for choice in (False, True)]
+            best = int(np.argmax([_sqnr_db(model, content, batches) for content in files]))
+            return files[best], shape, bool(best)
+        bias_correction = False
     with prepared_converter(model, quantization, representative_data, batch_size,
-                            input_shape, execution) as (converter, shape):
+                            input_shape, execution, bias_correction) as (converter, shape):
         content = converter.convert()
     check_tflite_ops(content)
-    return content, shape
+    return content, shape, bool(bias_correction) and has_bias_correction_targets(model)
+
+
+def _sqnr_db(model, content, batches):
+    """SQNR (dB) of the file ``content`` against ``model`` on the images ``batches``."""
+    images = np.concatenate(batches)
+    reference = np.asarray(model.predict(images, verbose=0), np.float64)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "candidate.tflite")
+        with open(path, "wb") as f:
+            f.write(content)
+        outputs = np.asarray(run_tflite(path, images), np.float64)
+    error = np.mean((outputs - reference) ** 2)
+    return float(10 * np.log10(np.mean(reference ** 2) / max(error, 1e-30)))
 
 
 @contextlib.contextmanager
 def prepared_converter(model, quantization=None, representative_data=None, batch_size=1,
-                       input_shape=None, execution="factored"):
+                       input_shape=None, execution="factored", bias_correction=False):
     """Yields ``(converter, shape)``: the `tf.lite.TFLiteConverter` `convert_tflite` runs.
 
     Convert within the block: the converter reads the variables of a private, rewritten
-    copy of ``model`` (the user's model is never touched).
+    copy of ``model`` (the user's model is never touched). ``bias_correction`` is a bool
+    here (`int8_bias_correction` applied or not); "auto" is `convert_tflite`'s.
     """
     quantization = _check_quantization(quantization)
     check_execution(execution)
@@ -220,8 +276,11 @@ def prepared_converter(model, quantization=None, representative_data=None, batch
     model = private_copy(model)
     # Full integer: trace and freeze the int8-friendly, float-identical form (see
     # `int8_rewrites`); the converter reads the variables when it converts.
-    rewrites = int8_rewrites(model) if quantization == "int8" else contextlib.nullcontext()
-    with rewrites:
+    with contextlib.ExitStack() as rewrites:
+        if quantization == "int8":
+            rewrites.enter_context(int8_rewrites(model))
+            if bias_correction:
+                rewrites.enter_context(int8_bias_correction(model, batches))
         yield _configured_converter(model, shape, execution, quantization, batches), shape
 
 
@@ -248,7 +307,7 @@ def _configured_converter(model, shape, execution, quantization, batches):
 
 
 def to_tflite(model, path, quantization=None, representative_data=None, batch_size=1,
-              overwrite=False, input_shape=None, execution="factored"):
+              overwrite=False, input_shape=None, execution="factored", bias_correction="auto"):
     """Export ``model`` to a LiteRT flatbuffer with a fixed input shape.
 
     Args:
@@ -271,11 +330,19 @@ def to_tflite(model, path, quantization=None, representative_data=None, batch_si
         execution: `"factored"` (default: Kronecker layers stored as factors),
             `"materialized"` (full kernels constant-folded: for comparisons) or
             `"as_built"` (each layer's own choice).
+        bias_correction: `"auto"`, `True` or `False`. "int8" only: `True` folds into
+            the biases of Conv2D and Dense layers the mean output shift their int8
+            weight rounding causes on ``representative_data``
+            (`bias_correction.int8_bias_correction`); `False` exports the biases as
+            they are; `"auto"` (default) converts both ways and keeps the file whose
+            outputs are closer to ``model``'s on ``representative_data`` (SQNR): the
+            correction usually helps, but where a constant background's rounding
+            dominates it can hurt. ``TFLiteExport.bias_corrected`` says which was kept.
 
     Returns:
         `TFLiteExport` (``path``, ``size_bytes``, ``quantization``, ``input_shape``,
-        ``params``, ``execution``, ``ops``, ``kronecker_layers``); ``os.fspath()`` of
-        it is the path.
+        ``params``, ``execution``, ``ops``, ``kronecker_layers``, ``bias_corrected``);
+        ``os.fspath()`` of it is the path.
 
     Raises:
         ValueError: bad arguments (naming the valid choices), missing or
@@ -284,8 +351,8 @@ def to_tflite(model, path, quantization=None, representative_data=None, batch_si
             converted graph holds Flex/custom or SPACE_TO_BATCH_ND ops.
     """
     path = check_output_file(path, overwrite)
-    content, shape = convert_tflite(model, quantization, representative_data, batch_size,
-                                    input_shape, execution)
+    content, shape, corrected = _convert(model, quantization, representative_data,
+                                         batch_size, input_shape, execution, bias_correction)
     write_atomically(path, content)
     return TFLiteExport(
         path=path,
@@ -296,6 +363,7 @@ def to_tflite(model, path, quantization=None, representative_data=None, batch_si
         execution=execution,
         ops=tuple(tflite_ops(content)),
         kronecker_layers=len(execution_layers(model)),
+        bias_corrected=corrected,
     )
 
 

@@ -167,6 +167,28 @@ STUDENTS = {
         "stage3_block1_conv2": {"layer": "LowRankConv2D", "rank": 17},
         "stage3_block1_shortcut_conv": {"layer": "LowRankConv2D", "rank": 3},
     }),
+    "resnet_20_lowrank10x": ("resnet_20", "lowrank", {
+        "stage1_block1_conv1": {"layer": "LowRankConv2D", "rank": 2},
+        "stage1_block1_conv2": {"layer": "LowRankConv2D", "rank": 2},
+        "stage1_block2_conv1": {"layer": "LowRankConv2D", "rank": 2},
+        "stage1_block2_conv2": {"layer": "LowRankConv2D", "rank": 2},
+        "stage1_block3_conv1": {"layer": "LowRankConv2D", "rank": 2},
+        "stage1_block3_conv2": {"layer": "LowRankConv2D", "rank": 2},
+        "stage2_block1_conv1": {"layer": "LowRankConv2D", "rank": 2},
+        "stage2_block1_conv2": {"layer": "LowRankConv2D", "rank": 4},
+        "stage2_block1_shortcut_conv": {"layer": "LowRankConv2D", "rank": 1},
+        "stage2_block2_conv1": {"layer": "LowRankConv2D", "rank": 4},
+        "stage2_block2_conv2": {"layer": "LowRankConv2D", "rank": 4},
+        "stage2_block3_conv1": {"layer": "LowRankConv2D", "rank": 4},
+        "stage2_block3_conv2": {"layer": "LowRankConv2D", "rank": 4},
+        "stage3_block1_conv1": {"layer": "LowRankConv2D", "rank": 5},
+        "stage3_block1_conv2": {"layer": "LowRankConv2D", "rank": 8},
+        "stage3_block1_shortcut_conv": {"layer": "LowRankConv2D", "rank": 1},
+        "stage3_block2_conv1": {"layer": "LowRankConv2D", "rank": 8},
+        "stage3_block2_conv2": {"layer": "LowRankConv2D", "rank": 8},
+        "stage3_block3_conv1": {"layer": "LowRankConv2D", "rank": 8},
+        "stage3_block3_conv2": {"layer": "LowRankConv2D", "rank": 8},
+    }),
 }
 
 
