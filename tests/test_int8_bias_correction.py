@@ -144,7 +144,7 @@ def test_auto_keeps_the_uncorrected_file_when_it_is_closer(tmp_path, monkeypatch
                       representative_data=batches, bias_correction=False, batch_size=4)
     # pretend the corrected candidate (converted second) is the worse one
     scores = iter([1.0, 0.0])
-    monkeypatch.setattr(tflite_module, "_sqnr_db", lambda *args: next(scores))
+    monkeypatch.setattr(tflite_module, "_file_sqnr_db", lambda *args: next(scores))
     auto = to_tflite(model, tmp_path / "auto.tflite", quantization="int8",
                      representative_data=(b for b in batches), batch_size=4)  # one-shot
     assert not auto.bias_corrected and auto.input_shape == (4, 16, 16, 3)

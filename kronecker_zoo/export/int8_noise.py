@@ -34,6 +34,7 @@ import tensorflow as tf
 
 from kronecker_zoo.export.signature import static_input_shape
 from kronecker_zoo.export.tflite import _batches, prepared_converter
+from kronecker_zoo.export.verify import sqnr_db
 
 ROUNDING_FLOOR_STEPS = 1.0 / np.sqrt(12.0)
 
@@ -96,9 +97,8 @@ class FloatOpGain:
 
 def _against(reference, outputs):
     """``(SQNR dB, argmax agreement over the last axis)`` of ``outputs`` vs ``reference``."""
-    error = np.mean((outputs - reference) ** 2)
-    sqnr = float(10 * np.log10(np.mean(reference ** 2) / max(error, 1e-30)))
-    return sqnr, float(np.mean(outputs.argmax(-1) == reference.argmax(-1)))
+    return sqnr_db(reference, outputs), float(np.mean(outputs.argmax(-1)
+                                                      == reference.argmax(-1)))
 
 
 def int8_float_op_gain(model, representative_data, images, batch_size=1, input_shape=None,

@@ -56,6 +56,7 @@ from kronecker_zoo.export.execution import (
 )
 from kronecker_zoo.export.inspect_tflite import check_tflite_ops, tflite_ops
 from kronecker_zoo.export.runner import run_tflite
+from kronecker_zoo.export.verify import sqnr_db
 from kronecker_zoo.export.int8_rewrites import int8_rewrites
 from kronecker_zoo.export.signature import (
     check_output_file,
@@ -217,7 +218,10 @@ def _convert(model, quantization, representative_data, batch_size, input_shape, 
             batches = list(_batches(representative_data, shape))  # may be one-shot
             files = [_convert(model, quantization, batches, batch_size, input_shape,
                               execution, choice)[0] for choice in (False, True)]
-            best = int(np.argmax([_sqnr_db(model, content, batches) for content in files]))
+            images = np.concatenate(batches)
+            reference = model.predict(images, verbose=0)
+            best = int(np.argmax([_file_sqnr_db(content, images, reference)
+                                  for content in files]))
             return files[best], shape, bool(best)
         bias_correction = False
     with prepared_converter(model, quantization, representative_data, batch_size,
@@ -227,17 +231,13 @@ def _convert(model, quantization, representative_data, batch_size, input_shape, 
     return content, shape, bool(bias_correction) and has_bias_correction_targets(model)
 
 
-def _sqnr_db(model, content, batches):
-    """SQNR (dB) of the file ``content`` against ``model`` on the images ``batches``."""
-    images = np.concatenate(batches)
-    reference = np.asarray(model.predict(images, verbose=0), np.float64)
+def _file_sqnr_db(content, images, reference):
+    """SQNR (dB) of the .tflite bytes ``content`` on ``images`` against ``reference``."""
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "candidate.tflite")
         with open(path, "wb") as f:
             f.write(content)
-        outputs = np.asarray(run_tflite(path, images), np.float64)
-    error = np.mean((outputs - reference) ** 2)
-    return float(10 * np.log10(np.mean(reference ** 2) / max(error, 1e-30)))
+        return sqnr_db(reference, run_tflite(path, images))
 
 
 @contextlib.contextmanager

@@ -26,6 +26,18 @@ MAX_REL_ERROR = {"float32": 1e-4, "float16": 1e-2}
 MIN_AGREEMENT = {"classification": 0.99, "segmentation": 0.98}
 
 
+
+def power_ratio_db(signal, noise):
+    """``10 log10(signal / noise)``; infinite when ``noise`` is 0."""
+    return float(10 * np.log10(signal / noise)) if noise > 0 else float("inf")
+
+
+def sqnr_db(reference, outputs):
+    """SQNR of ``outputs`` against ``reference``: ``10 log10(sum ref^2 / sum (out - ref)^2)``."""
+    reference = np.asarray(reference, np.float64)
+    noise = np.asarray(outputs, np.float64) - reference
+    return power_ratio_db(float(np.sum(reference ** 2)), float(np.sum(noise ** 2)))
+
 @dataclasses.dataclass(frozen=True)
 class VerificationReport:
     """Parity of a .tflite file with its Keras model on ``num_examples`` inputs."""
@@ -177,7 +189,7 @@ def verify_tflite(model, path, images, labels=None, quantization=None, task=None
         output_scale=scale,
         rel_error=rel,
         agreement=agreement,
-        sqnr_db=float(10 * np.log10(signal / noise)) if noise > 0 else float("inf"),
+        sqnr_db=power_ratio_db(signal, noise),
         keras_accuracy=None if labels is None else keras_correct / count,
         tflite_accuracy=None if labels is None else tflite_correct / count,
         keras_miou=mean_iou_from_confusion(confusion["keras"]) if confusion else None,
