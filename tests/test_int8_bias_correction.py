@@ -169,3 +169,69 @@ def test_auto_keeps_the_file_closer_to_the_model_and_bad_values_are_refused(tmp_
     with pytest.raises(ValueError, match="bias_correction"):
         to_tflite(model, tmp_path / "x.tflite", quantization="int8",
                   representative_data=calibration, bias_correction="yes")
+
+
+def _factored_model(kind, rng):
+    """One factored layer (coarse weights: every seventh weight 1.0) on 4 channels, then a
+    BatchNormalization with a large moving mean (or the layer's own bias, "kron_bias")."""
+    from kronecker_zoo.layers import KroneckerConv2D, LowRankConv2D
+
+    with_bn = kind != "kron_bias"
+    layers = {
+        "kron_batch": lambda: KroneckerConv2D(6, 6, factors=[(3, 3, 2, 2), (2, 2, 2, 3)],
+                                              rank=2, padding="same", use_bias=False,
+                                              lowering="batch"),
+        "kron_channels": lambda: KroneckerConv2D(6, 6, factors=[(3, 3, 2, 2), (2, 2, 2, 3)],
+                                                 rank=2, padding="same", use_bias=False,
+                                                 lowering="channels"),
+        "kron_bias": lambda: KroneckerConv2D(6, 6, factors=[(3, 3, 2, 2), (2, 2, 2, 3)],
+                                             rank=2, strides=2, padding="valid"),
+        "lowrank": lambda: LowRankConv2D(6, 3, rank=2, padding="same", use_bias=False),
+        "separable": lambda: keras.layers.SeparableConv2D(6, 3, padding="same",
+                                                          use_bias=False),
+        "depthwise": lambda: keras.layers.DepthwiseConv2D(3, depth_multiplier=2,
+                                                          padding="same", use_bias=False),
+    }
+    inputs = keras.Input((16, 16, 4))
+    layer = layers[kind]()
+    outputs = layer(inputs)
+    if with_bn:
+        outputs = keras.layers.BatchNormalization(name="bn")(outputs)
+    model = keras.Model(inputs, outputs)
+    for weight in layer.weights:
+        value = rng.normal(0, 0.05, weight.shape)
+        value.reshape(-1)[::7] = 1.0
+        weight.assign(value.astype("float32"))
+    if with_bn:
+        bn = model.get_layer("bn")
+        c = bn.gamma.shape[0]
+        bn.gamma.assign(rng.uniform(0.5, 2.0, c).astype("float32"))
+        bn.beta.assign(rng.normal(0, 1, c).astype("float32"))
+        bn.moving_mean.assign(rng.normal(50, 10, c).astype("float32"))
+        bn.moving_variance.assign(rng.uniform(1.0, 4.0, c).astype("float32"))
+    return model
+
+
+@pytest.mark.parametrize("kind", ["kron_batch", "kron_channels", "kron_bias", "lowrank",
+                                  "separable", "depthwise"])
+def test_factored_layers_are_corrected_as_the_file_rounds_their_weights(kind, tmp_path):
+    # a wrong emulation of how the exported cascade rounds each factor (wrong scale
+    # groups, wrong step order, wrong place for the correction) leaves a mean error of
+    # the same order as the uncorrected one
+    rng = np.random.default_rng(6)
+    model = _factored_model(kind, rng)
+    before = [np.array(w) for w in model.get_weights()]
+    calibration = rng.integers(100, 256, (48, 16, 16, 4)).astype("float32")
+    reference = np.asarray(model.predict(calibration, verbose=0), np.float64)
+    mean_error = {}
+    for correct in (False, True):
+        path = to_tflite(model, tmp_path / f"{kind}{correct}.tflite", quantization="int8",
+                         representative_data=calibration, bias_correction=correct)
+        assert path.bias_corrected == correct
+        out = run_tflite(path, calibration).astype(np.float64)
+        mean_error[correct] = np.abs((out - reference).mean(axis=(0, 1, 2))).max()
+    output_step = (reference.max() - reference.min()) / 255
+    assert mean_error[False] > 0.25 * output_step, (mean_error, output_step)
+    assert mean_error[True] < 0.1 * mean_error[False], mean_error
+    for old, new in zip(before, model.get_weights()):  # the caller's model untouched
+        np.testing.assert_array_equal(old, new)

@@ -16,6 +16,14 @@ layer's mean output equal the float layer's (Nagel et al. 2019, "Data-Free Quant
 Through Weight Equalization and Bias Correction", section 4.2, with the input mean
 measured on the calibration data rather than inferred from BatchNormalization).
 
+Factored layers are corrected the same way through the one kernel they equal: a
+`KroneckerConv2D` run factored is a cascade of convolutions whose weights are its
+factors, each rounded per output channel of its step, so its int8 kernel is
+``sum_r F_0q[r] (x) F_1q[r]`` (`_kronecker_kernels`); a `LowRankConv2D` is two rounded
+convolutions, a SeparableConv2D a rounded DEPTHWISE_CONV_2D (one scale per channel) and
+a rounded 1x1 CONV_2D. Their BatchNormalization, which the converter cannot fold, is run
+by `int8_rewrites` as a depthwise convolution whose bias takes the correction.
+
 The float model changes by that shift (a few thousandths of the channels' spread); the
 int8 file usually gets closer to the *original* float model. Not always: where most
 pixels are a constant background, that background's *output* rounding is just as
@@ -27,60 +35,172 @@ caller's model is never modified.
 """
 
 import contextlib
+import functools
 
 import keras
 import numpy as np
 import tensorflow as tf
 
 from kronecker_zoo import graph
+from kronecker_zoo import ops as kz_ops
+from kronecker_zoo.export.int8_rewrites import (
+    TFLITE_FOLDS_BATCHNORM_INTO,
+    rewritten_affine,
+    unfoldable_batchnorms,
+)
 
 # Images per forward pass when measuring the layers' input means.
 _CHUNK = 16
 
 
-def int8_rounded(kernel):
-    """``kernel`` after TFLite's per-output-channel symmetric int8 rounding (last axis =
-    output channels; scale ``max |w| / 127`` per channel)."""
+def int8_rounded(kernel, axes=None):
+    """``kernel`` after TFLite's symmetric int8 rounding, one scale ``max |w| / 127`` per
+    slice: over ``axes`` (default: all but the last, i.e. per output channel)."""
     kernel = np.asarray(kernel, np.float64)
-    scale = np.abs(kernel).reshape(-1, kernel.shape[-1]).max(axis=0) / 127.0
+    axes = tuple(range(kernel.ndim - 1)) if axes is None else tuple(axes)
+    scale = np.abs(kernel).max(axis=axes, keepdims=True) / 127.0
     scale = np.where(scale > 0, scale, 1.0)
     return np.clip(np.round(kernel / scale), -127, 127) * scale
 
 
-def _single_consumer_batchnorm(layer, consumers):
-    """The BatchNormalization the converter folds into ``layer``, or None."""
+# -- what the file computes: each layer as one dense kernel (kh, kw, in, out) -----------
+def _kronecker_kernels(layer):
+    """``(K, K_int8)`` of a `KroneckerConv2D` as exported. Factored, each factor is the
+    weight of a convolution of the cascade: the first step's output channels are
+    ``(rank, out)`` (one scale per rank term and channel), the last step's input channels
+    are ``(rank, in)`` (one scale per output channel over every rank term); a middle step
+    (three or more factors) is taken per rank term. Materialised, the product kernel is
+    one convolution's weight."""
+    factors = [np.asarray(f, np.float64) for f in layer.factor_weights]  # (rank, kh, kw, in, out)
+    rank = factors[0].shape[0]
+
+    def product(fs):
+        return sum(functools.reduce(np.kron, [f[r] for f in fs]) for r in range(rank))
+
+    kernel = product(factors)
+    if layer.resolved_execution != "factored":
+        return kernel, int8_rounded(kernel)
+    lowering = layer.resolved_lowering or "batch"
+    plan = kz_ops.factored_conv_plan(layer.factors, layer.strides, "auto", layer.padding,
+                                     layer.rank, lowering)
+    last = plan[-1].axis
+    rounded = [int8_rounded(f, (0, 1, 2, 3) if k == last else (1, 2, 3))
+               for k, f in enumerate(factors)]
+    return kernel, product(rounded)
+
+
+def _low_rank_kernels(layer):
+    """``(K, K_int8)`` of a `LowRankConv2D`: two convolutions, each rounded per its output
+    channels (the rank channels, then the filters)."""
+    vertical = np.asarray(layer.vertical, np.float64)[:, 0]  # (kh, in, rank)
+    horizontal = np.asarray(layer.horizontal, np.float64)[0]  # (kw, rank, out)
+
+    def kernel(v, h):
+        return np.einsum("hcr,wro->hwco", v, h)
+
+    return (kernel(vertical, horizontal),
+            kernel(int8_rounded(vertical), int8_rounded(horizontal)))
+
+
+def _depthwise_as_dense(depthwise):
+    """A depthwise kernel ``(kh, kw, in, mult)`` as the dense ``(kh, kw, in, in * mult)``
+    kernel it equals (output channel ``c * mult + m`` reads input channel ``c`` only)."""
+    kh, kw, cin, mult = depthwise.shape
+    dense = np.zeros((kh, kw, cin, cin, mult))
+    dense[:, :, np.arange(cin), np.arange(cin), :] = depthwise
+    return dense.reshape(kh, kw, cin, cin * mult)
+
+
+def _depthwise_kernels(layer):
+    """``(K, K_int8)`` of a DepthwiseConv2D: one scale per output channel ``(in, mult)``."""
+    depthwise = np.asarray(layer.kernel, np.float64)
+    return (_depthwise_as_dense(depthwise),
+            _depthwise_as_dense(int8_rounded(depthwise, (0, 1))))
+
+
+def _separable_kernels(layer):
+    """``(K, K_int8)`` of a SeparableConv2D: a DEPTHWISE_CONV_2D then a 1x1 CONV_2D, each
+    rounded per its output channels."""
+    depthwise = np.asarray(layer.depthwise_kernel, np.float64)
+    pointwise = np.asarray(layer.pointwise_kernel, np.float64)[0, 0]  # (in * mult, out)
+
+    def kernel(d, p):
+        return np.einsum("hwcd,do->hwco", _depthwise_as_dense(d), p)
+
+    return (kernel(depthwise, pointwise),
+            kernel(int8_rounded(depthwise, (0, 1)), int8_rounded(pointwise)))
+
+
+def _plain_kernels(layer):
+    kernel = np.asarray(layer.kernel, np.float64)
+    return kernel, int8_rounded(kernel)
+
+
+def _kernel_builders():
+    from kronecker_zoo.layers import KroneckerConv2D, LowRankConv2D
+
+    return {keras.layers.Conv2D: _plain_kernels, keras.layers.Dense: _plain_kernels,
+            keras.layers.DepthwiseConv2D: _depthwise_kernels,
+            keras.layers.SeparableConv2D: _separable_kernels,
+            KroneckerConv2D: _kronecker_kernels, LowRankConv2D: _low_rank_kernels}
+
+
+def _is_linear(layer):
+    return getattr(layer, "activation", None) in (None, keras.activations.linear)
+
+
+def _folded_batchnorm(layer, consumers):
+    """The BatchNormalization the converter folds into ``layer``'s last weights, or None."""
     after = consumers.get(layer.name, [])
-    if len(after) != 1 or not isinstance(after[0], keras.layers.BatchNormalization):
+    if (len(after) != 1 or not isinstance(after[0], keras.layers.BatchNormalization)
+            or type(layer).__name__ not in TFLITE_FOLDS_BATCHNORM_INTO or not _is_linear(layer)):
         return None
     bn = after[0]
-    if layer.activation is not keras.activations.linear or bn.beta is None:
-        return None
-    if len(graph.inbound_layers(bn)) != 1:  # a shared BatchNormalization: not folded
+    if bn.beta is None or len(graph.inbound_layers(bn)) != 1:  # shared: not folded
         return None
     if bn.axis not in (-1, len(bn.input.shape) - 1):
         return None
     return bn
 
 
+def _rewritten_batchnorm(layer, consumers, rewritten):
+    """The BatchNormalization after ``layer`` that `int8_rewrites` runs as a depthwise
+    convolution with a bias (so the correction can go there), or None."""
+    after = consumers.get(layer.name, [])
+    if len(after) == 1 and after[0].name in rewritten and _is_linear(layer):
+        return after[0]
+    return None
+
+
 def _targets(model):
-    """``[(layer, bn or None)]``: Conv2D (ungrouped, channels last) and Dense (2-D input)
-    layers, called once, whose folded bias can absorb a correction."""
+    """``[(layer, bn, where)]``: layers whose int8 weight rounding the file's biases can
+    cancel, ``where`` one of "folded" (``bn.beta``, folded by the converter), "bias" (the
+    layer's own bias) or "rewritten" (the depthwise bias `int8_rewrites` gives ``bn``).
+    Convolutions must be channels-last and ungrouped, a Dense layer's input 2-D (on more
+    axes it becomes a BATCH_MATMUL with per-tensor weights, not modelled), each layer
+    called once."""
+    builders = _kernel_builders()
     consumers = graph.consumers(model)
+    rewritten = {bn.name for bn, _ in unfoldable_batchnorms(model)}
     found = []
     for layer in model.layers:
-        if type(layer) not in (keras.layers.Conv2D, keras.layers.Dense):
+        if type(layer) not in builders or len(graph.inbound_layers(layer)) != 1:
             continue
-        if getattr(layer, "groups", 1) != 1 or len(graph.inbound_layers(layer)) != 1:
+        if getattr(layer, "groups", 1) != 1:
             continue
         if getattr(layer, "data_format", "channels_last") != "channels_last":
             continue
-        # a Dense on (N, ..., C) becomes a BATCH_MATMUL (per-tensor weights): not modelled
         if isinstance(layer, keras.layers.Dense) and len(layer.input.shape) != 2:
             continue
-        bn = _single_consumer_batchnorm(layer, consumers)
-        if bn is None and not layer.use_bias:
-            continue
-        found.append((layer, bn))
+        bn = _folded_batchnorm(layer, consumers)
+        if bn is not None:
+            found.append((layer, bn, "folded"))
+        elif getattr(layer, "use_bias", False) and layer.bias is not None:
+            found.append((layer, None, "bias"))
+        else:
+            bn = _rewritten_batchnorm(layer, consumers, rewritten)
+            if bn is not None:
+                found.append((layer, bn, "rewritten"))
     return found
 
 
@@ -105,36 +225,60 @@ def _input_means(model, layers, batches):
     return [s / count for s in sums]
 
 
-def _folded_kernel(layer, bn):
-    kernel = np.asarray(layer.kernel, np.float64)
-    if bn is None:
-        return kernel
-    gamma = 1.0 if bn.gamma is None else np.asarray(bn.gamma, np.float64)
-    return kernel * gamma / np.sqrt(np.asarray(bn.moving_variance, np.float64) + bn.epsilon)
-
-
-def rounding_shift(layer, kernel, mean_input):
-    """Per output channel, the mean output shift that int8 rounding of ``kernel`` (the
-    folded kernel of ``layer``) causes on inputs whose mean is ``mean_input``."""
-    error = int8_rounded(kernel) - kernel
+def rounding_shift(layer, mean_input):
+    """Per output channel, the mean shift of ``layer``'s output (before bias and
+    activation) that int8 rounding of its weights, as the file stores them, causes on
+    inputs whose mean is ``mean_input``: ``mean_{h,w} conv(mean_input, K_int8 - K)``
+    (``mean_input @ (K_int8 - K)`` for a Dense layer)."""
+    kernel, rounded = _kernel_builders()[type(layer)](layer)
+    error = rounded - kernel
     if isinstance(layer, keras.layers.Dense):
         return mean_input @ error
-    shifted = tf.nn.conv2d(mean_input[None], error, strides=layer.strides,
-                           padding=layer.padding.upper(), dilations=layer.dilation_rate)
+    strides = tuple(layer.strides)
+    dilation = tuple(getattr(layer, "dilation_rate", (1, 1)))
+    extent = tuple((k - 1) * d + 1 for k, d in zip(error.shape[:2], dilation))
+    padded = kz_ops.pad_input(tf.constant(mean_input[None]), extent, strides,
+                              layer.padding, getattr(layer, "padding_mode", "zeros"))
+    shifted = tf.nn.conv2d(padded, error, strides=strides, padding="VALID",
+                           dilations=dilation)
     return np.asarray(shifted, np.float64).mean(axis=(0, 1, 2))
+
+
+def _cancel(layer, bn, where, shift):
+    """Cancel ``shift`` (per channel, at ``layer``'s output) in the bias the file folds;
+    returns the callable that restores the previous value."""
+    if where == "rewritten":
+        affine = rewritten_affine(bn)
+        previous = affine.shift
+        affine.shift = previous - shift * affine.scale
+        return functools.partial(setattr, affine, "shift", previous)
+    if where == "bias":
+        variable, scaled = layer.bias, shift
+    else:  # "folded": the BatchNormalization's scale multiplies the layer's output
+        gamma = 1.0 if bn.gamma is None else np.asarray(bn.gamma, np.float64)
+        sigma = np.sqrt(np.asarray(bn.moving_variance, np.float64) + bn.epsilon)
+        variable, scaled = bn.beta, shift * gamma / sigma
+    previous = np.array(variable)
+    variable.assign((np.asarray(variable, np.float64) - scaled).astype(variable.dtype))
+    return functools.partial(variable.assign, previous)
 
 
 @contextlib.contextmanager
 def int8_bias_correction(model, batches):
-    """Within the block, the biases of ``model``'s Conv2D / Dense layers (or of the
-    BatchNormalizations folded into them) cancel the mean shift of their int8 weights.
+    """Within the block, the biases the int8 file folds (a layer's own, the beta of a
+    BatchNormalization folded into it, or the bias `int8_rewrites` gives a
+    BatchNormalization it cannot fold) cancel the mean shift that int8 rounding of the
+    layer's weights causes: Conv2D, Dense, DepthwiseConv2D, SeparableConv2D,
+    `KroneckerConv2D` (each factor rounded as the exported cascade stores it) and
+    `LowRankConv2D`. Enter it inside `int8_rewrites` and `forced_execution`: it corrects
+    the weights and the execution the file is traced with.
 
     Args:
         model: a Keras 3 functional model (anything else is left as it is).
         batches: the calibration images, a list of ``(N, H, W, C)`` float arrays.
 
     Yields:
-        The names of the corrected layers. Every variable is restored on exit.
+        The names of the corrected layers. Every value is restored on exit.
     """
     if not isinstance(model, keras.Model) or not batches:
         yield []
@@ -143,15 +287,12 @@ def int8_bias_correction(model, batches):
     if not targets:
         yield []
         return
-    means = _input_means(model, [layer for layer, _ in targets], batches)
-    saved = []
+    means = _input_means(model, [layer for layer, _, _ in targets], batches)
+    restore = []
     try:
-        for (layer, bn), mean_input in zip(targets, means):
-            shift = rounding_shift(layer, _folded_kernel(layer, bn), mean_input)
-            variable = layer.bias if bn is None else bn.beta
-            saved.append((variable, np.array(variable)))
-            variable.assign((np.asarray(variable, np.float64) - shift).astype(variable.dtype))
-        yield [layer.name for layer, _ in targets]
+        for (layer, bn, where), mean_input in zip(targets, means):
+            restore.append(_cancel(layer, bn, where, rounding_shift(layer, mean_input)))
+        yield [layer.name for layer, _, _ in targets]
     finally:
-        for variable, value in reversed(saved):
-            variable.assign(value)
+        for undo in reversed(restore):
+            undo()

@@ -41,7 +41,7 @@ import tensorflow as tf
 from kronecker_zoo import graph, kernels
 
 # Layers whose following BatchNormalization the TFLite converter folds into weights.
-_TFLITE_BN_FOLDED_INTO = ("Conv2D", "Conv1D", "Dense", "DepthwiseConv2D", "SeparableConv2D")
+TFLITE_FOLDS_BATCHNORM_INTO = ("Conv2D", "Conv1D", "Dense", "DepthwiseConv2D", "SeparableConv2D")
 
 
 def _producer(layer):
@@ -50,7 +50,7 @@ def _producer(layer):
     return calls[0][0] if len(calls) == 1 and len(calls[0]) == 1 else None
 
 
-def _unfoldable_batchnorms(model):
+def unfoldable_batchnorms(model):
     """``[(bn_layer, producer)]`` for BatchNormalizations TFLite leaves as MUL + ADD."""
     found = []
     for layer in model.layers:
@@ -59,7 +59,7 @@ def _unfoldable_batchnorms(model):
         if layer.axis not in (-1, len(layer.input.shape) - 1):
             continue
         producer = _producer(layer)
-        if producer is None or type(producer).__name__ in _TFLITE_BN_FOLDED_INTO:
+        if producer is None or type(producer).__name__ in TFLITE_FOLDS_BATCHNORM_INTO:
             continue
         found.append((layer, producer))
     return found
@@ -103,14 +103,24 @@ def _balance_rank_channels(low_rank):
     low_rank.horizontal.assign((horizontal * t[None, None, :, None]).astype(horizontal.dtype))
 
 
-def _depthwise_call(scale, shift):
-    scale = tf.constant(scale.astype(np.float32)[None, None, :, None])
-    shift = tf.constant(shift.astype(np.float32))
+class DepthwiseAffine:
+    """A BatchNormalization's ``call`` while rewritten: ``depthwise_conv2d(x, s) + b`` with
+    per-channel ``scale`` ``s`` and ``shift`` ``b`` (float64 arrays, read when traced)."""
 
-    def call(inputs, training=None, mask=None):
-        return tf.nn.depthwise_conv2d(inputs, scale, [1, 1, 1, 1], "VALID") + shift
+    def __init__(self, scale, shift):
+        self.scale = np.asarray(scale, np.float64)
+        self.shift = np.asarray(shift, np.float64)
 
-    return call
+    def __call__(self, inputs, training=None, mask=None):
+        scale = tf.constant(self.scale.astype(np.float32)[None, None, :, None])
+        return (tf.nn.depthwise_conv2d(inputs, scale, [1, 1, 1, 1], "VALID")
+                + tf.constant(self.shift.astype(np.float32)))
+
+
+def rewritten_affine(bn):
+    """The `DepthwiseAffine` ``bn`` runs as within `int8_rewrites`, or None."""
+    call = bn.__dict__.get("call")
+    return call if isinstance(call, DepthwiseAffine) else None
 
 
 @contextlib.contextmanager
@@ -132,7 +142,7 @@ def int8_rewrites(model):
             if isinstance(layer, LowRankConv2D):
                 saved.append([(v, np.array(v)) for v in (layer.vertical, layer.horizontal)])
                 _balance_rank_channels(layer)
-        for bn, producer in _unfoldable_batchnorms(model):
+        for bn, producer in unfoldable_batchnorms(model):
             scale, shift, sigma = _affine(bn)
             if isinstance(producer, KroneckerConv2D) and consumers[producer.name] == [bn]:
                 variables = list(producer.factor_weights) + (
@@ -148,7 +158,7 @@ def int8_rewrites(model):
                 for v in variables:
                     v.assign((np.asarray(v) / sigma).astype(v.dtype))
                 scale = scale * sigma
-            bn.call = _depthwise_call(scale, shift)
+            bn.call = DepthwiseAffine(scale, shift)
             patched.append(bn)
         yield [bn.name for bn in patched]
     finally:

@@ -24,9 +24,9 @@ Choices, and why:
   BatchNormalization the converter cannot fold (after a KroneckerConv2D, a
   LowRankConv2D, ...) runs as a per-channel DEPTHWISE_CONV_2D instead of a MUL by a
   per-tensor-quantized vector and an ADD, with the Kronecker output's channel
-  ranges equalised into the factors. With ``bias_correction`` the biases of Conv2D /
-  Dense layers also cancel the mean shift of their int8 weights on the calibration
-  data (`int8_bias_correction`: not float-identical, by design); "auto" (default)
+  ranges equalised into the factors. With ``bias_correction`` the biases the file folds
+  also cancel the mean shift of the int8 weights of Conv2D, Dense, depthwise,
+  separable, Kronecker and low-rank layers on the calibration data (`int8_bias_correction`: not float-identical, by design); "auto" (default)
   converts with and without it and keeps the file closer to the model.
 - Calibration ("int8") needs ``representative_data``, always passed explicitly: no
   default is guessed (a fine-tuned zoo model keeps its name). For published weights
@@ -188,6 +188,8 @@ def _converter(model, shape, execution, runtime="litert"):
 
 
 BIAS_CORRECTIONS = ("auto", True, False)
+# The cost table int8 files plan their Kronecker lowerings for (int8 kernels differ).
+_INT8_RUNTIME = "litert_int8"
 
 
 def _check_bias_correction(bias_correction):
@@ -278,6 +280,8 @@ def prepared_converter(model, quantization=None, representative_data=None, batch
     # `int8_rewrites`); the converter reads the variables when it converts.
     with contextlib.ExitStack() as rewrites:
         if quantization == "int8":
+            # the execution the file is traced with, which bias correction emulates
+            rewrites.enter_context(forced_execution(model, execution, runtime=_INT8_RUNTIME))
             rewrites.enter_context(int8_rewrites(model))
             if bias_correction:
                 rewrites.enter_context(int8_bias_correction(model, batches))
@@ -286,9 +290,9 @@ def prepared_converter(model, quantization=None, representative_data=None, batch
 
 def _configured_converter(model, shape, execution, quantization, batches):
     """The converter `convert_tflite` runs (``model`` already a rewritten private copy)."""
-    # Kronecker layers planned for the runtime's measured costs (int8 kernels differ).
+    # Kronecker layers planned for the runtime's measured costs.
     converter = _converter(model, shape, execution,
-                           "litert_int8" if quantization == "int8" else "litert")
+                           _INT8_RUNTIME if quantization == "int8" else "litert")
     if quantization is not None:
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
     if quantization == "float16":
@@ -331,8 +335,8 @@ def to_tflite(model, path, quantization=None, representative_data=None, batch_si
             `"materialized"` (full kernels constant-folded: for comparisons) or
             `"as_built"` (each layer's own choice).
         bias_correction: `"auto"`, `True` or `False`. "int8" only: `True` folds into
-            the biases of Conv2D and Dense layers the mean output shift their int8
-            weight rounding causes on ``representative_data``
+            the file's biases the mean output shift that int8 weight rounding of
+            Conv2D, Dense, depthwise, separable, Kronecker and low-rank layers causes on ``representative_data``
             (`bias_correction.int8_bias_correction`); `False` exports the biases as
             they are; `"auto"` (default) converts both ways and keeps the file whose
             outputs are closer to ``model``'s on ``representative_data`` (SQNR): the
