@@ -1,7 +1,9 @@
 """Accuracy vs cost of the published Fashion-MNIST classifiers, and their Pareto fronts.
 
 Every trained classifier family (``resnet``, ``kron_resnet``, ``lowrank_resnet``,
-``separable_resnet``, ``drn``; depths 8 and 20) is one point, read from the
+``separable_resnet``, ``drn``; depths 8 and 20) and every published student
+(``<teacher>_kron<N>x[...]``, ``<teacher>_lowrank<N>x``: factorized from the dense
+teacher and distilled, `kronecker_zoo.compress`) is one point, read from the
 published manifest (``kronecker_zoo/weights/manifest.json``: test accuracy on the
 full 10,000-image Fashion-MNIST test set, parameters, MACs, epochs). Costs:
 
@@ -17,15 +19,19 @@ full 10,000-image Fashion-MNIST test set, parameters, MACs, epochs). Costs:
   LiteRT (see `_TIMER`).
 
 A second figure compares each model with its dense twin of the same depth
-(``resnet_<depth>``): compression ``params_twin / params`` against the accuracy
+(``resnet_<depth>``, for a student its teacher): compression ``params_twin / params``
+against the accuracy
 change in points, with Zhou et al.'s (3.6x, "< 1% drop") and GKPD's (5x, -1.03
 points, CIFAR-10) published points and the project's target region (>= 5x fewer
 parameters at >= -1.0 point) shaded.
 
-Epochs differ: the ``_8`` models were trained 10 epochs, the ``_20`` ones 4 and
-``drn_20`` only 1 (session budget), so a low ``_20`` point is under-training, not a
-property of its family; the figures mark the epochs of every point, and the JSON
-also holds fronts computed within each epoch budget.
+Budgets differ: the dense teachers ``resnet_8`` / ``resnet_20`` were trained 30 / 40
+epochs with augmentation, the other ``_8`` families 10 epochs, the ``_20`` ones 4 and
+``drn_20`` only 1 (session budget), the students 15 epochs of distillation from the
+trained teacher. A low ``_20`` point is under-training, not a property of its family;
+the figures mark the epochs of every point, the JSON also holds fronts computed within
+each epoch budget, and the fair comparison of Kronecker against low rank is between the
+students of the same teacher (same recipe, same budget).
 
     python experiments/pareto.py --out docs/experiments [--tiny] [--no-latency]
 """
@@ -50,7 +56,7 @@ NAME = "pareto"
 FAMILIES = ("resnet", "kron_resnet", "lowrank_resnet", "separable_resnet", "drn")
 DEPTHS = (8, 20)
 DATASET = "fashion_mnist"
-TINY_MODELS = ("resnet_8", "kron_resnet_8", "lowrank_resnet_8")
+TINY_MODELS = ("resnet_8", "kron_resnet_8", "lowrank_resnet_8", "resnet_8_kron5x")
 COSTS = ("params", "macs", "latency_ms")
 
 # Published reference points (see /work/shared/reference/ANCHORS.md). Zhou et al. say
@@ -74,7 +80,11 @@ STYLE = {  # family -> (colour, marker, short label)
     "lowrank_resnet": ("#2ca02c", "s", "lowrank"),
     "separable_resnet": ("#9467bd", "^", "separable"),
     "drn": ("#ff7f0e", "D", "drn"),
+    "kron_student": ("#8b0000", "P", "kron student"),
+    "lowrank_student": ("#006400", "X", "lowrank student"),
 }
+# `kronecker_zoo.compress` methods -> student family
+STUDENT_FAMILY = {"kronecker": "kron_student", "lowrank": "lowrank_student"}
 AXIS_LABELS = {"params": "parameters", "macs": "MACs per example",
                "latency_ms": "float32 TFLite latency, batch 1, 1 thread (ms, median per invoke)"}
 
@@ -132,19 +142,33 @@ def manifest_path():
     return os.path.join(os.path.dirname(spec.origin), "weights", "manifest.json")
 
 
+def _manifest():
+    with open(manifest_path(), encoding="utf-8") as f:
+        return json.load(f)
+
+
 def classifier_names(tiny=False):
-    return list(TINY_MODELS) if tiny else [f"{f}_{d}" for d in DEPTHS for f in FAMILIES]
+    """The families at every depth, then every published student (manifest order)."""
+    if tiny:
+        return list(TINY_MODELS)
+    students = [name for name, entries in _manifest().items()
+                if "teacher" in entries.get(DATASET, {})]
+    return [f"{f}_{d}" for d in DEPTHS for f in FAMILIES] + students
 
 
 def manifest_points(names):
-    """One dict per model from the manifest entry of its Fashion-MNIST weights."""
-    with open(manifest_path(), encoding="utf-8") as f:
-        manifest = json.load(f)
+    """One dict per model from the manifest entry of its Fashion-MNIST weights; a
+    student's family is ``kron_student`` / ``lowrank_student`` and its twin its teacher."""
+    manifest = _manifest()
     points = []
     for name in names:
-        family, depth = name.rsplit("_", 1)
         entry = manifest[name][DATASET]
-        twin = f"resnet_{depth}"
+        if "teacher" in entry:
+            family, twin = STUDENT_FAMILY[entry["method"]], entry["teacher"]["model"]
+            depth = twin.rsplit("_", 1)[1]
+        else:
+            family, depth = name.rsplit("_", 1)
+            twin = f"resnet_{depth}"
         twin_entry = manifest[twin][DATASET]
         points.append({
             "name": name, "family": family, "depth": int(depth),
@@ -344,6 +368,8 @@ def _marker_kwargs(p):
 
 
 def _short(p):
+    if p["family"] in STUDENT_FAMILY.values():  # resnet_20_kron5x -> "r20 kron5x"
+        return f"r{p['depth']} {p['name'].split('_', 2)[2]} ({p['epochs']} ep)"
     return f"{STYLE[p['family']][2]} {p['depth']} ({p['epochs']} ep)"
 
 
@@ -355,9 +381,9 @@ def _legend_handles():
                for f, (c, m, _) in STYLE.items()]
     handles += [
         Line2D([], [], ls="", marker="o", color="grey", markeredgecolor="black",
-               label="filled: depth 8, 10 epochs"),
+               label="filled: >= 10 epochs (teachers 30/40, students 15, depth-8 families 10)"),
         Line2D([], [], ls="", marker="o", markerfacecolor="white", markeredgecolor="grey",
-               markeredgewidth=1.8, label="hollow: depth 20, 4 epochs (drn_20: 1)"),
+               markeredgewidth=1.8, label="hollow: depth-20 families, 4 epochs (drn_20: 1)"),
         Line2D([], [], color="black", lw=1, ls="--", label="Pareto front (all epochs)"),
     ]
     return handles
@@ -402,8 +428,9 @@ def plot_fronts(path, points, fronts, machine, tiny=False):
                frameon=False)
     fig.suptitle("Published Fashion-MNIST classifiers: accuracy vs cost"
                  + (" (tiny run: 3 models)" if tiny else "")
-                 + ". Epochs differ (depth 8: 10, depth 20: 4, drn_20: 1): "
-                   "low depth-20 points are under-trained, not weaker families",
+                 + ".\nBudgets differ (dense teachers 30/40 epochs, students 15 epochs "
+                   "distilled from them, depth-8 families 10, depth-20 4, drn_20 1): "
+                   "hollow points are under-trained, not weaker families",
                  fontsize=10.5)
     renderer = _freeze_layout(fig)
     for ax, key in zip(axes, COSTS):
@@ -443,7 +470,7 @@ def plot_vs_twin(path, points, tiny=False):
     for p, x, y in zip(pts, xs, ys):
         ax.scatter([x], [y], zorder=3, **_marker_kwargs(p))
     ax.scatter([1.0], [0.0], marker="o", s=60, color=STYLE["resnet"][0], edgecolors="black",
-               zorder=3, label="dense twin resnet_<depth> (same depth)")
+               zorder=3, label="dense twin resnet_<depth> (same depth; a student's teacher)")
     ax.set_xlabel("compression vs dense twin: params(resnet_<depth>) / params (log)")
     ax.set_ylabel("accuracy change vs dense twin (points)")
     ax.set_xticks([0.5, 1, 2, 3.6, 5, 10])
@@ -451,8 +478,9 @@ def plot_vs_twin(path, points, tiny=False):
     ax.grid(True, which="major", alpha=0.25)
     ax.set_title("Fashion-MNIST classifiers vs their dense twin"
                  + (" (tiny run)" if tiny else "")
-                 + "\ntwins have equal epochs (8: 10 vs 10, 20: 4 vs 4) except drn_20 "
-                   "(1 epoch vs 4)", fontsize=10)
+                 + "\ntwin: resnet_<depth> as published (30/40 epochs); students: 15 "
+                   "epochs distilled from it;\nthe from-scratch families had 10 (depth 8), "
+                   "4 (depth 20) or 1 (drn_20) epochs", fontsize=10)
     handles, labels = ax.get_legend_handles_labels()
     fig.legend(handles, labels, loc="outside lower center", ncol=2, fontsize=8, frameon=False)
     renderer = _freeze_layout(fig)
@@ -495,6 +523,19 @@ def _finding(points, fronts, by_epochs):
                            for n in names} & kron_names)
         parts.append("among models with equal epochs, kron_resnet is on "
                      + (f"the fronts of {', '.join(on_equal)}" if on_equal else "no front"))
+    for p in (q for q in points if q["family"] == "kron_student"):
+        on = [k for k, names in fronts.items() if p["name"] in names]
+        twin = by.get(p["name"].replace("_kron", "_lowrank").replace("_lowmac", ""))
+        versus = ""
+        if twin:
+            change = 100 * (p["test_accuracy"] - twin["test_accuracy"])
+            versus = (f"; vs {twin['name']} ({twin['params']:,} params, "
+                      f"{twin['macs'] / 1e6:.2f}M MACs): {change:+.2f} pt")
+        parts.append(
+            f"{p['name']} ({p['params']:,} params, {p['macs'] / 1e6:.2f}M MACs): "
+            f"{p['compression_vs_twin']:.2f}x fewer params than {p['dense_twin']}, "
+            f"{p['accuracy_change_points']:+.2f} pt; on front(s): "
+            f"{', '.join(on) if on else 'none'}{versus}")
     for depth in DEPTHS:
         k, d = by.get(f"kron_resnet_{depth}"), by.get(f"resnet_{depth}")
         if k and d and k.get("latency_ms") and d.get("latency_ms"):
@@ -570,8 +611,10 @@ def run(out_dir, tiny=False, latency=None, rounds=7, runs=200, warmup=20):
                      "note": "wall-clock medians on a shared 2-core machine (other jobs "
                              "running): noisy, compare ratios, not absolute values"}
                     if machine else {"measured": False}),
-        "caveat": "epochs differ: depth 8 trained 10 epochs, depth 20 4 epochs, drn_20 1 "
-                  "epoch; compare points with equal epochs (fronts_by_epochs)",
+        "caveat": "budgets differ: resnet_8 / resnet_20 trained 30 / 40 epochs, the other "
+                  "depth-8 families 10, depth-20 4, drn_20 1, the students 15 epochs of "
+                  "distillation from their (trained) teacher; compare points with equal "
+                  "epochs (fronts_by_epochs) and students with students",
         "figures": figures,
     }
     return write_json(out_dir, NAME, result)

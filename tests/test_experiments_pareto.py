@@ -77,12 +77,14 @@ def test_tiny_run_writes_json_and_pngs_matching_the_manifest(tmp_path):
         data = (tmp_path / name).read_bytes()
         assert data[:8] == PNG_SIGNATURE and len(data) > 10_000
     assert written["claim"] and written["finding"]
+    student = written["points"][3]
+    assert student["family"] == "kron_student" and student["name"] in written["finding"]
     assert written["latency"] == {"measured": False}
 
     with open(MANIFEST, encoding="utf-8") as f:
         manifest = json.load(f)
     points = {p["name"]: p for p in written["points"]}
-    assert set(points) == {"resnet_8", "kron_resnet_8", "lowrank_resnet_8"}
+    assert set(points) == {"resnet_8", "kron_resnet_8", "lowrank_resnet_8", "resnet_8_kron5x"}
     for name, p in points.items():
         entry = manifest[name]["fashion_mnist"]
         twin = manifest[p["dense_twin"]]["fashion_mnist"]
@@ -103,4 +105,4 @@ def test_tiny_run_writes_json_and_pngs_matching_the_manifest(tmp_path):
         expected = {names[i] for i in brute_force_front(cost, acc)}
         assert set(written["fronts"][key]) == expected
     assert "latency_ms" not in written["fronts"]
-    assert written["fronts"]["params"] == ["lowrank_resnet_8", "resnet_8"]
+

@@ -185,7 +185,7 @@ def _factored_model(kind, rng):
                                                  rank=2, padding="same", use_bias=False,
                                                  lowering="channels"),
         "kron_bias": lambda: KroneckerConv2D(6, 6, factors=[(3, 3, 2, 2), (2, 2, 2, 3)],
-                                             rank=2, strides=2, padding="valid"),
+                                             rank=2, strides=2, padding="same"),
         "lowrank": lambda: LowRankConv2D(6, 3, rank=2, padding="same", use_bias=False),
         "separable": lambda: keras.layers.SeparableConv2D(6, 3, padding="same",
                                                           use_bias=False),

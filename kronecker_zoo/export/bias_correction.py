@@ -81,9 +81,7 @@ def _kronecker_kernels(layer):
     if layer.resolved_execution != "factored":
         return kernel, int8_rounded(kernel)
     lowering = layer.resolved_lowering or "batch"
-    plan = kz_ops.factored_conv_plan(layer.factors, layer.strides, "auto", layer.padding,
-                                     layer.rank, lowering)
-    last = plan[-1].axis
+    last = kz_ops.step_order(layer.factors, layer.strides, "auto", lowering, layer.rank)[-1]
     rounded = [int8_rounded(f, (0, 1, 2, 3) if k == last else (1, 2, 3))
                for k, f in enumerate(factors)]
     return kernel, product(rounded)

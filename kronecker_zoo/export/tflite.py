@@ -26,7 +26,8 @@ Choices, and why:
   per-tensor-quantized vector and an ADD, with the Kronecker output's channel
   ranges equalised into the factors. With ``bias_correction`` the biases the file folds
   also cancel the mean shift of the int8 weights of Conv2D, Dense, depthwise,
-  separable, Kronecker and low-rank layers on the calibration data (`int8_bias_correction`: not float-identical, by design); "auto" (default)
+  separable, Kronecker and low-rank layers on the calibration data
+  (`int8_bias_correction`: not float-identical, by design); "auto" (default)
   converts with and without it and keeps the file closer to the model.
 - Calibration ("int8") needs ``representative_data``, always passed explicitly: no
   default is guessed (a fine-tuned zoo model keeps its name). For published weights
@@ -336,7 +337,8 @@ def to_tflite(model, path, quantization=None, representative_data=None, batch_si
             `"as_built"` (each layer's own choice).
         bias_correction: `"auto"`, `True` or `False`. "int8" only: `True` folds into
             the file's biases the mean output shift that int8 weight rounding of
-            Conv2D, Dense, depthwise, separable, Kronecker and low-rank layers causes on ``representative_data``
+            Conv2D, Dense, depthwise, separable, Kronecker and low-rank layers causes on
+            ``representative_data``
             (`bias_correction.int8_bias_correction`); `False` exports the biases as
             they are; `"auto"` (default) converts both ways and keeps the file whose
             outputs are closer to ``model``'s on ``representative_data`` (SQNR): the
