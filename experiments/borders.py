@@ -234,8 +234,10 @@ def mode_logits(predict, mode, images, margin, context=None, offset=(0, 0)):
 # -- figures --------------------------------------------------------------------------
 def _scenario_figure(path, scenario, title, results):
     models_ = list(scenario["models"])
-    fig = _figure((12, 10.5))
-    axes = fig.subplots(3, 3, squeeze=False).reshape(-1)
+    cols = 3 if len(models_) + 2 <= 9 else 4  # one panel per model, the fractions, the legend
+    rows = -(-(len(models_) + 2) // cols)
+    fig = _figure((4 * cols, 3.5 * rows))
+    axes = fig.subplots(rows, cols, squeeze=False).reshape(-1)
     dist = results["distance"]
     for ax, name in zip(axes, models_):
         for mode, e in scenario["models"][name].items():
@@ -272,6 +274,14 @@ def _scenario_figure(path, scenario, title, results):
     fig.savefig(path, dpi=100)
 
 
+def _line_style(name):
+    """Models of one family (one colour) told apart: small / front end dashed or dotted."""
+    for suffix, style in (("_small", "--"), ("_frontend", ":"), ("_large", "-.")):
+        if name.endswith(suffix):
+            return style
+    return "-"
+
+
 def _excess_figure(path, results):
     fig = _figure((12, 7.5))
     axes = fig.subplots(2, 2, squeeze=False)
@@ -283,8 +293,8 @@ def _excess_figure(path, results):
             for name, modes in sc["models"].items():
                 family = results["models"][name]["family"]
                 excess = np.subtract(modes["zeros"][metric], modes["no_border"][metric])
-                ax.plot(dist, excess, color=COLORS.get(family, "black"),
-                        ls="--" if name.endswith("_small") else "-", lw=1.6, label=name)
+                ax.plot(dist, excess, color=COLORS.get(family, "black"), ls=_line_style(name),
+                        lw=1.6, label=name)
             ax.axhline(0, color="grey", lw=0.8)
             ax.set_title(f"{key}: zeros - no_border ({label})", fontsize=10)
             ax.set_xlabel("distance to border (px)")
@@ -425,6 +435,7 @@ def run(out_dir, tiny=False, num_scenes=None):
         },
     })
     results["finding"] = _finding(results)
+    write_json(out_dir, NAME, results)  # the numbers are kept even if a figure fails
     figs = [f"{NAME}_scenes.png", f"{NAME}_crops.png", f"{NAME}_excess.png"]
     _scenario_figure(os.path.join(out_dir, figs[0]), results["scenarios"]["scenes"],
                      f"Pixel error vs distance to the border: {n} composed 64x64 test scenes "
