@@ -90,7 +90,11 @@ INT8_PTQ_SHORTFALL = {"context_net_frontend": 0.97, "resnet_8_kron5x": 0.98,
                       # off), 98.99% (on); 3 of these 256 images flip (issue 13)
                       "kron_resnet_8": 0.98,
                       # 98.05% on these 256 images with 64 calibration images (issue 13)
-                      "resnet_20_kron5x": 0.97}
+                      "resnet_20_kron5x": 0.97,
+                      # full test set 98.99% with the factored bias correction that "auto"
+                      # keeps (higher SQNR: 29.0 vs 28.8 dB), 99.15% without; 3 of these 256
+                      # images flip (issue 13)
+                      "kron_resnet_20": 0.98}
 INT8_SQNR_SHORTFALL_DB = {}
 # Every int8 export: the quantization noise stays 20 dB below the logits.
 INT8_MIN_SQNR_DB = 20.0
