@@ -41,10 +41,10 @@ def test_channel_scales_are_the_least_squares_fit():
     np.testing.assert_allclose(fit, design @ coef - (design @ coef).mean(), atol=1e-12)
 
 
-def _kron_bn_model(seed=0):
+def _kron_bn_model(seed=0, lowering="batch"):
     inputs = keras.Input((12, 12, 16))
     x = KroneckerConv2D(16, 9, factors=[(3, 3, 4, 4), (3, 3, 4, 4)], rank=2, use_bias=True,
-                        execution="factored", name="kron")(inputs)
+                        execution="factored", lowering=lowering, name="kron")(inputs)
     x = keras.layers.BatchNormalization(name="kron_bn")(x)
     x = keras.layers.ReLU()(x)
     x = keras.layers.Conv2D(8, 3, padding="same", name="conv")(x)
@@ -69,7 +69,9 @@ def test_rewrites_keep_the_function_and_restore_the_weights():
     before = model(x, training=False).numpy()
     weights = [np.array(w) for w in model.weights]
     with int8_rewrites(model) as rewritten:
-        assert rewritten == ["kron_bn"]  # conv_bn folds into its Conv2D anyway
+        # the "batch" lowering ends in a reshape: nothing to fold kron_bn into;
+        # conv_bn folds into its Conv2D anyway
+        assert rewritten == ["kron_bn"]
         factors = [np.array(f) for f in model.get_layer("kron").factor_weights]
         assert not np.allclose(factors[0], weights[0])  # ranges equalised
         during = model(x, training=False).numpy()
@@ -150,18 +152,64 @@ def _low_rank_bn_model(seed=0):
 
 
 def test_low_rank_rewrites_keep_the_function_and_save_int8(tmp_path):
-    """After a LowRankConv2D the BatchNormalization's channel ranges are moved into the
-    second convolution and the rank channels balanced: exact in float (weights restored
-    afterwards), and the int8 file goes from noise to the 20 dB bar."""
+    """The rank channels of a LowRankConv2D are balanced (exact in float, weights restored
+    afterwards) and the BatchNormalization after it is left to the converter, which folds
+    it into the second convolution: the int8 file goes from noise to the 20 dB bar."""
     model = _low_rank_bn_model()
     x = np.random.default_rng(3).normal(size=(64, 12, 12, 8)).astype("float32")
     before = model(x, training=False).numpy()
     weights = [np.array(w) for w in model.weights]
     with int8_rewrites(model) as rewritten:
-        assert rewritten == ["low_bn"]
+        assert rewritten == []
         during = model(x, training=False).numpy()
+        assert not np.allclose(np.array(model.get_layer("low").vertical), weights[2])
     assert np.abs(during - before).max() <= 1e-5 * np.abs(before).max()
     for w, value in zip(model.weights, weights):
         np.testing.assert_array_equal(np.array(w), value)
     int8 = to_tflite(model, tmp_path / "i8.tflite", quantization="int8", representative_data=x)
     assert verify_tflite(model, int8, x[:16]).sqnr_db > 20
+    assert set(tflite_op_counts(int8)) == {"QUANTIZE", "CONV_2D", "DEQUANTIZE"}
+
+
+@pytest.mark.parametrize("kind", ["kron_channels", "low_rank", "kron_relu"])
+def test_batchnorm_folds_where_the_layer_ends_in_a_convolution(kind, tmp_path):
+    """The converter folds a BatchNormalization into a factored layer whose traced output
+    is a convolution's (the float32 file, which no rewrite touches, is the reference):
+    the int8 file then has exactly the float32 file's ops, and no MUL or depthwise
+    convolution is added for the BatchNormalization. After an activation it cannot fold,
+    and the BatchNormalization is rewritten as a depthwise convolution."""
+    from kronecker_zoo.export.int8_rewrites import ends_in_convolution
+    from kronecker_zoo.layers import LowRankConv2D
+
+    inputs = keras.Input((12, 12, 16))
+    layer = {
+        "kron_channels": lambda: KroneckerConv2D(16, 9, factors=[(3, 3, 4, 4), (3, 3, 4, 4)],
+                                                 rank=2, execution="factored",
+                                                 lowering="channels"),
+        "low_rank": lambda: LowRankConv2D(16, 3, rank=4, padding="same"),
+        "kron_relu": lambda: KroneckerConv2D(16, 9, factors=[(3, 3, 4, 4), (3, 3, 4, 4)],
+                                             rank=2, execution="factored", activation="relu",
+                                             lowering="channels"),
+    }[kind]()
+    x = keras.layers.BatchNormalization(name="bn")(layer(inputs))
+    model = keras.Model(inputs, keras.layers.ReLU()(x))
+    bn = model.get_layer("bn")
+    rng = np.random.default_rng(4)
+    bn.moving_variance.assign(np.exp(rng.normal(0, 1.5, 16)).astype("float32"))
+    bn.moving_mean.assign(rng.normal(size=16).astype("float32"))
+    images = rng.normal(size=(64, 12, 12, 16)).astype("float32")
+    folds = kind != "kron_relu"
+    assert ends_in_convolution(layer) == folds
+    with int8_rewrites(model) as rewritten:
+        assert rewritten == ([] if folds else ["bn"])
+    int8 = to_tflite(model, tmp_path / "i8.tflite", quantization="int8",
+                     representative_data=images)
+    f32 = tflite_op_counts(to_tflite(model, tmp_path / "f32.tflite"))
+    counts = tflite_op_counts(int8)
+    assert counts.pop("QUANTIZE") == 1 and counts.pop("DEQUANTIZE") == 1
+    if folds:
+        assert "MUL" not in f32 and "DEPTHWISE_CONV_2D" not in f32, f32
+        assert counts == f32
+    else:
+        assert counts["DEPTHWISE_CONV_2D"] == 1 and "MUL" not in counts, counts
+    assert verify_tflite(model, int8, images[:16]).sqnr_db > 25

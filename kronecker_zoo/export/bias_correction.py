@@ -21,8 +21,10 @@ Factored layers are corrected the same way through the one kernel they equal: a
 factors, each rounded per output channel of its step, so its int8 kernel is
 ``sum_r F_0q[r] (x) F_1q[r]`` (`_kronecker_kernels`); a `LowRankConv2D` is two rounded
 convolutions, a SeparableConv2D a rounded DEPTHWISE_CONV_2D (one scale per channel) and
-a rounded 1x1 CONV_2D. Their BatchNormalization, which the converter cannot fold, is run
-by `int8_rewrites` as a depthwise convolution whose bias takes the correction.
+a rounded 1x1 CONV_2D. A BatchNormalization after them takes the correction in its
+``beta`` where the converter folds it (`int8_rewrites.converter_folds_batchnorm`: after a
+linear `LowRankConv2D`, or a `KroneckerConv2D` with the "channels" lowering), else in
+the bias of the depthwise convolution `int8_rewrites` runs it as.
 
 The float model changes by that shift (a few thousandths of the channels' spread); the
 int8 file usually gets closer to the *original* float model. Not always: where most
@@ -44,7 +46,9 @@ import tensorflow as tf
 from kronecker_zoo import graph
 from kronecker_zoo import ops as kz_ops
 from kronecker_zoo.export.int8_rewrites import (
-    TFLITE_FOLDS_BATCHNORM_INTO,
+    channels_last_batchnorm,
+    converter_folds_batchnorm,
+    linear_activation,
     rewritten_affine,
     unfoldable_batchnorms,
 )
@@ -143,29 +147,23 @@ def _kernel_builders():
             KroneckerConv2D: _kronecker_kernels, LowRankConv2D: _low_rank_kernels}
 
 
-def _is_linear(layer):
-    return getattr(layer, "activation", None) in (None, keras.activations.linear)
-
-
 def _folded_batchnorm(layer, consumers):
     """The BatchNormalization the converter folds into ``layer``'s last weights, or None."""
     after = consumers.get(layer.name, [])
-    if (len(after) != 1 or not isinstance(after[0], keras.layers.BatchNormalization)
-            or type(layer).__name__ not in TFLITE_FOLDS_BATCHNORM_INTO or not _is_linear(layer)):
+    if (len(after) != 1 or not channels_last_batchnorm(after[0])
+            or not linear_activation(layer)):
         return None
     bn = after[0]
     if bn.beta is None or len(graph.inbound_layers(bn)) != 1:  # shared: not folded
         return None
-    if bn.axis not in (-1, len(bn.input.shape) - 1):
-        return None
-    return bn
+    return bn if converter_folds_batchnorm(bn, layer, consumers) else None
 
 
 def _rewritten_batchnorm(layer, consumers, rewritten):
     """The BatchNormalization after ``layer`` that `int8_rewrites` runs as a depthwise
     convolution with a bias (so the correction can go there), or None."""
     after = consumers.get(layer.name, [])
-    if len(after) == 1 and after[0].name in rewritten and _is_linear(layer):
+    if len(after) == 1 and after[0].name in rewritten and linear_activation(layer):
         return after[0]
     return None
 

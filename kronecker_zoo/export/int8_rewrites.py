@@ -1,18 +1,24 @@
 """Float-exact graph rewrites that make full-integer int8 exports more faithful.
 
 A BatchNormalization right after a Conv2D is folded by the TFLite converter into
-the convolution's per-channel int8 weights. After a layer it cannot fold into (a
-`KroneckerConv2D`, whose output channels mix the factors' channels; a
-`LowRankConv2D`; ...) it stays a MUL and an ADD by constant vectors, and an int8
+the convolution's per-channel int8 weights. So is one after any layer whose traced
+output is a convolution plus constant biases (`ends_in_convolution`): a linear
+`LowRankConv2D`, or a `KroneckerConv2D` whose last cascade step writes its output
+channels (the "channels" lowering). Folded, it costs no op and no requantization
+(measured on `resnet_20_lowrank5x`, int8, 2,000 test images: 0.44 against 0.64 ms
+per image, SQNR 27.3 against 26.3 dB, than with rewrite 1 below). After a layer it
+cannot fold into (a `KroneckerConv2D` run with the "batch" lowering, whose output
+comes out of a transpose or reshape; a layer with an activation; a layer whose output
+is read elsewhere too) it stays a MUL and an ADD by constant vectors, and an int8
 MUL quantizes its constant **per tensor**: the small per-channel scales
 ``gamma / sigma`` lose most of their bits, and each of MUL and ADD requantizes.
-Two rewrites, both exact in float, are applied while an int8 file is traced:
+Rewrites, all exact in float, are applied while an int8 file is traced:
 
 1. Such a BatchNormalization runs as ``depthwise_conv2d(x, s) + b`` with
    ``s = gamma / sqrt(var + eps)`` and ``b = beta - mean * s``: one
    DEPTHWISE_CONV_2D whose weights are quantized per channel and whose bias is
    int32 (ReLU fuses into it).
-2. When it follows a `KroneckerConv2D` (output used only by it), the input range
+2. When it follows a linear `KroneckerConv2D` (output used only by it), the input range
    of that depthwise convolution is equalised across channels (cross-layer range
    equalisation, Nagel et al. 2019): the Kronecker output channel
    ``c = (o_0, ..., o_{m-1})`` has standard deviation about ``sigma_c`` (the
@@ -21,7 +27,7 @@ Two rewrites, both exact in float, are applied while an int8 file is traced:
    ``exp(a_k)`` along its output channels, so the product kernel (and the layer's
    bias) is divided by ``t_c = exp(sum_k a_k[o_k])``; the depthwise scale is
    multiplied by ``t_c`` to compensate. The factor variables are restored on exit.
-   After a `LowRankConv2D` the same equalisation is simpler: its output channels are its
+   After a linear `LowRankConv2D` the same equalisation is simpler: its output channels are its
    second convolution's, divided (with the bias) by ``sigma_c`` exactly.
 3. In every `LowRankConv2D` the rank channels between its two convolutions are balanced
    (data-free cross-layer equalisation, `_balance_rank_channels`); restored on exit.
@@ -50,19 +56,81 @@ def _producer(layer):
     return calls[0][0] if len(calls) == 1 and len(calls[0]) == 1 else None
 
 
+def channels_last_batchnorm(layer):
+    """Whether ``layer`` is a BatchNormalization over the last axis (the one TFLite folds
+    or rewrites; others are left as they are)."""
+    return (isinstance(layer, keras.layers.BatchNormalization)
+            and layer.axis in (-1, len(layer.input.shape) - 1))
+
+
+def _depends_on(tensor, source):
+    """Whether ``tensor`` is computed from the graph tensor ``source``."""
+    seen, stack = set(), [tensor.op]
+    while stack:
+        op = stack.pop()
+        if op is source.op:
+            return True
+        if op.name in seen:
+            continue
+        seen.add(op.name)
+        stack.extend(t.op for t in op.inputs)
+    return False
+
+
+def ends_in_convolution(layer):
+    """Whether ``layer``, traced as it runs now (its current execution and lowering),
+    outputs a convolution's result plus at most constant biases: the pattern into which
+    the TFLite converter folds a following BatchNormalization. True for a `LowRankConv2D`
+    and for a `KroneckerConv2D` whose last cascade step writes the output channels
+    (the "channels" lowering, unless a strided slice follows); False after an
+    activation, a transpose or a reshape (the "batch" lowering)."""
+    shape = (1,) + tuple(int(v) for v in layer.input.shape[1:])
+    traced = tf.function(lambda x: layer(x)).get_concrete_function(
+        tf.TensorSpec(shape, layer.input.dtype))
+    source = traced.graph.inputs[0]
+    tensor = traced.graph.outputs[0]
+    while True:
+        op = tensor.op
+        if op.type == "Identity":
+            tensor = op.inputs[0]
+        elif op.type == "IdentityN":  # a custom gradient's wrapper
+            tensor = op.inputs[tensor.value_index]
+        elif op.type in ("AddV2", "Add", "BiasAdd"):
+            variable = [t for t in op.inputs if _depends_on(t, source)]
+            if len(variable) != 1:
+                return False
+            tensor = variable[0]
+        elif op.type == "Conv2D":  # a grouped one (fewer filter than input channels): no
+            return op.inputs[1].shape[-2] == op.inputs[0].shape[-1]
+        else:
+            return op.type == "DepthwiseConv2dNative"
+
+
+def converter_folds_batchnorm(bn, producer, consumers):
+    """Whether the TFLite converter folds ``bn`` into the last weights of ``producer``
+    (the layer whose output only ``bn`` reads, in ``consumers``, `graph.consumers`)."""
+    if type(producer).__name__ in TFLITE_FOLDS_BATCHNORM_INTO:
+        return True
+    return consumers.get(producer.name) == [bn] and ends_in_convolution(producer)
+
+
 def unfoldable_batchnorms(model):
     """``[(bn_layer, producer)]`` for BatchNormalizations TFLite leaves as MUL + ADD."""
+    consumers = graph.consumers(model)
     found = []
     for layer in model.layers:
-        if not isinstance(layer, keras.layers.BatchNormalization):
-            continue
-        if layer.axis not in (-1, len(layer.input.shape) - 1):
+        if not channels_last_batchnorm(layer):
             continue
         producer = _producer(layer)
-        if producer is None or type(producer).__name__ in TFLITE_FOLDS_BATCHNORM_INTO:
+        if producer is None or converter_folds_batchnorm(layer, producer, consumers):
             continue
         found.append((layer, producer))
     return found
+
+
+def linear_activation(layer):
+    """Whether ``layer`` has no activation (or the linear one)."""
+    return getattr(layer, "activation", None) in (None, keras.activations.linear)
 
 
 def _affine(bn):
@@ -144,12 +212,13 @@ def int8_rewrites(model):
                 _balance_rank_channels(layer)
         for bn, producer in unfoldable_batchnorms(model):
             scale, shift, sigma = _affine(bn)
-            if isinstance(producer, KroneckerConv2D) and consumers[producer.name] == [bn]:
+            equalizable = consumers[producer.name] == [bn] and linear_activation(producer)
+            if isinstance(producer, KroneckerConv2D) and equalizable:
                 variables = list(producer.factor_weights) + (
                     [producer.bias] if producer.use_bias else [])
                 saved.append([(v, np.array(v)) for v in variables])
                 scale = scale * _equalize(producer, sigma)
-            elif isinstance(producer, LowRankConv2D) and consumers[producer.name] == [bn]:
+            elif isinstance(producer, LowRankConv2D) and equalizable:
                 # its output channels are those of the second convolution: divide them
                 # (and the bias) by sigma_c, multiply the depthwise scale by it
                 variables = [producer.horizontal] + ([producer.bias] if producer.use_bias
