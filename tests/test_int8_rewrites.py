@@ -213,3 +213,14 @@ def test_batchnorm_folds_where_the_layer_ends_in_a_convolution(kind, tmp_path):
     else:
         assert counts["DEPTHWISE_CONV_2D"] == 1 and "MUL" not in counts, counts
     assert verify_tflite(model, int8, images[:16]).sqnr_db > 25
+
+
+def test_batchnorm_after_a_layer_with_several_inputs_is_rewritten():
+    """An Add has no weights to fold into (and no single input to trace)."""
+    from kronecker_zoo.export.int8_rewrites import unfoldable_batchnorms
+
+    inputs = keras.Input((8, 8, 4))
+    x = keras.layers.Add()([keras.layers.Conv2D(4, 3, padding="same")(inputs), inputs])
+    x = keras.layers.BatchNormalization(name="bn")(x)
+    model = keras.Model(inputs, x)
+    assert [bn.name for bn, _ in unfoldable_batchnorms(model)] == ["bn"]

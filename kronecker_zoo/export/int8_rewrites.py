@@ -84,9 +84,12 @@ def ends_in_convolution(layer):
     and for a `KroneckerConv2D` whose last cascade step writes the output channels
     (the "channels" lowering, unless a strided slice follows); False after an
     activation, a transpose or a reshape (the "batch" lowering)."""
-    shape = (1,) + tuple(int(v) for v in layer.input.shape[1:])
+    inputs = layer.input
+    if not hasattr(inputs, "shape") or None in tuple(inputs.shape[1:]):
+        return False  # several inputs (Add, Concatenate, ...) or no static shape
+    shape = (1,) + tuple(int(v) for v in inputs.shape[1:])
     traced = tf.function(lambda x: layer(x)).get_concrete_function(
-        tf.TensorSpec(shape, layer.input.dtype))
+        tf.TensorSpec(shape, inputs.dtype))
     source = traced.graph.inputs[0]
     tensor = traced.graph.outputs[0]
     while True:
