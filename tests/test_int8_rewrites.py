@@ -171,7 +171,8 @@ def test_low_rank_rewrites_keep_the_function_and_save_int8(tmp_path):
     assert set(tflite_op_counts(int8)) == {"QUANTIZE", "CONV_2D", "DEQUANTIZE"}
 
 
-@pytest.mark.parametrize("kind", ["kron_channels", "low_rank", "kron_relu"])
+@pytest.mark.parametrize("kind", ["kron_channels", "kron_low_rank_shape", "low_rank",
+                                  "kron_relu"])
 def test_batchnorm_folds_where_the_layer_ends_in_a_convolution(kind, tmp_path):
     """The converter folds a BatchNormalization into a factored layer whose traced output
     is a convolution's (the float32 file, which no rewrite touches, is the reference):
@@ -186,6 +187,11 @@ def test_batchnorm_folds_where_the_layer_ends_in_a_convolution(kind, tmp_path):
         "kron_channels": lambda: KroneckerConv2D(16, 9, factors=[(3, 3, 4, 4), (3, 3, 4, 4)],
                                                  rank=2, execution="factored",
                                                  lowering="channels"),
+        # "batch" lowering, but no channel axis moves: only reshapes back to the same shape
+        "kron_low_rank_shape": lambda: KroneckerConv2D(16, 3, factors=[(3, 1, 16, 1),
+                                                                       (1, 3, 1, 16)],
+                                                       rank=4, execution="factored",
+                                                       lowering="batch"),
         "low_rank": lambda: LowRankConv2D(16, 3, rank=4, padding="same"),
         "kron_relu": lambda: KroneckerConv2D(16, 9, factors=[(3, 3, 4, 4), (3, 3, 4, 4)],
                                              rank=2, execution="factored", activation="relu",

@@ -23,7 +23,8 @@ factors, each rounded per output channel of its step, so its int8 kernel is
 convolutions, a SeparableConv2D a rounded DEPTHWISE_CONV_2D (one scale per channel) and
 a rounded 1x1 CONV_2D. A BatchNormalization after them takes the correction in its
 ``beta`` where the converter folds it (`int8_rewrites.converter_folds_batchnorm`: after a
-linear `LowRankConv2D`, or a `KroneckerConv2D` with the "channels" lowering), else in
+linear `LowRankConv2D`, or a `KroneckerConv2D` whose last step writes its output
+channels), else in
 the bias of the depthwise convolution `int8_rewrites` runs it as.
 
 The float model changes by that shift (a few thousandths of the channels' spread); the
