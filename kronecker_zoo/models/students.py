@@ -2,9 +2,12 @@
 
 ``<teacher>_kron<N>x`` / ``<teacher>_lowrank<N>x`` is the teacher's architecture with the
 layers below replaced (`factorized.replace_layers`), about N times fewer parameters in
-all; ``_lowmac`` marks a plan whose layers' MACs were capped (``max_relative_macs``). Each entry is the plan its recipe chose (``training/configs/<name>.json`` ->
+all; ``_lowmac`` marks a plan whose layers' MACs were capped (``max_relative_macs``),
+``_plain`` a student fine-tuned on the labels alone (no distillation). Each entry is the
+plan its recipe chose (``training/configs/<name>.json`` ->
 ``training/runs/<name>/plan.json``: `compress.plan_factorization` of the published teacher
-at that ratio, stem and head kept dense); the published weights are the distilled student.
+at that ratio, stem and head kept dense); the published weights are the distilled (or,
+``_plain``, fine-tuned) student.
 ``python training/publish.py training/runs/<name>`` prints the entry of a run not yet here.
 """
 
@@ -228,6 +231,48 @@ STUDENTS = {
             "factors": [[1, 3, 1, 64], [3, 1, 64, 1]], "rank": 18},
         "stage3_block3_conv1": {"layer": "KroneckerConv2D",
             "factors": [[1, 3, 1, 64], [3, 1, 64, 1]], "rank": 18},
+        "stage3_block3_conv2": {"layer": "KroneckerConv2D",
+            "factors": [[1, 3, 64, 1], [3, 1, 1, 64]], "rank": 18},
+    }),
+    "resnet_20_kron5x_plain": ("resnet_20", "kronecker", {
+        "stage1_block1_conv1": {"layer": "KroneckerConv2D",
+            "factors": [[1, 3, 16, 1], [3, 1, 1, 16]], "rank": 4},
+        "stage1_block1_conv2": {"layer": "KroneckerConv2D",
+            "factors": [[1, 3, 16, 1], [3, 1, 1, 16]], "rank": 4},
+        "stage1_block2_conv1": {"layer": "KroneckerConv2D",
+            "factors": [[1, 3, 16, 1], [3, 1, 1, 16]], "rank": 4},
+        "stage1_block2_conv2": {"layer": "KroneckerConv2D",
+            "factors": [[1, 3, 1, 16], [3, 1, 16, 1]], "rank": 4},
+        "stage1_block3_conv1": {"layer": "KroneckerConv2D",
+            "factors": [[1, 3, 16, 1], [3, 1, 1, 16]], "rank": 4},
+        "stage1_block3_conv2": {"layer": "KroneckerConv2D",
+            "factors": [[3, 3, 1, 2], [1, 1, 16, 8]], "rank": 3},
+        "stage2_block1_conv1": {"layer": "KroneckerConv2D",
+            "factors": [[3, 3, 2, 1], [1, 1, 8, 32]], "rank": 3},
+        "stage2_block1_conv2": {"layer": "KroneckerConv2D",
+            "factors": [[1, 3, 32, 1], [3, 1, 1, 32]], "rank": 9},
+        "stage2_block1_shortcut_conv": {"layer": "KroneckerConv2D",
+            "factors": [[1, 1, 1, 32], [1, 1, 16, 1]], "rank": 2},
+        "stage2_block2_conv1": {"layer": "KroneckerConv2D",
+            "factors": [[1, 3, 32, 1], [3, 1, 1, 32]], "rank": 9},
+        "stage2_block2_conv2": {"layer": "KroneckerConv2D",
+            "factors": [[1, 3, 32, 1], [3, 1, 1, 32]], "rank": 9},
+        "stage2_block3_conv1": {"layer": "KroneckerConv2D",
+            "factors": [[1, 3, 1, 32], [3, 1, 32, 1]], "rank": 9},
+        "stage2_block3_conv2": {"layer": "KroneckerConv2D",
+            "factors": [[3, 3, 1, 8], [1, 1, 32, 4]], "rank": 9},
+        "stage3_block1_conv1": {"layer": "KroneckerConv2D",
+            "factors": [[1, 1, 32, 8], [3, 3, 1, 8]], "rank": 11},
+        "stage3_block1_conv2": {"layer": "KroneckerConv2D",
+            "factors": [[1, 3, 64, 1], [3, 1, 1, 64]], "rank": 18},
+        "stage3_block1_shortcut_conv": {"layer": "KroneckerConv2D",
+            "factors": [[1, 1, 1, 64], [1, 1, 32, 1]], "rank": 4},
+        "stage3_block2_conv1": {"layer": "KroneckerConv2D",
+            "factors": [[1, 3, 64, 1], [3, 1, 1, 64]], "rank": 18},
+        "stage3_block2_conv2": {"layer": "KroneckerConv2D",
+            "factors": [[1, 3, 1, 64], [3, 1, 64, 1]], "rank": 18},
+        "stage3_block3_conv1": {"layer": "KroneckerConv2D",
+            "factors": [[3, 3, 1, 8], [1, 1, 64, 8]], "rank": 12},
         "stage3_block3_conv2": {"layer": "KroneckerConv2D",
             "factors": [[1, 3, 64, 1], [3, 1, 1, 64]], "rank": 18},
     }),
