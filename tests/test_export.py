@@ -72,6 +72,10 @@ CALIBRATION_EXAMPLES = 64  # int8 calibration images in the per-model sweep (def
 # SQNR 28.6 dB (was 93.9%, 9.7 dB), resnet_20_lowrank5x 98.80%, 26.3 dB (63% before);
 # resnet_20_kron5x 98.23%, 21.3 dB; resnet_8_kron5x 99.03%; resnet_8 98.99%. Below the 99%
 # bar of issue 13 by about a point: listed, not hidden.
+# Since the converter folds the BatchNormalization after low-rank-shaped Kronecker and
+# LowRankConv2D layers (`int8_rewrites.ends_in_convolution`), resnet_8_kron5x (99.61%),
+# resnet_8_lowrank5x and resnet_20_lowrank5x (99.22%) meet the bar on these 256 images and
+# are no longer listed.
 #
 # context_net_frontend (the context ablation's baseline, 34.99% mIoU: weak, low-margin class
 # scores) agrees with Keras on 97.73% of the pixels of these 256 scenes (64 calibration
@@ -81,11 +85,13 @@ CALIBRATION_EXAMPLES = 64  # int8 calibration images in the per-model sweep (def
 # float activations agree on 99.58%, full int8 on 97.50%: the activations' rounding noise over
 # its layers flips pixels whose top-2 margin is below one step of its logits (5.9% of them;
 # context_net_basic: 2.3%). Keeping the last conv float gives 97.54%: not the output grid.
-INT8_PTQ_SHORTFALL = {"context_net_frontend": 0.97, "resnet_8_kron5x": 0.98,
+INT8_PTQ_SHORTFALL = {"context_net_frontend": 0.97,
                       # full test set 99.28% with 256 train or 200 test calibration images
                       # (bias corrected), but 98.83% on these 256 with the default calibration
                       "resnet_8": 0.98,
-                      "resnet_8_lowrank5x": 0.98, "resnet_20_lowrank5x": 0.98,
+                      # full test set, 64 train calibration images: 99.02%, 29.4 dB (98.83%,
+                      # 28.4 dB before the fold); 3 of these 256 images flip (issue 13)
+                      "resnet_20_lowrank10x": 0.98,
                       # full test set, 64 train calibration images: 98.95% (bias correction
                       # off), 98.99% (on); 3 of these 256 images flip (issue 13)
                       "kron_resnet_8": 0.98,
@@ -95,7 +101,10 @@ INT8_PTQ_SHORTFALL = {"context_net_frontend": 0.97, "resnet_8_kron5x": 0.98,
                       # keeps (higher SQNR: 29.0 vs 28.8 dB), 99.15% without; 3 of these 256
                       # images flip (issue 13)
                       "kron_resnet_20": 0.98}
-INT8_SQNR_SHORTFALL_DB = {}
+# resnet_20_kron5x with 64 calibration images: full test set 20.4 dB since the fold (21.5 dB
+# before; agreement 98.58%, was 98.45%), 19.9 dB on these 256. With 256 train / 200 test
+# calibration images 24.6 / 26.4 dB (`tflite/README.md`). Issue 13.
+INT8_SQNR_SHORTFALL_DB = {"resnet_20_kron5x": 19.5}
 # Every int8 export: the quantization noise stays 20 dB below the logits.
 INT8_MIN_SQNR_DB = 20.0
 # Fresh (untrained) weights give near-tied logits, so argmax agreement measures rounding
