@@ -24,8 +24,7 @@ convolutions, a SeparableConv2D a rounded DEPTHWISE_CONV_2D (one scale per chann
 a rounded 1x1 CONV_2D. A BatchNormalization after them takes the correction in its
 ``beta`` where the converter folds it (`int8_rewrites.converter_folds_batchnorm`: after a
 linear `LowRankConv2D`, or a `KroneckerConv2D` whose last step writes its output
-channels), else in
-the bias of the depthwise convolution `int8_rewrites` runs it as.
+channels), else in the bias of the depthwise convolution `int8_rewrites` runs it as.
 
 The float model changes by that shift (a few thousandths of the channels' spread); the
 int8 file usually gets closer to the *original* float model. Not always: where most

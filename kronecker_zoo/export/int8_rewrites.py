@@ -4,11 +4,12 @@ A BatchNormalization right after a Conv2D is folded by the TFLite converter into
 the convolution's per-channel int8 weights. So is one after any layer whose traced
 output is a convolution plus constant biases (`ends_in_convolution`): a linear
 `LowRankConv2D`, or a `KroneckerConv2D` whose last cascade step writes its output
-channels (the "channels" lowering, or the "batch" one where no channel axis moves). Folded, it costs no op and no requantization
-(measured on `resnet_20_lowrank5x`, int8, 2,000 test images: 0.44 against 0.64 ms
-per image, SQNR 27.3 against 26.3 dB, than with rewrite 1 below). After a layer it
-cannot fold into (a `KroneckerConv2D` whose output comes out of a transpose, in the
-"batch" lowering; a layer with an activation; a layer whose output is read elsewhere too) it stays a MUL and an ADD by constant vectors, and an int8
+channels (the "channels" lowering, or the "batch" one where no channel axis moves).
+Folded, it costs no op and no requantization (measured on `resnet_20_lowrank5x`, int8,
+2,000 test images: 0.44 against 0.64 ms per image, SQNR 27.3 against 26.3 dB, than with
+rewrite 1 below). After a layer it cannot fold into (a `KroneckerConv2D` whose output
+comes out of a transpose, in the "batch" lowering; a layer with an activation; a layer
+whose output is read elsewhere too) it stays a MUL and an ADD by constant vectors, and an int8
 MUL quantizes its constant **per tensor**: the small per-channel scales
 ``gamma / sigma`` lose most of their bits, and each of MUL and ADD requantizes.
 Rewrites, all exact in float, are applied while an int8 file is traced:
@@ -26,8 +27,8 @@ Rewrites, all exact in float, are applied while an int8 file is traced:
    ``exp(a_k)`` along its output channels, so the product kernel (and the layer's
    bias) is divided by ``t_c = exp(sum_k a_k[o_k])``; the depthwise scale is
    multiplied by ``t_c`` to compensate. The factor variables are restored on exit.
-   After a linear `LowRankConv2D` the same equalisation is simpler: its output channels are its
-   second convolution's, divided (with the bias) by ``sigma_c`` exactly.
+   After a linear `LowRankConv2D` the same equalisation is simpler: its output channels
+   are its second convolution's, divided (with the bias) by ``sigma_c`` exactly.
 3. In every `LowRankConv2D` the rank channels between its two convolutions are balanced
    (data-free cross-layer equalisation, `_balance_rank_channels`); restored on exit.
 
