@@ -112,7 +112,8 @@ def test_students_table_reads_finished_runs(tmp_path, monkeypatch):
 
     run("resnet_8_kron5x")
     run("resnet_8_kron5x_lowmac", config={"max_relative_macs": 0.25}, test_accuracy=0.918)
-    run("resnet_8_kron5x_plain", distillation=None, test_accuracy=0.915)
+    run("resnet_8_kron5x_plain", distillation=None, test_accuracy=0.915, epochs=30,
+        config={"weight_decay": 1e-4})
     run("resnet_8_lowrank5x", method="lowrank", params=14000)
     os.makedirs(tmp_path / "resnet_8_kron5x_scratch.partial")  # unfinished: not a row
     monkeypatch.setattr(students_table, "RUNS", str(tmp_path))
@@ -126,7 +127,10 @@ def test_students_table_reads_finished_runs(tmp_path, monkeypatch):
     assert table[3].startswith("| `resnet_8_kron5x_lowmac`: kronecker, each layer's MACs "
                                "capped at 0.25x the dense layer's, factorize + distillation")
     assert table[3].endswith("| 91.80% | -1.20 |")
-    assert "plain fine-tune" in table[4] and table[4].endswith("| 91.50% | -1.50 |")
+    assert table[4].startswith("| `resnet_8_kron5x_plain`: kronecker, factorize + plain "
+                               "fine-tune, 30 epochs, weight decay 0.0001 |")
+    assert table[4].endswith("| 91.50% | -1.50 |")
+    assert "weight decay" not in table[2]  # the recipes' default is not repeated
     assert table[5].startswith("| `resnet_8_lowrank5x`: lowrank") and "| 5.4x |" in table[5]
     assert table[6].startswith("| `kron_resnet_8` (zoo model")
     with pytest.raises(SystemExit, match="no finished runs"):

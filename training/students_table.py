@@ -17,9 +17,11 @@ import json
 import os
 import sys
 
-from kronecker_zoo import compress, models, report
-from kronecker_zoo import weights as weight_registry
-from kronecker_zoo.tables import markdown_table
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from kronecker_zoo import compress, models, report  # noqa: E402
+from kronecker_zoo import weights as weight_registry  # noqa: E402
+from kronecker_zoo.tables import markdown_table  # noqa: E402
+from training.distill import DEFAULTS  # noqa: E402
 
 RUNS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "runs")
 
@@ -35,7 +37,9 @@ def _describe(result, run, config):
                f"student weight {d['student_loss_weight']:g})")
     cap = config.get("max_relative_macs")
     capped = f", each layer's MACs capped at {cap:g}x the dense layer's" if cap else ""
-    return f"`{run}`: {result['method']}{capped}, {how}, {result['epochs']} epochs"
+    decay = config.get("weight_decay", DEFAULTS["weight_decay"])
+    decay = f", weight decay {decay:g}" if decay != DEFAULTS["weight_decay"] else ""
+    return f"`{run}`: {result['method']}{capped}, {how}, {result['epochs']} epochs{decay}"
 
 
 def _student_macs(teacher, method, run_dir):
