@@ -495,6 +495,12 @@ def plot_vs_twin(path, points, tiny=False):
 # -- the experiment ------------------------------------------------------------------
 
 
+def meets_target(point):
+    """Whether ``point`` is >= 5x smaller than its dense twin at >= -1.0 point (`TARGET`)."""
+    return (point["compression_vs_twin"] >= TARGET["min_compression"]
+            and point["accuracy_change_points"] >= TARGET["min_accuracy_change_points"])
+
+
 def _finding(points, fronts, by_epochs):
     by = {p["name"]: p for p in points}
     kron = [p for p in points if p["family"] == "kron_resnet"]
@@ -505,13 +511,11 @@ def _finding(points, fronts, by_epochs):
         on = [k for k, names in fronts.items() if p["name"] in names]
         gaps = ", ".join(f"{k} {p['gap_to_front_points'][k]:.2f}"
                          for k in fronts if k in p["gap_to_front_points"])
-        met = (p["compression_vs_twin"] >= TARGET["min_compression"]
-               and p["accuracy_change_points"] >= TARGET["min_accuracy_change_points"])
         parts.append(
             f"{p['name']} ({p['epochs']} ep): {p['compression_vs_twin']:.2f}x fewer params than "
             f"{p['dense_twin']}, {p['accuracy_change_points']:+.2f} pt; on front(s): "
             f"{', '.join(on) if on else 'none'}; points below the front at its cost: {gaps}; "
-            f"target {'met' if met else 'not met'}")
+            f"target {'met' if meets_target(p) else 'not met'}")
     lr = by.get("lowrank_resnet_8")
     if lr and "kron_resnet_8" in by:
         parts.append(f"at equal params lowrank_resnet_8 has {100 * lr['test_accuracy']:.2f}% vs "
@@ -535,7 +539,8 @@ def _finding(points, fronts, by_epochs):
             f"{p['name']} ({p['params']:,} params, {p['macs'] / 1e6:.2f}M MACs): "
             f"{p['compression_vs_twin']:.2f}x fewer params than {p['dense_twin']}, "
             f"{p['accuracy_change_points']:+.2f} pt; on front(s): "
-            f"{', '.join(on) if on else 'none'}{versus}")
+            f"{', '.join(on) if on else 'none'}{versus}; "
+            f"target {'met' if meets_target(p) else 'not met'}")
     for depth in DEPTHS:
         k, d = by.get(f"kron_resnet_{depth}"), by.get(f"resnet_{depth}")
         if k and d and k.get("latency_ms") and d.get("latency_ms"):

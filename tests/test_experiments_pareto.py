@@ -3,6 +3,7 @@ check, and a tiny run (manifest numbers only, no latency) into a temporary folde
 
 import json
 import os
+import re
 
 import numpy as np
 import pytest
@@ -79,6 +80,9 @@ def test_tiny_run_writes_json_and_pngs_matching_the_manifest(tmp_path):
     assert written["claim"] and written["finding"]
     student = written["points"][3]
     assert student["family"] == "kron_student" and student["name"] in written["finding"]
+    verdict = "target met" if pareto.meets_target(student) else "target not met"
+    assert re.search(re.escape(student["name"]) + r" \([^)]*\): [^;]*; on front\(s\): [^;]*"
+                     r"(; vs [^;]*)?; " + verdict + r"(;|\.$)", written["finding"])
     assert written["latency"] == {"measured": False}
 
     with open(MANIFEST, encoding="utf-8") as f:
