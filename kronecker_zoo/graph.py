@@ -11,7 +11,8 @@ the report, the export rewrites, the tf_keras bridge and `optimize` go through i
     graph_io(model)       -> (inputs, outputs): KerasTensors of a graph model
     layer_calls(model)    -> [Call(layer, inputs, outputs, args, kwargs)], inputs first
     inbound_layers(layer) -> [[layers read by call 0], [... call 1], ...]
-    consumers(model)      -> {layer name: [layers reading its output, once per call]}
+    consumers(model)      -> {layer name: [layers / operations reading its output, once
+                             per call; MODEL_OUTPUT where the model returns it]}
     sublayers(layer)      -> the layers a layer (or a nested model) holds directly
 """
 
@@ -105,14 +106,39 @@ def inbound_layers(layer):
     return calls
 
 
+class _ModelOutput:
+    """The reader `consumers` lists for a layer whose output the model returns."""
+
+    name = "<model output>"
+
+    def __repr__(self):
+        return "MODEL_OUTPUT"
+
+
+MODEL_OUTPUT = _ModelOutput()
+
+
 def consumers(model):
-    """``{layer name: [layers of model reading its output]}``; a layer reading the same
-    producer in two calls is listed twice. Keras 3 and tf_keras models."""
+    """``{layer name: [what reads its output]}``: the layers of ``model``, the operations
+    of a Keras 3 functional model that are not layers (``x * 0.5``, ``keras.ops.add``),
+    and `MODEL_OUTPUT` for an output the model returns; a reader of the same producer in
+    two calls is listed twice. Keras 3 and tf_keras models (whose operations on tensors
+    are ``TFOpLambda`` layers)."""
     found = collections.defaultdict(list)
-    for layer in model.layers:
-        for call in inbound_layers(layer):
+    for operation in getattr(model, "operations", None) or model.layers:
+        for call in inbound_layers(operation):
             for inbound in call:
-                found[inbound.name].append(layer)
+                if inbound is not None:
+                    found[inbound.name].append(operation)
+    try:
+        outputs = model.outputs or []
+    except (AttributeError, ValueError):  # a subclassed or unbuilt model: no graph outputs
+        outputs = []
+    for tensor in outputs:
+        history = getattr(tensor, "_keras_history", None)
+        made_by = getattr(history, "operation", None) or getattr(history, "layer", None)
+        if made_by is not None:
+            found[made_by.name].append(MODEL_OUTPUT)
     return found
 
 

@@ -80,7 +80,25 @@ def test_inbound_layers_and_consumers_keras3():
     assert sorted(c.name for c in consumers["a"]) == ["b", "c"]
     assert [c.name for c in consumers["shared"]] == ["shared", "out"]
     assert [c.name for c in consumers["add"]] == ["shared"]
-    assert "out" not in consumers
+    assert consumers["out"] == [graph.MODEL_OUTPUT]
+
+
+def test_consumers_see_model_outputs_and_operations_that_are_not_layers():
+    """A rewrite that changes a layer's output for its one reader must know of the
+    others: a returned output, ``x * 0.5`` (a Keras operation, not in ``model.layers``)."""
+    x = keras.Input((6,), name="x")
+    a = keras.layers.Dense(4, name="a")(x)
+    b = keras.layers.Dense(4, name="b")(a)
+    c = keras.layers.Dense(4, name="c")(x)
+    d = keras.layers.Dense(4, name="d")(c * 0.5)
+    model = keras.Model(x, [a, b, d])
+    consumers = graph.consumers(model)
+    assert [c.name for c in consumers["a"]] == ["b", graph.MODEL_OUTPUT.name]
+    assert consumers["b"] == [graph.MODEL_OUTPUT] and consumers["d"] == [graph.MODEL_OUTPUT]
+    (scaling,) = consumers["c"]
+    assert not isinstance(scaling, keras.layers.Layer)
+    assert [r.name for r in consumers[scaling.name]] == ["d"]
+    assert sorted(r.name for r in consumers["x"]) == ["a", "c"]
 
 
 def test_inbound_layers_and_consumers_tf_keras():
@@ -93,6 +111,7 @@ def test_inbound_layers_and_consumers_tf_keras():
     consumers = graph.consumers(model)
     assert sorted(c.name for c in consumers["a"]) == ["add", "b"]
     assert [c.name for c in consumers["x"]] == ["a"]
+    assert consumers["add"] == [graph.MODEL_OUTPUT]
 
 
 class _Composite(keras.layers.Layer):

@@ -230,3 +230,70 @@ def test_batchnorm_after_a_layer_with_several_inputs_is_rewritten():
     x = keras.layers.BatchNormalization(name="bn")(x)
     model = keras.Model(inputs, x)
     assert [bn.name for bn, _ in unfoldable_batchnorms(model)] == ["bn"]
+
+
+@pytest.mark.parametrize("other_reader", ["model_output", "keras_operation"])
+def test_equalisation_leaves_outputs_other_readers_see(other_reader):
+    """The Kronecker factors are equalised only where the BatchNormalization is the
+    layer's sole reader: here the model also returns the Kronecker output, or reads it
+    through ``x * 0.5`` (a Keras operation, not a layer)."""
+    inputs = keras.Input((12, 12, 16))
+    k = KroneckerConv2D(16, 9, factors=[(3, 3, 4, 4), (3, 3, 4, 4)], rank=2,
+                        execution="factored", lowering="batch", name="kron")(inputs)
+    b = keras.layers.BatchNormalization(name="kron_bn")(k)
+    if other_reader == "model_output":
+        model = keras.Model(inputs, [k, b])
+    else:
+        model = keras.Model(inputs, keras.layers.Add()([b, k * 0.5]))
+    bn = model.get_layer("kron_bn")
+    bn.moving_variance.assign(np.linspace(0.1, 9.0, 16).astype("float32"))
+    x = np.random.default_rng(0).normal(size=(2, 12, 12, 16)).astype("float32")
+    before = [np.asarray(y) for y in keras.ops.convert_to_numpy(model(x, training=False))] \
+        if other_reader == "model_output" else [np.asarray(model(x, training=False))]
+    factors = [np.array(f) for f in model.get_layer("kron").factor_weights]
+    with int8_rewrites(model) as rewritten:
+        assert rewritten == ["kron_bn"]  # still a depthwise convolution, not equalised
+        for f, value in zip(model.get_layer("kron").factor_weights, factors):
+            np.testing.assert_array_equal(np.array(f), value)
+        during = model(x, training=False)
+        during = [np.asarray(y) for y in during] if isinstance(during, (list, tuple)) \
+            else [np.asarray(during)]
+    for got, want in zip(during, before):
+        assert np.abs(got - want).max() <= 1e-5 * np.abs(want).max()
+
+
+def test_batchnorm_on_pooled_features_exports_to_int8(tmp_path):
+    """A BatchNormalization on (N, C) features (after pooling) is left to the converter:
+    the depthwise rewrite is for images only."""
+    inputs = keras.Input((8, 8, 3))
+    x = keras.layers.Conv2D(8, 3, activation="relu")(inputs)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    x = keras.layers.BatchNormalization(name="pooled_bn")(x)
+    model = keras.Model(inputs, keras.layers.Dense(4)(x))
+    bn = model.get_layer("pooled_bn")
+    bn.moving_variance.assign(np.linspace(0.5, 2.0, 8).astype("float32"))
+    images = np.random.default_rng(0).uniform(0, 255, (32, 8, 8, 3)).astype("float32")
+    with int8_rewrites(model) as rewritten:
+        assert rewritten == []
+    for corrected in (False, True):
+        path = to_tflite(model, tmp_path / f"pooled{corrected}.tflite", quantization="int8",
+                         representative_data=images, bias_correction=corrected)
+        assert verify_tflite(model, path, images).sqnr_db > 25
+
+
+def test_rewrites_follow_the_dtype_of_a_mixed_precision_model():
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        inputs = keras.Input((6, 6, 4))
+        x = keras.layers.Conv2D(8, 3, activation="relu")(inputs)
+        x = keras.layers.BatchNormalization(name="bn")(x)  # after an activation: rewritten
+        model = keras.Model(inputs, x)
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    model.get_layer("bn").moving_variance.assign(np.linspace(0.5, 2.0, 8))
+    x = np.random.default_rng(0).normal(size=(2, 6, 6, 4)).astype("float32")
+    before = np.asarray(model(x, training=False), np.float32)
+    with int8_rewrites(model) as rewritten:
+        assert rewritten == ["bn"]
+        during = np.asarray(model(x, training=False), np.float32)
+    assert np.abs(during - before).max() <= 1e-2 * np.abs(before).max()  # float16 rounding

@@ -120,19 +120,24 @@ def ends_in_convolution(layer):
 
 
 def converter_folds_batchnorm(bn, producer, consumers):
-    """Whether the TFLite converter folds ``bn`` into the last weights of ``producer``
-    (the layer whose output only ``bn`` reads, in ``consumers``, `graph.consumers`)."""
-    if type(producer).__name__ in TFLITE_FOLDS_BATCHNORM_INTO:
-        return True
-    return consumers.get(producer.name) == [bn] and ends_in_convolution(producer)
+    """Whether the TFLite converter folds ``bn`` into the last weights of ``producer``, the
+    layer whose output ``bn`` reads: only where ``bn`` is its one reader (``consumers``,
+    `graph.consumers`: no other layer, operation or model output) and nothing (no
+    activation) comes between its convolution and ``bn``."""
+    if consumers.get(producer.name) != [bn] or not linear_activation(producer):
+        return False
+    return (type(producer).__name__ in TFLITE_FOLDS_BATCHNORM_INTO
+            or ends_in_convolution(producer))
 
 
 def unfoldable_batchnorms(model):
-    """``[(bn_layer, producer)]`` for BatchNormalizations TFLite leaves as MUL + ADD."""
+    """``[(bn_layer, producer)]`` for BatchNormalizations TFLite leaves as MUL + ADD, on
+    images ``(N, H, W, C)`` (the only ones rewrite 1 can run as a depthwise convolution;
+    others, e.g. after pooling to ``(N, C)``, are left as they are)."""
     consumers = graph.consumers(model)
     found = []
     for layer in model.layers:
-        if not channels_last_batchnorm(layer):
+        if not channels_last_batchnorm(layer) or len(layer.input.shape) != 4:
             continue
         producer = _producer(layer)
         if producer is None or converter_folds_batchnorm(layer, producer, consumers):
@@ -193,9 +198,9 @@ class DepthwiseAffine:
         self.shift = np.asarray(shift, np.float64)
 
     def __call__(self, inputs, training=None, mask=None):
-        scale = tf.constant(self.scale.astype(np.float32)[None, None, :, None])
+        scale = tf.constant(self.scale[None, None, :, None], dtype=inputs.dtype)
         return (tf.nn.depthwise_conv2d(inputs, scale, [1, 1, 1, 1], "VALID")
-                + tf.constant(self.shift.astype(np.float32)))
+                + tf.constant(self.shift, dtype=inputs.dtype))
 
 
 def rewritten_affine(bn):
