@@ -235,3 +235,33 @@ def test_factored_layers_are_corrected_as_the_file_rounds_their_weights(kind, tm
     assert mean_error[True] < 0.1 * mean_error[False], mean_error
     for old, new in zip(before, model.get_weights()):  # the caller's model untouched
         np.testing.assert_array_equal(old, new)
+
+
+def test_targets_are_found_in_the_execution_the_file_is_traced_with(tmp_path):
+    """Built materialized, a Kronecker layer without a bias ends in one convolution and
+    its BatchNormalization (no beta) would fold with nothing to correct; the file traces
+    it factored ("batch" lowering, ending in a transpose), where the BatchNormalization
+    becomes a depthwise convolution whose bias takes the correction."""
+    from kronecker_zoo.layers import KroneckerConv2D
+
+    rng = np.random.default_rng(7)
+    inputs = keras.Input((16, 16, 4))
+    layer = KroneckerConv2D(6, 6, factors=[(3, 3, 2, 2), (2, 2, 2, 3)], rank=2,
+                            padding="same", use_bias=False, execution="materialized",
+                            lowering="batch")
+    outputs = keras.layers.BatchNormalization(center=False, name="bn")(layer(inputs))
+    model = keras.Model(inputs, outputs)
+    for weight in layer.weights:
+        value = rng.normal(0, 0.05, weight.shape)
+        value.reshape(-1)[::7] = 1.0
+        weight.assign(value.astype("float32"))
+    calibration = rng.integers(100, 256, (48, 16, 16, 4)).astype("float32")
+    corrected = to_tflite(model, tmp_path / "c.tflite", quantization="int8",
+                          representative_data=calibration, bias_correction=True)
+    plain = to_tflite(model, tmp_path / "p.tflite", quantization="int8",
+                      representative_data=calibration, bias_correction=False)
+    assert corrected.bias_corrected and not plain.bias_corrected
+    reference = np.asarray(model.predict(calibration, verbose=0), np.float64)
+    errors = [np.abs((run_tflite(f, calibration) - reference).mean(axis=(0, 1, 2))).max()
+              for f in (plain, corrected)]
+    assert errors[1] < 0.5 * errors[0], errors

@@ -41,6 +41,7 @@ import dataclasses
 import os
 import tempfile
 
+import keras
 import numpy as np
 import tensorflow as tf
 
@@ -216,7 +217,7 @@ def _convert(model, quantization, representative_data, batch_size, input_shape, 
     if _check_quantization(quantization) != "int8":
         bias_correction = False
     elif bias_correction == "auto":
-        if representative_data is not None and has_bias_correction_targets(model):
+        if representative_data is not None and _has_targets(model, execution):
             shape = static_input_shape(model, batch_size, input_shape)
             batches = list(_batches(representative_data, shape))  # may be one-shot
             files = [_convert(model, quantization, batches, batch_size, input_shape,
@@ -231,7 +232,18 @@ def _convert(model, quantization, representative_data, batch_size, input_shape, 
                             input_shape, execution, bias_correction) as (converter, shape):
         content = converter.convert()
     check_tflite_ops(content)
-    return content, shape, bool(bias_correction) and has_bias_correction_targets(model)
+    return content, shape, bool(bias_correction) and _has_targets(model, execution)
+
+
+def _has_targets(model, execution):
+    """Whether the int8 bias correction changes anything in ``model`` traced as the file
+    is (its forced execution: which BatchNormalizations fold or are rewritten depends
+    on it), on a private copy."""
+    if not isinstance(model, keras.Model):
+        return False
+    model = private_copy(model)
+    with forced_execution(model, execution, runtime=_INT8_RUNTIME):
+        return has_bias_correction_targets(model)
 
 
 def _file_sqnr_db(content, images, reference):
