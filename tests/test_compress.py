@@ -325,6 +325,93 @@ def test_factorize_errors_name_the_problem():
         compress.plan_factorization(model, ratio=None, layer_overrides={"a": {"rank": 2}})
 
 
+@pytest.mark.parametrize("method", ["kronecker", "lowrank"])
+def test_fully_convolutional_and_multi_input_models_factorize(method):
+    """An input size left open, or two inputs: the model's MACs are not countable (None,
+    said in the report), its layers are (at the nominal 64x64), and full rank is exact
+    at any size."""
+    inputs = keras.Input((None, None, 3))
+    x = keras.layers.Conv2D(8, 3, padding="same", activation="relu", name="a")(inputs)
+    x = keras.layers.Conv2D(8, 3, strides=2, padding="same", name="b")(x)
+    open_size = _randomise(keras.Model(inputs, x))
+    left, right = keras.Input((9, 9, 2)), keras.Input((9, 9, 2))
+    joined = keras.layers.Concatenate()([left, right])
+    two_inputs = _randomise(keras.Model(
+        [left, right], keras.layers.Conv2D(6, 3, name="c")(joined)))
+    rng = np.random.default_rng(3)
+    for model, batches in [
+            (open_size, [rng.normal(size=(2, 20, 14, 3)), rng.normal(size=(1, 7, 9, 3))]),
+            (two_inputs, [[rng.normal(size=(2, 9, 9, 2)), rng.normal(size=(2, 9, 9, 2))]])]:
+        plan = compress.plan_factorization(model, ratio=None, method=method,
+                                           layer_overrides=_full_rank_overrides(model, method))
+        assert plan.macs_before is None and plan.macs_after is None
+        assert "MACs not countable" in str(plan)
+        assert all(c.macs_before > 0 and c.macs_after > 0 for c in plan.layers)
+        student = compress.factorize(model, plan=plan)
+        for batch in batches:
+            batch = [np.asarray(b, "float32") for b in batch] if isinstance(batch, list) \
+                else np.asarray(batch, "float32")
+            np.testing.assert_allclose(student(batch), model(batch), rtol=1e-4, atol=1e-4)
+        assert compress.plan_factorization(model, ratio=1.5, method=method).params_after \
+            <= model.count_params() / 1.5
+    a = compress.plan_factorization(open_size, ratio=None, method="lowrank",
+                                    layer_overrides={"a": {"rank": 2}}).layers[0]
+    assert a.macs_before == 64 * 64 * 9 * 3 * 8  # the nominal 64x64, "same", stride 1
+
+
+def test_dense_over_positions_counts_every_position():
+    """A Dense layer on (N, 50, 32) runs 50 times per example: the plan's MACs are the
+    report's, before and after."""
+    inputs = keras.Input((50, 32))
+    model = _randomise(keras.Model(inputs, keras.layers.Dense(64, name="d")(inputs)))
+    plan = compress.plan_factorization(model, ratio=3.0)
+    student = compress.factorize(model, plan=plan)
+    assert plan.macs_before == report.parameter_report(model).macs == 50 * 32 * 64
+    assert plan.macs_after == report.parameter_report(student).macs
+    assert plan.layers[0].macs_after == plan.macs_after
+
+
+def test_nested_namesakes_are_named_by_path_and_plans_rebuild_by_path():
+    def block(name):
+        return keras.Sequential([keras.Input((8, 8, 8)),
+                                 keras.layers.Conv2D(8, 3, padding="same", name="conv")],
+                                name=name)
+
+    inputs = keras.Input((8, 8, 8))
+    model = _randomise(keras.Model(inputs, block("b2")(block("b1")(inputs))))
+    with pytest.raises(ValueError, match=r"ambiguous.*'b1/conv', 'b2/conv'.*by path"):
+        compress.plan_factorization(model, ratio=1.5, exclude=["conv"])
+    plan = compress.plan_factorization(model, ratio=1.5, exclude=["b2/conv"])
+    assert [c.name for c in plan.layers] == ["b1/conv"]
+    assert [s.name for s in plan.skipped] == ["b2/conv"]
+    assert list(plan.layer_overrides()) == ["b1/conv"]
+    again = compress.plan_factorization(model, ratio=None,
+                                        layer_overrides=plan.layer_overrides())
+    assert [c._replace(relative_error=0.0) for c in again.layers] == [
+        c._replace(relative_error=0.0) for c in plan.layers]
+    assert again.layers[0].relative_error == pytest.approx(plan.layers[0].relative_error)
+
+
+def test_activity_regularizers_are_kept_and_saved(tmp_path):
+    inputs = keras.Input((8, 8, 3))
+    x = keras.layers.Conv2D(8, 3, activity_regularizer="l2", name="c")(inputs)
+    x = keras.layers.Flatten()(x)
+    outputs = keras.layers.Dense(10, activity_regularizer=keras.regularizers.L1(0.1),
+                                 name="d")(x)
+    model = _randomise(keras.Model(inputs, outputs))
+    for method in ("kronecker", "lowrank"):
+        student = compress.factorize(model, ratio=2.0, method=method)
+        student.save(tmp_path / f"{method}.keras")
+        again = keras.saving.load_model(tmp_path / f"{method}.keras")
+        for name in ("c", "d"):
+            assert type(again.get_layer(name)) is not type(model.get_layer(name))
+            assert (again.get_layer(name).activity_regularizer.get_config()
+                    == model.get_layer(name).activity_regularizer.get_config())
+        x = np.random.default_rng(0).normal(size=(2, 8, 8, 3)).astype("float32")
+        student(x, training=True)
+        assert len(student.losses) == 2  # one activity penalty per factorized layer
+
+
 @pytest.mark.training
 def test_factorized_student_distils_from_its_teacher_with_keras_distiller():
     rng = np.random.default_rng(0)

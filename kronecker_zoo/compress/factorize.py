@@ -11,6 +11,7 @@ feature. Everything else (BatchNormalization, shortcuts, depthwise and grouped
 convolutions, zoo layers, excluded layers) is copied with its weights.
 """
 
+import collections
 import math
 from typing import NamedTuple
 
@@ -21,6 +22,7 @@ from kronecker_zoo import ops as kz_ops
 from kronecker_zoo.compress import search
 from kronecker_zoo.compress.nearest import nearest_kronecker
 from kronecker_zoo.layers import LowRankConv2D
+from kronecker_zoo.layers.kronecker_conv import NOMINAL_INPUT_SIZE
 from kronecker_zoo.models.factorized import layer_paths, replace_layers
 
 METHODS = ("kronecker", "lowrank")
@@ -29,7 +31,10 @@ NOT_A_KERNEL = "not a Conv2D or Dense layer"
 
 class LayerChoice(NamedTuple):
     """How one layer is factorized (``params_*`` include the bias; ``macs_*`` per
-    example, the executed count after: `KroneckerConv2D` runs the cheaper execution)."""
+    example, the executed count after: `KroneckerConv2D` runs the cheaper execution; a
+    convolution whose input size the model leaves open (``None``) is counted at the
+    nominal 64x64 `KroneckerConv2D` plans for, a Dense layer over axes of open size per
+    vector)."""
 
     name: str
     layer_type: str  # the new layer's class name
@@ -56,14 +61,15 @@ class FactorizationPlan(NamedTuple):
     skipped: list  # Skipped, in model order
     params_before: int
     params_after: int
-    macs_before: int
-    macs_after: int
+    macs_before: int  # None: the model's MACs are not countable (open input size,
+    macs_after: int   # several inputs); the layers' are, see LayerChoice
 
     def layer_overrides(self):
         """The plan as ``layer_overrides`` (JSON-friendly): ``plan_factorization(model,
         ratio=None, method=plan.method, layer_overrides=plan.layer_overrides())``
-        rebuilds exactly this plan, e.g. to rebuild a student's architecture."""
-        return {c.name.split("/")[-1]: (
+        rebuilds exactly this plan, e.g. to rebuild a student's architecture. Keyed by
+        layer path (a layer of the model itself: its name)."""
+        return {c.name: (
             {"rank": c.rank} if c.layer_type == "LowRankConv2D" else
             {"factors": [list(f) for f in c.factors], "rank": c.rank}) for c in self.layers}
 
@@ -77,10 +83,13 @@ class FactorizationPlan(NamedTuple):
     def __str__(self):
         header = (f"{'layer':22s} {'new layer':15s} {'factors (outermost first)':34s} "
                   f"{'rank':>4s} {'rel.err':>7s} {'params':>17s} {'MACs':>21s}")
+        macs = ("not countable (open input size or several inputs)"
+                if self.macs_before is None else
+                f"{self.macs_before:,} -> {self.macs_after:,}")
         lines = [f"factorize(method={self.method!r}, ratio={self.ratio}): "
                  f"{self.params_before:,} -> {self.params_after:,} parameters "
                  f"({self.params_before / max(self.params_after, 1):.2f}x), MACs "
-                 f"{self.macs_before:,} -> {self.macs_after:,}", header, "-" * len(header)]
+                 f"{macs}", header, "-" * len(header)]
         for c in self.layers:
             factors = " (x) ".join("x".join(str(v) for v in s) for s in c.factors)
             lines.append(f"{c.name[:22]:22s} {c.layer_type:15s} {factors[:34]:34s} "
@@ -155,13 +164,14 @@ class _Target(NamedTuple):
     kernel: np.ndarray
     input_hw: tuple
     options: list  # search.Option per candidate shape (None with an override)
-    macs_before: int
+    macs_before: int  # a Dense layer's per vector
+    positions: int  # vectors per example a Dense layer multiplies (1 for a convolution)
 
 
-def _macs_dense_conv(layer, input_shape):
+def _macs_dense_conv(layer, input_hw):
     kh, kw, cin, cout = layer.kernel.shape
-    return kz_ops.dense_conv_macs(input_shape[1:3], (kh, kw), cin, cout,
-                                  tuple(layer.strides), layer.padding)
+    return kz_ops.dense_conv_macs(input_hw, (kh, kw), cin, cout, tuple(layer.strides),
+                                  layer.padding)
 
 
 def _spectra(kernel, method):
@@ -219,8 +229,18 @@ def plan_factorization(model, ratio=5.0, method="kronecker", exclude=(), layer_o
                          f"with layer_overrides. Received: ratio={ratio!r}")
     layer_overrides = dict(layer_overrides or {})
     paths = dict(_layers(model))
-    names = {path.split("/")[-1]: path for path in paths}
-    unknown = sorted((set(exclude) | set(layer_overrides)) - set(names) - set(paths))
+    by_name = collections.defaultdict(list)
+    for path in paths:
+        by_name[path.split("/")[-1]].append(path)
+    names = {name: found[0] for name, found in by_name.items() if len(found) == 1}
+    asked = (set(exclude) | set(layer_overrides)) - set(paths)
+    ambiguous = sorted(n for n in asked if len(by_name.get(n, ())) > 1)
+    if ambiguous:
+        raise ValueError(f"Layer names {ambiguous} are ambiguous in model {model.name!r} "
+                         f"(nested models hold several: "
+                         f"{sorted(p for n in ambiguous for p in by_name[n])}); name them by "
+                         "path")
+    unknown = sorted(asked - set(names))
     if unknown:
         raise ValueError(f"No layers named {unknown} in model {model.name!r}")
     excluded = {names.get(n, n) for n in exclude}
@@ -240,13 +260,18 @@ def plan_factorization(model, ratio=5.0, method="kronecker", exclude=(), layer_o
         input_shape = _input_shape(layer)
         kernel = np.asarray(keras.ops.convert_to_numpy(layer.kernel))
         conv = kernel.ndim == 4
-        input_hw = tuple(input_shape[1:3]) if conv else None
+        input_hw, positions = None, 1
+        if conv:  # an open size (a fully convolutional model): the nominal one
+            input_hw = tuple(NOMINAL_INPUT_SIZE if d is None else int(d)
+                             for d in input_shape[1:3])
+        elif None not in tuple(input_shape[1:-1]):  # Dense over (N, ..., features)
+            positions = math.prod(int(d) for d in input_shape[1:-1])
         targets.append(_Target(
             path, layer, kernel, input_hw,
             None if path in overrides else search.options(
                 _spectra(kernel, method), input_hw, tuple(getattr(layer, "strides", (1, 1))),
                 getattr(layer, "padding", "same")),
-            _macs_dense_conv(layer, input_shape) if conv else kernel.size))
+            _macs_dense_conv(layer, input_hw) if conv else kernel.size, positions))
     if not targets:
         raise ValueError(f"Nothing to factorize in model {model.name!r}: no eligible Conv2D "
                          f"or Dense layer ({'; '.join(f'{s.name}: {s.reason}' for s in skipped) or 'no layers with weights'})")
@@ -310,15 +335,15 @@ def plan_factorization(model, ratio=5.0, method="kronecker", exclude=(), layer_o
         elif new_type == "KroneckerConv2D":
             macs_after = min(c.macs, t.macs_before)  # execution="auto" runs the cheaper
         layers.append(LayerChoice(t.path, new_type, c.factors, c.rank, c.relative_error,
-                                  t.kernel.size + bias, c.params + bias, t.macs_before,
-                                  macs_after))
+                                  t.kernel.size + bias, c.params + bias,
+                                  t.macs_before * t.positions, macs_after * t.positions))
     order = list(paths)
     layers.sort(key=lambda c: order.index(c.name))
     skipped.sort(key=lambda s: order.index(s.name))
     params_after = params_before - sum(c.params_before - c.params_after for c in layers)
     macs_total = _model_macs(model)  # as kronecker_zoo.report counts: nested models not
-    macs_after = macs_total - sum(c.macs_before - c.macs_after for c in layers
-                                  if "/" not in c.name)
+    macs_after = None if macs_total is None else macs_total - sum(
+        c.macs_before - c.macs_after for c in layers if "/" not in c.name)
     return FactorizationPlan(method, None if ratio is None else float(ratio), layers, skipped, params_before,
                              params_after, macs_total, macs_after)
 
@@ -355,9 +380,16 @@ def _lowrank_macs(target, rank):
 
 
 def _model_macs(model):
+    """The model's MACs per example as `kronecker_zoo.report` counts them, or None where
+    it cannot (an input size left open, several inputs)."""
     from kronecker_zoo import report
 
-    return int(report.parameter_report(model).macs)
+    if any(None in tuple(t.shape[1:]) for t in model.inputs):
+        return None
+    try:
+        return int(report.parameter_report(model).macs)
+    except ValueError:  # several inputs
+        return None
 
 
 def factorize(model, ratio=5.0, method="kronecker", exclude=(), layer_overrides=None,

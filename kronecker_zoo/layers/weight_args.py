@@ -51,4 +51,8 @@ class WeightArgsMixin:
         config = {"use_bias": self.use_bias}
         for name, module in self._WEIGHT_ARGS.items():
             config[name] = module.serialize(getattr(self, name))
+        # Keras' Layer takes and keeps it; its get_config leaves it to Conv2D & co.
+        if self.activity_regularizer is not None:
+            config["activity_regularizer"] = keras.regularizers.serialize(
+                self.activity_regularizer)
         return config

@@ -54,6 +54,7 @@ def factorized_layer(layer, layer_type, factors=None, rank=1, execution="auto"):
         bias_regularizer=config["bias_regularizer"],
         kernel_constraint=config["kernel_constraint"],
         bias_constraint=config["bias_constraint"],
+        activity_regularizer=config.get("activity_regularizer"),
         name=layer.name, dtype=layer.dtype_policy, trainable=layer.trainable)
     if layer_type == "KroneckerDense":
         return KroneckerDense(config["units"], [tuple(f) for f in factors], rank=rank, **common)
