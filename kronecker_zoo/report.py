@@ -142,8 +142,11 @@ class ParameterReport:
 
     def to_markdown(self, all_layers=False):
         header, body = self._table(all_layers)
-        return "\n".join([f"**{self.model_name}** (input {_shape(self.input_shape)})", "",
-                          markdown_table(header, body, left=3)])
+        lines = [f"**{self.model_name}** (input {_shape(self.input_shape)})", "",
+                 markdown_table(header, body, left=3)]
+        if self.uncounted:
+            lines += ["", f"MACs not counted for: {', '.join(self.uncounted)}"]
+        return "\n".join(lines)
 
     def __str__(self):
         return self.to_text()
@@ -313,12 +316,24 @@ def parameter_report(model, input_shape=None):
         in_fields = [fields[id(t)] for t in inputs]
         in_shape = tuple(inputs[0].shape)
         out_shape = tuple(outputs[0].shape)
-        macs, dense, extent, strides, known = layer_costs(original, in_shape, out_shape)
-        if not known:
-            uncounted.append(layer.name)
+        inner = _nested_report(original, inputs)
+        if inner is not None:  # a nested model: its own report, composed
+            macs, dense, extent, strides = _nested_costs(inner)
+            uncounted.extend(f"{layer.name}/{name}" for name in inner.uncounted)
+        elif not isinstance(original, keras.layers.Layer):
+            # an operation on tensors (x * 0.5, keras.ops.add): no weights, no MACs
+            # counted; its extent is known only where it keeps the spatial size
+            macs, dense, extent, strides = 0, 0, (1, 1), (1, 1)
+            if len(in_shape) == 4 and in_shape[1:3] != out_shape[1:3]:
+                uncounted.append(layer.name)
+        else:
+            macs, dense, extent, strides, known = layer_costs(original, in_shape, out_shape)
+            if not known:
+                uncounted.append(layer.name)
         if isinstance(layer, CropToMatch):
             in_fields = in_fields[:1]
-        if any(rf == GLOBAL for rf, _ in in_fields) or isinstance(layer, _GLOBAL_LAYERS):
+        if (any(rf == GLOBAL for rf, _ in in_fields) or isinstance(layer, _GLOBAL_LAYERS)
+                or extent == GLOBAL):
             field = (GLOBAL, (math.inf, math.inf))
         else:
             rf_in = tuple(max(f[0][a] for f in in_fields) for a in (0, 1))
@@ -331,7 +346,7 @@ def parameter_report(model, input_shape=None):
             fields[id(t)] = field
         first_call = id(original) not in counted_params
         counted_params.add(id(original))
-        params = original.count_params() if first_call else 0
+        params = _params(original) if first_call else 0
         stride = tuple(round(j, 3) if math.isfinite(j) else 0 for j in field[1])
         rows.append(LayerRow(layer.name, type(layer).__name__, out_shape[1:], params,
                              dense if first_call else 0, int(macs), field[0], stride))
@@ -400,7 +415,7 @@ def _exact_fields(model, steps, minimum_size):
     result = {}
     for layer, original, inputs, outputs, extent, strides in steps:
         ins = [supports.get(id(t)) for t in inputs]
-        if any(s is None for s in ins) or isinstance(layer, _GLOBAL_LAYERS):
+        if any(s is None for s in ins) or isinstance(layer, _GLOBAL_LAYERS) or extent == GLOBAL:
             for t in outputs:
                 supports[id(t)] = None
             continue
@@ -434,6 +449,34 @@ def _exact_fields(model, steps, minimum_size):
     return result
 
 
+def _params(layer):
+    return layer.count_params() if isinstance(layer, keras.layers.Layer) else 0
+
+
+def _nested_report(layer, inputs):
+    """The report of a nested functional / Sequential model called on one input, at that
+    input's shape; None for anything else."""
+    if not isinstance(layer, keras.Model) or len(inputs) != 1:
+        return None
+    try:
+        return parameter_report(layer, tuple(inputs[0].shape[1:]))
+    except (TypeError, ValueError):  # a subclassed or multi-input model
+        return None
+
+
+def _nested_costs(report):
+    """``(macs, dense_equivalent, extent, strides)`` of a nested model from its report:
+    its output's receptive field and stride are the extent and downsampling it applies
+    (``GLOBAL`` after global pooling); a stride below 1 (upsampling) is negative."""
+    last = report.rows[-1] if report.rows else None
+    if last is None:
+        return 0, 0, (1, 1), (1, 1)
+    if last.receptive_field == GLOBAL:
+        return report.macs, report.dense_equivalent, GLOBAL, (1, 1)
+    strides = tuple(j if j >= 1 else -round(1 / j) for j in last.stride)
+    return report.macs, report.dense_equivalent, tuple(last.receptive_field), strides
+
+
 def compare(items, input_shape=None, format="text"):
     """Side-by-side totals of several models (or reports).
 
@@ -451,6 +494,8 @@ def compare(items, input_shape=None, format="text"):
     header = ["model", "input", "params", "dense-equiv", "compression", "MACs", "RF"]
     body = [[r.model_name, _shape(r.input_shape), f"{r.params:,}", f"{r.dense_equivalent:,}",
              f"{r.compression:.1f}x", _count(r.macs), _rf(r.receptive_field)] for r in reports]
+    notes = [f"MACs not counted for: {r.model_name}: {', '.join(r.uncounted)}"
+             for r in reports if r.uncounted]
     if format == "text":
-        return "\n".join(_fixed_width(header, body, left=2))
-    return markdown_table(header, body, left=2)
+        return "\n".join(_fixed_width(header, body, left=2) + notes)
+    return "\n".join([markdown_table(header, body, left=2)] + ([""] + notes if notes else []))

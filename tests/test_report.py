@@ -285,6 +285,55 @@ def test_layers_with_unknown_macs_are_listed_as_uncounted():
     assert "MACs not counted for: conv1d" in r.to_text()
 
 
+def test_markdown_and_compare_say_which_macs_are_not_counted():
+    inputs = keras.Input((16, 3))
+    model = keras.Model(inputs, keras.layers.Conv1D(4, 3, name="conv1d")(inputs))
+    assert "MACs not counted for: conv1d" in report.parameter_report(model).to_markdown()
+    for fmt in ("text", "markdown"):
+        table = report.compare([model], format=fmt)
+        assert f"MACs not counted for: {model.name}: conv1d" in table
+
+
+def test_operations_that_are_not_layers_are_counted_as_elementwise():
+    """``x * 0.5`` (a Keras operation, not a layer) before a conv: no weights, no MACs,
+    no extent; an operation that changes the spatial size is listed as uncounted."""
+    inputs = keras.Input((16, 16, 3))
+    model = keras.Model(inputs, keras.layers.Conv2D(4, 3, name="conv")(inputs * 0.5))
+    r = report.parameter_report(model)
+    assert r.uncounted == [] and r.params == model.count_params()
+    assert r.macs == macs_per_example(model) and r.receptive_field == (3, 3)
+    pooled = keras.Model(inputs, keras.layers.Conv2D(2, 1)(keras.ops.max_pool(inputs, 2, 2)))
+    assert len(report.parameter_report(pooled).uncounted) == 1
+
+
+def test_nested_models_are_reported_through():
+    """A backbone called as a layer (the fine-tuning pattern): its MACs, dense-equivalent
+    and receptive field compose with the outer layers', against an independent graph
+    count and `kernels.receptive_field`."""
+    backbone = keras.Sequential([
+        keras.Input((16, 16, 3)),
+        keras.layers.Conv2D(8, 3, padding="same"),
+        KroneckerConv2D(8, 9, factors=[(3, 3, 2, 2), (3, 3, 4, 4)], rank=2, strides=2,
+                        execution="factored"),
+    ], name="backbone")
+    inputs = keras.Input((16, 16, 3))
+    x = keras.layers.Conv2D(4, 3, padding="same", name="head_conv")(backbone(inputs))
+    model = keras.Model(inputs, x)
+    r = report.parameter_report(model)
+    assert r.uncounted == []
+    assert r.params == model.count_params()
+    assert r.macs == macs_per_example(model)
+    assert r.dense_equivalent == (report.parameter_report(backbone).dense_equivalent
+                                  + 3 * 3 * 8 * 4 + 4)
+    assert r.receptive_field == (kernels.receptive_field([3, 9, 3], strides=[1, 2, 1]),) * 2
+    pooled = keras.Sequential([keras.Input((16, 16, 3)), keras.layers.Conv2D(4, 3),
+                               keras.layers.GlobalAveragePooling2D()], name="pooled")
+    outer = keras.Model(inputs, keras.layers.Dense(3, name="logits")(pooled(inputs)))
+    rows = {row.name: row for row in report.parameter_report(outer).rows}
+    assert rows["pooled"].receptive_field == rows["logits"].receptive_field == report.GLOBAL
+    assert report.parameter_report(outer).macs == macs_per_example(outer)
+
+
 # ---------------------------------------------------------------------------
 # dense-equivalent and compression
 # ---------------------------------------------------------------------------

@@ -129,11 +129,16 @@ def test_a_file_of_another_model_names_the_file_and_the_model(tmp_path):
     assert repr(own) in message and "Was it saved from another model" in message
 
 
-@pytest.mark.parametrize("damage", ["truncated", "not_hdf5"])
+@pytest.mark.parametrize("damage", ["truncated", "not_hdf5", "damaged_header"])
 def test_an_unreadable_file_given_by_path_is_named(tmp_path, damage):
     content = open(_published_file(), "rb").read()
     path = tmp_path / f"{damage}.weights.h5"
-    path.write_bytes(content[: len(content) // 2] if damage == "truncated" else b"hello")
+    if damage == "damaged_header":  # h5py raises RuntimeError, not OSError, on this one
+        content = bytearray(content)
+        content[800:864] = bytes(b ^ 0xFF for b in content[800:864])
+        path.write_bytes(bytes(content))
+    else:
+        path.write_bytes(content[: len(content) // 2] if damage == "truncated" else b"hello")
     message = _raises_quietly(lambda: models.get(NAME, weights=str(path)))
     assert f"Cannot read the weights file {str(path)!r} for 'resnet_8'" in message
     assert "truncated, corrupted or not a Keras .weights.h5 file" in message

@@ -341,9 +341,9 @@ def plan_factorization(model, ratio=5.0, method="kronecker", exclude=(), layer_o
     layers.sort(key=lambda c: order.index(c.name))
     skipped.sort(key=lambda s: order.index(s.name))
     params_after = params_before - sum(c.params_before - c.params_after for c in layers)
-    macs_total = _model_macs(model)  # as kronecker_zoo.report counts: nested models not
+    macs_total = _model_macs(model)  # as kronecker_zoo.report counts them
     macs_after = None if macs_total is None else macs_total - sum(
-        c.macs_before - c.macs_after for c in layers if "/" not in c.name)
+        c.macs_before - c.macs_after for c in layers)
     return FactorizationPlan(method, None if ratio is None else float(ratio), layers, skipped, params_before,
                              params_after, macs_total, macs_after)
 

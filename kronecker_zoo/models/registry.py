@@ -221,7 +221,8 @@ def _float_shapes(shapes_and_dtypes):
 
 def _file_shapes(path):
     """Sorted shapes of the floating-point variables stored in a ``.weights.h5`` file
-    (OSError if it is not a readable HDF5 file)."""
+    (OSError if it is not a readable HDF5 file, RuntimeError from h5py where its
+    object headers are damaged)."""
     import h5py
 
     found = []
@@ -251,7 +252,7 @@ def _load_weights(model, s, path, entry, kwargs, include_top, fresh_head):
     else:
         try:
             as_built = _file_shapes(path) == _model_shapes(model)
-        except OSError as error:
+        except (OSError, RuntimeError) as error:  # h5py: unreadable, or a damaged header
             raise _mismatch(s.name, path, entry, user, [("the file", error)]) from None
     if as_built:
         target, what = model, f"the model built ({_describe(user)})"
@@ -276,7 +277,7 @@ def _try_load(model, path):
         warnings.simplefilter("always")
         try:
             model.load_weights(path)
-        except (ValueError, OSError, KeyError) as error:
+        except (ValueError, OSError, KeyError, RuntimeError) as error:
             return error
     for w in caught:
         warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
@@ -295,8 +296,9 @@ def _summary(error):
 
 
 def _mismatch(name, path, entry, user, tried):
-    if any(isinstance(e, OSError) for _, e in tried):
-        error = next(e for _, e in tried if isinstance(e, OSError))
+    unreadable = (OSError, RuntimeError)  # h5py: RuntimeError for damaged object headers
+    if any(isinstance(e, unreadable) for _, e in tried):
+        error = next(e for _, e in tried if isinstance(e, unreadable))
         return ValueError(
             f"Cannot read the weights file {os.fspath(path)!r} for {name!r}: it is truncated, "
             f"corrupted or not a Keras .weights.h5 file ({_summary(error)}).")
