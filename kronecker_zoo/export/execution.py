@@ -33,7 +33,10 @@ def check_execution(execution):
 def private_copy(model):
     """``model`` cloned with its weights (Keras 3), for an exporter to switch executions
     and rewrite layers on: the caller's model is never touched, even by an export that
-    fails or by another thread using it meanwhile.
+    fails or by another thread using it meanwhile. A mixed-precision model's copy
+    computes in float32, the dtype of its variables (`computes_below_float32`): LiteRT's
+    builtin ops have no float16 compute (``quantization="float16"`` stores float16
+    weights), and it is the precision a file is compared against.
 
     tf_keras models (e.g. tfmot twins from `kronecker_zoo.optimize`) are returned as they
     are: tfmot's wrappers do not clone with their state; their execution is switched and
@@ -44,13 +47,40 @@ def private_copy(model):
     if not isinstance(model, keras.Model):
         return model
     try:
-        copy = keras.models.clone_model(model)
+        if computes_below_float32(model):
+            copy = keras.models.clone_model(model, clone_function=_in_float32, recursive=True)
+        else:
+            copy = keras.models.clone_model(model)
     except Exception as error:  # noqa: BLE001 - say what to export instead
         raise ValueError(f"Export works on a copy of the model, and Keras cannot clone "
                          f"{model.name!r} ({type(error).__name__}: {error}). Export a "
                          "functional or Sequential model.") from error
     copy.set_weights(model.get_weights())
     return copy
+
+
+def computes_below_float32(model):
+    """Whether a layer of ``model`` (any depth) computes in another dtype than float32,
+    e.g. under the ``mixed_float16`` policy."""
+    stack, seen = [model], set()
+    while stack:
+        layer = stack.pop()
+        if id(layer) in seen:
+            continue
+        seen.add(id(layer))
+        policy = getattr(layer, "dtype_policy", None)
+        if policy is not None and getattr(policy, "compute_dtype", "float32") != "float32":
+            return True
+        stack.extend(graph.sublayers(layer))
+    return False
+
+
+def _in_float32(layer):
+    """``layer`` rebuilt computing in float32 (its variables already are)."""
+    config = layer.get_config()
+    if "dtype" in config:  # a layer (an operation such as x / 255 has no dtype policy)
+        config["dtype"] = "float32"
+    return layer.__class__.from_config(config)
 
 
 def _children(obj):

@@ -10,7 +10,8 @@ from kronecker_zoo.validation import positive_int
 
 
 class TFLiteRunner:
-    """``runner(images) -> outputs`` for a single-input, single-output .tflite file.
+    """``runner(images) -> outputs`` for a single-input .tflite file: one array, or a
+    list of arrays (in the file's output order) for a file with several outputs.
 
     Inputs are cut into the file's fixed batch, the last batch padded with zeros
     (the padded rows' outputs are dropped). Quantized (int8/uint8) input or output
@@ -32,12 +33,13 @@ class TFLiteRunner:
         self.interpreter.allocate_tensors()
         inputs = self.interpreter.get_input_details()
         outputs = self.interpreter.get_output_details()
-        if len(inputs) != 1 or len(outputs) != 1:
-            raise ValueError(f"{self.path!r} has {len(inputs)} inputs and {len(outputs)} "
-                             "outputs; only single-input, single-output files are supported.")
-        self._input, self._output = inputs[0], outputs[0]
+        if len(inputs) != 1:
+            raise ValueError(f"{self.path!r} has {len(inputs)} inputs; only single-input "
+                             "files are supported.")
+        self._input, self._outputs = inputs[0], outputs
         self.input_shape = tuple(int(d) for d in self._input["shape"])
-        self.output_shape = tuple(int(d) for d in self._output["shape"])
+        self.output_shapes = [tuple(int(d) for d in o["shape"]) for o in outputs]
+        self.output_shape = self.output_shapes[0]
         self.batch_size = self.input_shape[0]
 
     def _quantize(self, x):
@@ -48,17 +50,21 @@ class TFLiteRunner:
         info = np.iinfo(dtype)
         return np.clip(np.round(x / scale + zero), info.min, info.max).astype(dtype)
 
-    def _dequantize(self, y):
+    @staticmethod
+    def _dequantize(y, detail):
         if np.issubdtype(y.dtype, np.floating):
             return y.astype(np.float32)
-        scale, zero = self._output["quantization"]
+        scale, zero = detail["quantization"]
         return ((y.astype(np.float32) - zero) * scale).astype(np.float32)
 
     def invoke(self, batch):
-        """Run one batch of exactly the file's input shape; returns float32 outputs."""
+        """Run one batch of exactly the file's input shape; returns its float32 output
+        (a list of them for a file with several outputs)."""
         self.interpreter.set_tensor(self._input["index"], self._quantize(batch))
         self.interpreter.invoke()
-        return self._dequantize(self.interpreter.get_tensor(self._output["index"]))
+        got = [self._dequantize(self.interpreter.get_tensor(o["index"]), o)
+               for o in self._outputs]
+        return got[0] if len(got) == 1 else got
 
     def __call__(self, images):
         images = np.asarray(images, dtype=np.float32)
@@ -66,15 +72,17 @@ class TFLiteRunner:
             raise ValueError(f"Inputs of shape {images.shape} do not match the file's input "
                              f"{self.input_shape} (batch first).")
         n, b = len(images), self.batch_size
-        out = np.empty((n,) + self.output_shape[1:], np.float32)
+        outs = [np.empty((n,) + shape[1:], np.float32) for shape in self.output_shapes]
         for start in range(0, n, b):
             batch = images[start:start + b]
             rows = len(batch)
             if rows < b:
                 batch = np.concatenate(
                     [batch, np.zeros((b - rows,) + batch.shape[1:], np.float32)])
-            out[start:start + rows] = self.invoke(batch)[:rows]
-        return out
+            got = self.invoke(batch)
+            for out, value in zip(outs, got if len(outs) > 1 else [got]):
+                out[start:start + rows] = value[:rows]
+        return outs[0] if len(outs) == 1 else outs
 
     def latency_ms(self, runs=50, warmup=10, seed=0):
         """Median and spread of one ``invoke`` (ms), on random 0..255 pixels."""

@@ -252,7 +252,11 @@ def _file_sqnr_db(content, images, reference):
         path = os.path.join(tmp, "candidate.tflite")
         with open(path, "wb") as f:
             f.write(content)
-        return sqnr_db(reference, run_tflite(path, images))
+        got = run_tflite(path, images)
+        if isinstance(reference, (list, tuple)):  # several outputs: all of them at once
+            reference = np.concatenate([np.ravel(r) for r in reference])
+            got = np.concatenate([np.ravel(g) for g in got])
+        return sqnr_db(reference, got)
 
 
 @contextlib.contextmanager

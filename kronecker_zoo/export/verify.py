@@ -13,7 +13,12 @@ import os
 import numpy as np
 import tensorflow as tf
 
-from kronecker_zoo.export.execution import check_execution, forced_execution, private_copy
+from kronecker_zoo.export.execution import (
+    check_execution,
+    computes_below_float32,
+    forced_execution,
+    private_copy,
+)
 from kronecker_zoo.export.inspect_tflite import tflite_quantization
 from kronecker_zoo.export.runner import TFLiteRunner
 from kronecker_zoo.export.signature import check_tensorflow_model
@@ -28,8 +33,11 @@ MIN_AGREEMENT = {"classification": 0.99, "segmentation": 0.98}
 
 
 def power_ratio_db(signal, noise):
-    """``10 log10(signal / noise)``; infinite when ``noise`` is 0."""
-    return float(10 * np.log10(signal / noise)) if noise > 0 else float("inf")
+    """``10 log10(signal / noise)``; infinite when ``noise`` is 0, minus infinity when
+    ``signal`` is 0 (and ``noise`` is not)."""
+    if noise <= 0:
+        return float("inf")
+    return float(10 * np.log10(signal / noise)) if signal > 0 else float("-inf")
 
 
 def sqnr_db(reference, outputs):
@@ -83,6 +91,14 @@ class VerificationReport:
         return "\n".join(lines)
 
 
+def _decisions(outputs, threshold):
+    """What a user reads off the outputs: the argmax over the last axis, or with a
+    single unit (binary classification or mask), ``output > threshold``."""
+    if outputs.shape[-1] == 1:
+        return (outputs[..., 0] > threshold).astype(np.int64)
+    return outputs.argmax(-1)
+
+
 def _as_batch(images, sample_shape):
     images = np.asarray(images)
     if images.ndim == len(sample_shape) and sample_shape[-1] == 1:
@@ -118,7 +134,10 @@ def verify_tflite(model, path, images, labels=None, quantization=None, task=None
         quantization: how the file was quantized; read from the file by default
             (`tflite_quantization`). Picks the thresholds.
         task: `"classification"` or `"segmentation"`; by default from the output
-            rank (``(N, classes)`` vs ``(N, H, W, classes)``).
+            rank (``(N, classes)`` vs ``(N, H, W, classes)``). Agreement compares the
+            argmax over classes; with a single output unit (a binary classifier or
+            mask) it compares ``output > 0.5`` where the Keras outputs lie in [0, 1]
+            (probabilities), else ``output > 0`` (logits).
         max_rel_error, min_agreement: thresholds overriding the defaults (float32
             rel error <= 1e-4, float16 <= 1e-2; int8/dynamic top-1 agreement >= 99%,
             per-pixel >= 98%). Passing either replaces both defaults.
@@ -136,14 +155,19 @@ def verify_tflite(model, path, images, labels=None, quantization=None, task=None
         raise ValueError(f"`task` must be one of {TASKS} or None. Received: task={task!r}")
     quantization = quantization or tflite_quantization(path)
     runner = TFLiteRunner(path, num_threads=num_threads)
+    if len(runner.output_shapes) != 1:
+        raise ValueError(f"verify_tflite compares files with one output; {os.fspath(path)!r} "
+                         f"has {len(runner.output_shapes)}. run_tflite(path, images) returns "
+                         "each of them, to compare with the model's outputs yourself.")
     images = _as_batch(images, runner.input_shape[1:])
     if labels is not None:
         labels = np.asarray(labels)
         if len(labels) != len(images):
             raise ValueError(f"`labels` has {len(labels)} entries for {len(images)} images.")
     sample = tuple(int(d) for d in runner.input_shape[1:])
-    if reference_execution != "as_built":
-        model = private_copy(model)  # switch executions on a copy, not the user's model
+    if reference_execution != "as_built" or computes_below_float32(model):
+        # switch executions (or compute in float32, as the file does) on a copy
+        model = private_copy(model)
     reference = tf.function(lambda x: model(x, training=False), autograph=False,
                             input_signature=[tf.TensorSpec((None,) + sample, tf.float32)])
     with forced_execution(model, reference_execution):
@@ -151,6 +175,7 @@ def verify_tflite(model, path, images, labels=None, quantization=None, task=None
 
     max_abs = scale = signal = noise = 0.0
     agree = keras_correct = tflite_correct = count = 0
+    threshold = None  # for a single output unit: 0.5 (probabilities) or 0 (logits)
     confusion = {}
     for start in range(0, len(images), chunk_size):
         x = images[start:start + chunk_size].astype(np.float32)
@@ -162,7 +187,9 @@ def verify_tflite(model, path, images, labels=None, quantization=None, task=None
         scale = max(scale, float(np.max(np.abs(expected))))
         signal += float(np.sum(np.square(expected, dtype=np.float64)))
         noise += float(np.sum(np.square(got - expected, dtype=np.float64)))
-        keras_top, tflite_top = expected.argmax(-1), got.argmax(-1)
+        if threshold is None and expected.shape[-1] == 1:  # one unit: a yes/no decision
+            threshold = 0.5 if 0.0 <= expected.min() and expected.max() <= 1.0 else 0.0
+        keras_top, tflite_top = _decisions(expected, threshold), _decisions(got, threshold)
         agree += int((keras_top == tflite_top).sum())
         count += keras_top.size
         if labels is not None:
@@ -170,7 +197,7 @@ def verify_tflite(model, path, images, labels=None, quantization=None, task=None
             keras_correct += int((keras_top == y).sum())
             tflite_correct += int((tflite_top == y).sum())
             if task == "segmentation":
-                classes = expected.shape[-1]
+                classes = max(expected.shape[-1], 2)  # one unit: a two-class mask
                 for key, top in (("keras", keras_top), ("tflite", tflite_top)):
                     confusion[key] = confusion.get(key, 0) + confusion_matrix(y, top, classes)
 
