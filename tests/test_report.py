@@ -301,7 +301,9 @@ def test_operations_that_are_not_layers_are_counted_as_elementwise():
     model = keras.Model(inputs, keras.layers.Conv2D(4, 3, name="conv")(inputs * 0.5))
     r = report.parameter_report(model)
     assert r.uncounted == [] and r.params == model.count_params()
-    assert r.macs == macs_per_example(model) and r.receptive_field == (3, 3)
+    assert r.macs == 14 * 14 * 9 * 3 * 4 and r.receptive_field == (3, 3)
+    if IS_TF:
+        assert r.macs == macs_per_example(model)
     pooled = keras.Model(inputs, keras.layers.Conv2D(2, 1)(keras.ops.max_pool(inputs, 2, 2)))
     assert len(report.parameter_report(pooled).uncounted) == 1
 
@@ -322,7 +324,10 @@ def test_nested_models_are_reported_through():
     r = report.parameter_report(model)
     assert r.uncounted == []
     assert r.params == model.count_params()
-    assert r.macs == macs_per_example(model)
+    kron = backbone.layers[1]
+    assert r.macs == 16 * 16 * 9 * 3 * 8 + kron.macs((16, 16)) + 8 * 8 * 9 * 8 * 4
+    if IS_TF:  # the independent count of the traced graph
+        assert r.macs == macs_per_example(model)
     assert r.dense_equivalent == (report.parameter_report(backbone).dense_equivalent
                                   + 3 * 3 * 8 * 4 + 4)
     assert r.receptive_field == (kernels.receptive_field([3, 9, 3], strides=[1, 2, 1]),) * 2
@@ -331,7 +336,7 @@ def test_nested_models_are_reported_through():
     outer = keras.Model(inputs, keras.layers.Dense(3, name="logits")(pooled(inputs)))
     rows = {row.name: row for row in report.parameter_report(outer).rows}
     assert rows["pooled"].receptive_field == rows["logits"].receptive_field == report.GLOBAL
-    assert report.parameter_report(outer).macs == macs_per_example(outer)
+    assert report.parameter_report(outer).macs == 14 * 14 * 9 * 3 * 4 + 4 * 3
 
 
 # ---------------------------------------------------------------------------
