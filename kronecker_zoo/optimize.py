@@ -60,6 +60,7 @@ from kronecker_zoo import graph, runtime
 
 runtime.require_extra("optimize", "kronecker_zoo.optimize (tfmot QAT and pruning)")
 
+import keras  # noqa: E402
 import tf_keras  # noqa: E402
 
 
@@ -251,7 +252,10 @@ def quantize_aware(model, custom_layers=()):
     def annotate(layer):
         return _quantize_annotation(layer, consumers, registry)
 
-    with quantize_scope():
+    # quantize_apply clones through configs: each BridgedLayer rebuilds its Keras 3 layer,
+    # which for the user's custom layers needs their classes
+    custom = keras.saving.custom_object_scope({c.__name__: c for c in custom_layers})
+    with quantize_scope(), custom:
         annotated = tf_keras.models.clone_model(twin, clone_function=annotate)
         return tfmot.quantization.keras.quantize_apply(annotated)
 

@@ -67,13 +67,18 @@ STANDARD_LAYERS = (
     "ReLU",
     "Rescaling",
     "Reshape",
-    "Resizing",
     "SeparableConv2D",
     "Softmax",
     "Subtract",
     "UpSampling2D",
     "ZeroPadding2D",
 )
+
+# Options Keras 3 and tf_keras name differently: (layer class, Keras 3 name) -> tf_keras name.
+_RENAMED_OPTIONS = {("LeakyReLU", "negative_slope"): "alpha"}
+# Activations tf_keras knows by the same name but computes differently (Keras 3:
+# relu6(x + 3) / 6; tf_keras: clip(0.2 x + 0.5, 0, 1)).
+_DIFFERENT_ACTIVATIONS = ("hard_sigmoid",)
 
 # Keyword arguments every tf_keras layer accepts besides its own.
 _BASE_KWARGS = {"name", "trainable", "dtype", "input_dim", "input_shape",
@@ -296,8 +301,14 @@ def _standard_twin(layer):
     for key, value in config.items():
         if key in ("name", "trainable", "dtype"):
             continue
+        key = _RENAMED_OPTIONS.get((name, key), key)
+        if key == "activation" and value in _DIFFERENT_ACTIVATIONS:
+            raise UnsupportedLayerError(
+                f"Cannot convert {_describe(layer)} to tf_keras: tf_keras' {value!r} "
+                "computes another function than Keras 3's.")
         if key not in accepted:
-            if value in (None, False, 0, (), [], {}):
+            if value in (None, False, 0, (), [], {}) or (key, value) == ("data_format",
+                                                                        "channels_last"):
                 continue  # a Keras-3-only option left at its default (lora_rank, ...)
             raise UnsupportedLayerError(
                 f"Cannot convert {_describe(layer)} to tf_keras: option {key}={value!r} "
@@ -319,6 +330,13 @@ def _standard_twin(layer):
 
 
 def _twin_layer(layer, custom_layers):
+    if not isinstance(layer, keras.layers.Layer):
+        raise UnsupportedLayerError(
+            f"Cannot convert the Keras operation {layer.name!r} "
+            f"({type(layer).__module__}.{type(layer).__qualname__}) to tf_keras: operations "
+            "on tensors (x * 0.5, x + y, keras.ops.*) have no tf_keras twin. Write it as a "
+            "layer (keras.layers.Rescaling for x * 0.5, keras.layers.Add / Multiply for two "
+            "tensors).")
     if _is_zoo_layer(layer) or isinstance(layer, tuple(custom_layers)):
         return BridgedLayer(layer)
     if _is_builtin(layer):

@@ -321,6 +321,48 @@ def test_quantize_and_prune_every_family(name):
     assert _rel_error(model(x, training=False), pruned(x, training=False)) < 1e-5
 
 
+def test_options_renamed_or_redefined_in_tf_keras():
+    """LeakyReLU's ``negative_slope`` is tf_keras' ``alpha``; ``hard_sigmoid`` is another
+    function in tf_keras (refused, not silently changed); a Keras operation that is not a
+    layer (``x * 0.5``) is named."""
+    inputs = keras.Input((8, 8, 2))
+    x = keras.layers.Conv2D(4, 1)(inputs)
+    model = keras.Model(inputs, keras.layers.LeakyReLU(negative_slope=0.1)(x))
+    x_in = _pixels((2, 8, 8, 2)) - 128.0
+    assert _rel_error(model(x_in), to_tf_keras(model)(x_in)) < 1e-6
+    for layer in (keras.layers.Dense(3, activation="hard_sigmoid", name="hard"),
+                  keras.layers.Activation("hard_sigmoid", name="hard")):
+        with pytest.raises(UnsupportedLayerError, match="'hard'.*'hard_sigmoid' computes"):
+            to_tf_keras(keras.Model(inputs, layer(inputs)))
+    scaled = keras.Model(inputs, keras.layers.Conv2D(2, 1)(inputs) * 0.5)
+    with pytest.raises(UnsupportedLayerError, match=r"Keras operation 'multiply'.*Rescaling"):
+        to_tf_keras(scaled)
+
+
+def test_quantize_aware_takes_unregistered_custom_layers():
+    """tfmot rebuilds every layer from its config: the user's class (not registered for
+    serialization) is found through ``custom_layers``."""
+
+    class Gain(keras.layers.Layer):
+        def build(self, shape):
+            self.gain = self.add_weight(shape=(shape[-1],), initializer="ones", name="gain")
+
+        def call(self, x):
+            return x * self.gain
+
+    inputs = keras.Input((8, 8, 2))
+    x = Gain(name="gain")(keras.layers.Conv2D(4, 3, padding="same", name="conv")(inputs))
+    model = keras.Model(inputs, keras.layers.Dense(3, name="head")(
+        keras.layers.GlobalAveragePooling2D()(x)))
+    model.get_layer("gain").gain.assign(np.linspace(0.5, 2.0, 4).astype("float32"))
+    twin = optimize.quantize_aware(model, custom_layers=[Gain])
+    gain = next(unwrap(layer) for layer in twin.layers if unwrap(layer).name == "gain")
+    assert isinstance(gain, BridgedLayer) and type(gain.source).__name__ == "Gain"
+    np.testing.assert_array_equal(gain.variable_pairs[0][1].numpy(),
+                                  _np(model.get_layer("gain").gain))
+    assert twin(_pixels((2, 8, 8, 2))).shape == (2, 3)
+
+
 def test_quantize_aware_unsupported_layer():
     inputs = keras.Input((8, 8, 2))
     a = keras.layers.Conv2D(2, 3, padding="same", name="conv")(inputs)
