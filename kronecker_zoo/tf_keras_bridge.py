@@ -418,14 +418,17 @@ def _layer_variables(layer):
     A `BridgedLayer` and a Keras 3 zoo (or custom) layer: every variable, in the
     Keras 3 layer's order; a built-in layer: ``layer.weights`` (the same order in
     Keras 3 and tf_keras). A tfmot wrapper's masks and quantizer ranges are not
-    included: only the wrapped layer's.
+    included: only the wrapped layer's. Under tfmot's ``QuantizeWrapper`` a built-in
+    layer's kernels are held by the wrapper (its call replaces ``layer.kernel`` by the
+    fake-quantized tensor): they come first, as Keras builds kernels before biases.
     """
+    quantized = [weight for weight, *_ in getattr(layer, "_weight_vars", None) or ()]
     layer = unwrap(layer)
     if isinstance(layer, BridgedLayer):
         return [twin for _, twin in layer.variable_pairs]
     if isinstance(layer, keras.layers.Layer) and not _is_builtin(layer):
         return list(layer.variables)
-    return list(layer.weights)
+    return quantized + [w for w in layer.weights if all(w is not q for q in quantized)]
 
 
 def copy_weights(source, target, strict=True):
@@ -454,7 +457,7 @@ def copy_weights(source, target, strict=True):
         by_name.setdefault(layer.name, layer)
     for layer in target.layers:
         inner = unwrap(layer)
-        variables = _layer_variables(inner)
+        variables = _layer_variables(layer)
         if not variables:
             continue
         src = by_name.get(inner.name)

@@ -363,6 +363,31 @@ def test_quantize_aware_takes_unregistered_custom_layers():
     assert twin(_pixels((2, 8, 8, 2))).shape == (2, 3)
 
 
+@pytest.mark.training
+def test_weights_trained_under_quantize_aware_go_back_into_the_keras3_model():
+    """tfmot's QuantizeWrapper holds a built-in layer's kernel itself (its call puts the
+    fake-quantized tensor in ``layer.kernel``): restore_weights must still find it."""
+    inputs = keras.Input((8, 8, 2))
+    x = keras.layers.Conv2D(4, 3, padding="same", name="stem")(inputs)
+    x = keras.layers.ReLU()(keras.layers.BatchNormalization(name="bn")(x))
+    x = KroneckerConv2D(4, 9, factors=[(3, 3, 2, 2), (3, 3, 2, 2)], name="kron")(x)
+    model = keras.Model(inputs, keras.layers.Dense(3, name="head")(
+        keras.layers.GlobalAveragePooling2D()(x)))
+    qat = optimize.quantize_aware(model)
+    optimize.compile_for_finetuning(qat, 1e-2)
+    qat.fit(_pixels((16, 8, 8, 2)), np.arange(16) % 3, batch_size=8, epochs=1, verbose=0)
+    trained = {unwrap(layer).name: layer for layer in qat.layers}
+    optimize.restore_weights(qat, model)
+    for name in ("stem", "head"):
+        kernel = trained[name]._weight_vars[0][0].numpy()
+        assert not np.array_equal(kernel, 0 * kernel)
+        np.testing.assert_array_equal(_np(model.get_layer(name).kernel), kernel)
+        np.testing.assert_array_equal(_np(model.get_layer(name).bias),
+                                      unwrap(trained[name]).bias.numpy())
+    np.testing.assert_array_equal(_np(model.get_layer("kron").factor_weights[0]),
+                                  unwrap(trained["kron"]).kernel_variables[0].numpy())
+
+
 def test_quantize_aware_unsupported_layer():
     inputs = keras.Input((8, 8, 2))
     a = keras.layers.Conv2D(2, 3, padding="same", name="conv")(inputs)
