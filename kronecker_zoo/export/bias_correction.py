@@ -150,8 +150,7 @@ def _kernel_builders():
 def _folded_batchnorm(layer, consumers):
     """The BatchNormalization the converter folds into ``layer``'s last weights, or None."""
     after = consumers.get(layer.name, [])
-    if (len(after) != 1 or not channels_last_batchnorm(after[0])
-            or not linear_activation(layer)):
+    if len(after) != 1 or not channels_last_batchnorm(after[0]):
         return None
     bn = after[0]
     if bn.beta is None or len(graph.inbound_layers(bn)) != 1:  # shared: not folded

@@ -62,17 +62,8 @@ def private_copy(model):
 def computes_below_float32(model):
     """Whether a layer of ``model`` (any depth) computes in another dtype than float32,
     e.g. under the ``mixed_float16`` policy."""
-    stack, seen = [model], set()
-    while stack:
-        layer = stack.pop()
-        if id(layer) in seen:
-            continue
-        seen.add(id(layer))
-        policy = getattr(layer, "dtype_policy", None)
-        if policy is not None and getattr(policy, "compute_dtype", "float32") != "float32":
-            return True
-        stack.extend(graph.sublayers(layer))
-    return False
+    return any(getattr(getattr(layer, "dtype_policy", None), "compute_dtype", "float32")
+               != "float32" for layer in _inside(model))
 
 
 def _in_float32(layer):
@@ -91,18 +82,22 @@ def _children(obj):
             yield child
 
 
-def execution_layers(model):
-    """Every layer inside ``model`` (any depth) whose execution can be chosen."""
-    found, seen, stack = [], set(), [model]
+def _inside(model):
+    """``model`` and every layer inside it (any depth, through wrappers), once each."""
+    seen, stack = set(), [model]
     while stack:
         obj = stack.pop()
         if id(obj) in seen:
             continue
         seen.add(id(obj))
-        if hasattr(obj, "resolved_execution") and hasattr(obj, "execution"):
-            found.append(obj)
+        yield obj
         stack.extend(_children(obj))
-    return found
+
+
+def execution_layers(model):
+    """Every layer inside ``model`` (any depth) whose execution can be chosen."""
+    return [obj for obj in _inside(model)
+            if hasattr(obj, "resolved_execution") and hasattr(obj, "execution")]
 
 
 # Weights that lowering="channels" may add to an export, beyond the model's own: a fifth

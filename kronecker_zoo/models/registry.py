@@ -219,6 +219,11 @@ def _float_shapes(shapes_and_dtypes):
                   if np.dtype(dtype).kind == "f")
 
 
+# What h5py raises for a file it cannot read: OSError, or RuntimeError where its object
+# headers are damaged.
+_UNREADABLE = (OSError, RuntimeError)
+
+
 def _file_shapes(path):
     """Sorted shapes of the floating-point variables stored in a ``.weights.h5`` file
     (OSError if it is not a readable HDF5 file, RuntimeError from h5py where its
@@ -252,7 +257,7 @@ def _load_weights(model, s, path, entry, kwargs, include_top, fresh_head):
     else:
         try:
             as_built = _file_shapes(path) == _model_shapes(model)
-        except (OSError, RuntimeError) as error:  # h5py: unreadable, or a damaged header
+        except _UNREADABLE as error:
             raise _mismatch(s.name, path, entry, user, [("the file", error)]) from None
     if as_built:
         target, what = model, f"the model built ({_describe(user)})"
@@ -277,7 +282,7 @@ def _try_load(model, path):
         warnings.simplefilter("always")
         try:
             model.load_weights(path)
-        except (ValueError, OSError, KeyError, RuntimeError) as error:
+        except (ValueError, KeyError) + _UNREADABLE as error:
             return error
     for w in caught:
         warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
@@ -296,9 +301,8 @@ def _summary(error):
 
 
 def _mismatch(name, path, entry, user, tried):
-    unreadable = (OSError, RuntimeError)  # h5py: RuntimeError for damaged object headers
-    if any(isinstance(e, unreadable) for _, e in tried):
-        error = next(e for _, e in tried if isinstance(e, unreadable))
+    if any(isinstance(e, _UNREADABLE) for _, e in tried):
+        error = next(e for _, e in tried if isinstance(e, _UNREADABLE))
         return ValueError(
             f"Cannot read the weights file {os.fspath(path)!r} for {name!r}: it is truncated, "
             f"corrupted or not a Keras .weights.h5 file ({_summary(error)}).")
