@@ -129,10 +129,10 @@ def test_list_models_partition_and_names():
     assert not set(CLASSIFICATION) & set(SEGMENTATION)
     families = set(models.FAMILIES)
     for name in ALL:
-        if name in STUDENTS:  # <teacher>_<kron|lowrank><N>x[_variant], the teacher's task
+        if name in STUDENTS:  # <teacher>_<kron|lowrank><N>x[_variant...], the teacher's task
             teacher, method, _ = STUDENTS[name]
             kind = {"kronecker": "kron", "lowrank": "lowrank"}[method]
-            assert re.fullmatch(rf"{teacher}_{kind}\d+x(_[a-z0-9]+)?", name), name
+            assert re.fullmatch(rf"{teacher}_{kind}\d+x(_[a-z0-9]+)*", name), name
             assert models.spec(name).family == f"{teacher}_student"
             assert models.spec(name).task == models.spec(teacher).task
             continue
