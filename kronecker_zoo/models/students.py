@@ -244,6 +244,10 @@ STUDENTS["resnet_20_kron10x_plain_e30"] = STUDENTS["resnet_20_kron10x"]
 # The low-rank 5x plan on labels alone: the same-recipe twin of resnet_20_kron5x_plain
 # (training/runs/resnet_20_lowrank5x_plain/plan.json equals resnet_20_lowrank5x's).
 STUDENTS["resnet_20_lowrank5x_plain"] = STUDENTS["resnet_20_lowrank5x"]
+# resnet_20_kron5x_lowmac's plan (MACs capped at 0.3x per layer) on labels alone: the
+# equal-MAC twin of resnet_20_lowrank5x_plain
+# (training/runs/resnet_20_kron5x_lowmac_plain/plan.json equals resnet_20_kron5x_lowmac's).
+STUDENTS["resnet_20_kron5x_lowmac_plain"] = STUDENTS["resnet_20_kron5x_lowmac"]
 
 
 def student_builder(teacher_builder, layers, arguments):
