@@ -265,3 +265,30 @@ def test_targets_are_found_in_the_execution_the_file_is_traced_with(tmp_path):
     errors = [np.abs((run_tflite(f, calibration) - reference).mean(axis=(0, 1, 2))).max()
               for f in (plain, corrected)]
     assert errors[1] < 0.5 * errors[0], errors
+
+
+@pytest.mark.parametrize("kind", ["kron_batch", "kron_channels"])
+def test_auto_converts_both_candidates_from_one_private_copy(kind, tmp_path, monkeypatch):
+    # "auto" traces its two candidates and checks for targets on one copy of the model:
+    # each conversion must undo its rewrites (int8 rewrites, bias correction, forced
+    # execution), or the second candidate differs from the same choice made alone
+    from kronecker_zoo.export import tflite as tflite_module
+
+    rng = np.random.default_rng(8)
+    model = _factored_model(kind, rng)
+    before = [np.array(w) for w in model.get_weights()]
+    calibration = rng.integers(100, 256, (32, 16, 16, 4)).astype("float32")
+    alone = {c: open(to_tflite(model, tmp_path / f"{c}.tflite", quantization="int8",
+                               representative_data=calibration, bias_correction=c),
+                     "rb").read() for c in (False, True)}
+    copies = []
+    real_copy = tflite_module.private_copy
+    monkeypatch.setattr(tflite_module, "private_copy",
+                        lambda m: copies.append(m) or real_copy(m))
+    auto = to_tflite(model, tmp_path / "auto.tflite", quantization="int8",
+                     representative_data=calibration)
+    assert len(copies) == 1 and copies[0] is model
+    assert open(auto, "rb").read() == alone[auto.bias_corrected]
+    assert alone[True] != alone[False]  # the correction changes this file
+    for old, new in zip(before, model.get_weights()):  # the caller's model untouched
+        np.testing.assert_array_equal(old, new)

@@ -210,40 +210,45 @@ def convert_tflite(model, quantization=None, representative_data=None, batch_siz
 
 
 def _convert(model, quantization, representative_data, batch_size, input_shape, execution,
-             bias_correction):
+             bias_correction, copy=None):
     """``(content, shape, bias_corrected)``; "auto" converts with and without the int8
-    bias correction and keeps the file closer to ``model`` on the calibration images."""
+    bias correction and keeps the file closer to ``model`` on the calibration images.
+    ``copy``: the private copy of ``model`` to trace (`private_copy`; made here when
+    None). Every rewrite of a conversion is undone on exit, so "auto"'s two conversions
+    and its check share one copy."""
     _check_bias_correction(bias_correction)
     if _check_quantization(quantization) != "int8":
         bias_correction = False
     elif bias_correction == "auto":
-        if representative_data is not None and _has_targets(model, execution):
+        if representative_data is not None and isinstance(model, keras.Model):
+            copy = private_copy(model) if copy is None else copy
+        if representative_data is not None and _has_targets(copy, execution):
             shape = static_input_shape(model, batch_size, input_shape)
             batches = list(_batches(representative_data, shape))  # may be one-shot
             files = [_convert(model, quantization, batches, batch_size, input_shape,
-                              execution, choice)[0] for choice in (False, True)]
+                              execution, choice, copy)[0] for choice in (False, True)]
             images = np.concatenate(batches)
             reference = model.predict(images, verbose=0)
             best = int(np.argmax([_file_sqnr_db(content, images, reference)
                                   for content in files]))
             return files[best], shape, bool(best)
         bias_correction = False
-    with prepared_converter(model, quantization, representative_data, batch_size,
-                            input_shape, execution, bias_correction) as (converter, shape):
+    with _prepared_converter(model, copy, quantization, representative_data, batch_size,
+                             input_shape, execution, bias_correction) as (converter, shape,
+                                                                          copy):
         content = converter.convert()
     check_tflite_ops(content)
-    return content, shape, bool(bias_correction) and _has_targets(model, execution)
+    return content, shape, bool(bias_correction) and _has_targets(copy, execution)
 
 
-def _has_targets(model, execution):
-    """Whether the int8 bias correction changes anything in ``model`` traced as the file
-    is (its forced execution: which BatchNormalizations fold or are rewritten depends
-    on it), on a private copy."""
-    if not isinstance(model, keras.Model):
+def _has_targets(copy, execution):
+    """Whether the int8 bias correction changes anything in ``copy`` (a `private_copy`:
+    its layers are switched while this runs) traced as the file is (its forced execution:
+    which BatchNormalizations fold or are rewritten depends on it)."""
+    if not isinstance(copy, keras.Model):
         return False
-    model = private_copy(model)
-    with forced_execution(model, execution, runtime=_INT8_RUNTIME):
-        return has_bias_correction_targets(model)
+    with forced_execution(copy, execution, runtime=_INT8_RUNTIME):
+        return has_bias_correction_targets(copy)
 
 
 def _file_sqnr_db(content, images, reference):
@@ -268,6 +273,16 @@ def prepared_converter(model, quantization=None, representative_data=None, batch
     copy of ``model`` (the user's model is never touched). ``bias_correction`` is a bool
     here (`int8_bias_correction` applied or not); "auto" is `convert_tflite`'s.
     """
+    with _prepared_converter(model, None, quantization, representative_data, batch_size,
+                             input_shape, execution, bias_correction) as (converter, shape, _):
+        yield converter, shape
+
+
+@contextlib.contextmanager
+def _prepared_converter(model, copy, quantization, representative_data, batch_size,
+                        input_shape, execution, bias_correction):
+    """`prepared_converter` tracing ``copy`` (a `private_copy` of ``model``; made here
+    when None); yields ``(converter, shape, copy)``."""
     quantization = _check_quantization(quantization)
     check_execution(execution)
     check_tensorflow_model(model)
@@ -292,7 +307,7 @@ def prepared_converter(model, quantization=None, representative_data=None, batch
         batches = list(_batches(representative_data, shape))
         check_calibration_range(model, batches)
     # Executions are forced and int8 rewrites applied on a copy, never the user's model.
-    model = private_copy(model)
+    model = private_copy(model) if copy is None else copy
     # Full integer: trace and freeze the int8-friendly, float-identical form (see
     # `int8_rewrites`); the converter reads the variables when it converts.
     with contextlib.ExitStack() as rewrites:
@@ -302,7 +317,7 @@ def prepared_converter(model, quantization=None, representative_data=None, batch
             rewrites.enter_context(int8_rewrites(model))
             if bias_correction:
                 rewrites.enter_context(int8_bias_correction(model, batches))
-        yield _configured_converter(model, shape, execution, quantization, batches), shape
+        yield _configured_converter(model, shape, execution, quantization, batches), shape, model
 
 
 def _configured_converter(model, shape, execution, quantization, batches):
