@@ -945,3 +945,40 @@ def test_export_plans_each_lowering_for_litert_within_the_size_budget(tmp_path, 
     batch = to_tflite(model, tmp_path / "batch.tflite")
     assert "TRANSPOSE" in batch.ops and "DEPTHWISE_CONV_2D" not in batch.ops
     assert batch.size_bytes < info.size_bytes
+
+
+def test_per_layer_execution_materialises_only_the_named_layers(tmp_path):
+    """execution={name: "materialized"}: that layer becomes one CONV_2D with its full
+    kernel (stored: the file grows by its dense weights less its factors), the others
+    stay factored; the file still equals the model, the model's own executions are
+    restored, and a name or value the model does not have is refused, naming them."""
+    model = _two_factor_model()
+    layers = {n: model.get_layer(n) for n in "abc"}
+    before = {n: layer.resolved_execution for n, layer in layers.items()}
+    factored = to_tflite(model, tmp_path / "f.tflite")
+    mixed = to_tflite(model, tmp_path / "m.tflite", execution={"a": "materialized"})
+    assert {n: layer.resolved_execution for n, layer in layers.items()} == before
+    a = layers["a"]
+    grown = mixed.size_bytes - factored.size_bytes
+    dense = 4 * int(np.prod(a.kernel.shape))
+    from kronecker_zoo.export import execution as export_execution
+
+    plan = export_execution.planned_lowerings(model, list(layers.values()), "litert")
+    stored = 4 * a.lowering_constants(plan[a])  # what the factored file keeps of "a"
+    assert abs(grown - (dense - stored)) < 1024, (grown, dense, stored)
+    counts = {"f": tflite_op_counts(factored), "m": tflite_op_counts(mixed)}
+    # "a" was two or more ops (a cascade), now one CONV_2D
+    assert sum(counts["m"].values()) < sum(counts["f"].values())
+    assert "materialized: a; others factored execution of 3 Kronecker layers" in (
+        mixed.summary())
+    x = np.random.default_rng(0).standard_normal((2, 28, 28, 16)).astype("float32")
+    assert verify_tflite(model, mixed, x).rel_error <= 1e-5
+    calibration = np.random.default_rng(1).uniform(0, 1, (16, 28, 28, 16)).astype("float32")
+    int8 = to_tflite(model, tmp_path / "q.tflite", quantization="int8",
+                     representative_data=calibration, execution={"a": "materialized"})
+    assert tflite_op_counts(int8)["CONV_2D"] == counts["m"]["CONV_2D"]
+    with pytest.raises(ValueError, match=r"names \['z'\].*Those are: \['a', 'b', 'c'\]"):
+        to_tflite(model, tmp_path / "z.tflite", execution={"z": "materialized"})
+    with pytest.raises(ValueError, match="'factored' or 'materialized'"):
+        to_tflite(model, tmp_path / "y.tflite", execution={"a": "as_built"})
+    assert not (tmp_path / "z.tflite").exists() and not (tmp_path / "y.tflite").exists()

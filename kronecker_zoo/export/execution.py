@@ -21,13 +21,53 @@ from kronecker_zoo import graph
 FORCED_EXECUTIONS = ("factored", "materialized", "as_built")
 
 
+# The values of a per-layer execution: ``{layer name: one of these}``.
+PER_LAYER_EXECUTIONS = ("factored", "materialized")
+
+
 def check_execution(execution):
-    """Raise a ValueError naming the valid choices unless ``execution`` is one."""
+    """Raise a ValueError naming the valid choices unless ``execution`` is one of
+    `FORCED_EXECUTIONS` or a per-layer dict ``{layer name: "factored" |
+    "materialized"}`` (layers it does not name run factored)."""
+    if isinstance(execution, dict):
+        bad = {name: value for name, value in execution.items()
+               if not isinstance(name, str) or value not in PER_LAYER_EXECUTIONS}
+        if bad:
+            raise ValueError(
+                "A per-layer `execution` maps layer names (str) to "
+                f"{' or '.join(repr(e) for e in PER_LAYER_EXECUTIONS)}. Received: {bad!r}")
+        return
     if execution not in FORCED_EXECUTIONS:
         raise ValueError(
-            f"`execution` must be one of {', '.join(repr(e) for e in FORCED_EXECUTIONS)}. "
+            f"`execution` must be one of {', '.join(repr(e) for e in FORCED_EXECUTIONS)}, "
+            f"or a dict {{layer name: 'factored' | 'materialized'}}. "
             f"Received: execution={execution!r}"
         )
+
+
+def describe_execution(execution):
+    """``execution`` in a few words: "factored", or "materialized: a, b; others
+    factored" for a per-layer dict."""
+    if not isinstance(execution, dict):
+        return execution
+    materialized = sorted(name for name, value in execution.items() if value == "materialized")
+    if not materialized:
+        return "factored"
+    return f"materialized: {', '.join(materialized)}; others factored"
+
+
+def per_layer_executions(layers, execution):
+    """``[execution of each layer]``: ``execution`` itself, or a per-layer dict resolved
+    (unnamed layers "factored"); a name no layer of ``layers`` has is a ValueError."""
+    if not isinstance(execution, dict):
+        return [execution] * len(layers)
+    names = {layer.name for layer in layers}
+    unknown = sorted(set(execution) - names)
+    if unknown:
+        raise ValueError(
+            f"The per-layer `execution` names {unknown}, which are not layers of the model "
+            f"that choose their execution. Those are: {sorted(names)}")
+    return [execution.get(layer.name, "factored") for layer in layers]
 
 
 def private_copy(model):
@@ -127,7 +167,9 @@ def planned_lowerings(model, layers, runtime):
 
 @contextlib.contextmanager
 def forced_execution(model, execution="factored", runtime=None):
-    """Within the block every choosing layer of ``model`` runs ``execution``.
+    """Within the block every choosing layer of ``model`` runs ``execution`` (or, for a
+    per-layer dict ``{layer name: "factored" | "materialized"}``, what the dict says, the
+    layers it does not name factored: see `check_execution`).
 
     Sets each layer's ``resolved_execution`` (what its ``call`` reads) and restores
     the previous values on exit, errors included. ``"as_built"`` changes nothing.
@@ -141,12 +183,13 @@ def forced_execution(model, execution="factored", runtime=None):
     """
     check_execution(execution)
     layers = [] if execution == "as_built" else execution_layers(model)
+    executions = per_layer_executions(layers, execution)
     plan = planned_lowerings(model, layers, runtime) if runtime else {}
     saved = [layer.resolved_execution for layer in layers]
     saved_lowering = [layer.resolved_lowering for layer in plan]
     try:
-        for layer in layers:
-            layer.resolved_execution = execution
+        for layer, chosen in zip(layers, executions):
+            layer.resolved_execution = chosen
         for layer, lowering in plan.items():
             layer.resolved_lowering = lowering
         yield layers

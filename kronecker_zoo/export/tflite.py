@@ -52,6 +52,7 @@ from kronecker_zoo.export.bias_correction import (
 from kronecker_zoo.export.calibration import check_calibration_range
 from kronecker_zoo.export.execution import (
     check_execution,
+    describe_execution,
     execution_layers,
     forced_execution,
     private_copy,
@@ -80,7 +81,7 @@ class TFLiteExport:
     quantization: str  # "float32", "float16", "dynamic" or "int8"
     input_shape: tuple  # (batch, H, W, C), static
     params: int
-    execution: str
+    execution: object  # "factored", "materialized", "as_built" or {layer name: execution}
     ops: tuple
     kronecker_layers: int = 0  # layers whose execution was chosen (KroneckerConv2D)
     bias_corrected: bool = False  # int8: the weight-rounding bias correction was kept
@@ -97,7 +98,8 @@ class TFLiteExport:
 
     def summary(self):
         """One line; names the execution only when the model has Kronecker layers."""
-        execution = (f"{self.execution} execution of {self.kronecker_layers} Kronecker "
+        execution = (f"{describe_execution(self.execution)} execution of "
+                     f"{self.kronecker_layers} Kronecker "
                      f"layer{'s' if self.kronecker_layers != 1 else ''}, "
                      if self.kronecker_layers else "")
         return (f"{self.path}: {self.size_bytes:,} bytes ({self.bytes_per_param:.2f} B/param, "
@@ -364,8 +366,11 @@ def to_tflite(model, path, quantization=None, representative_data=None, batch_si
             `FileExistsError`).
         input_shape: `(H, W, C)` for a model built with unknown height/width.
         execution: `"factored"` (default: Kronecker layers stored as factors),
-            `"materialized"` (full kernels constant-folded: for comparisons) or
-            `"as_built"` (each layer's own choice).
+            `"materialized"` (full kernels constant-folded: for comparisons),
+            `"as_built"` (each layer's own choice), or a dict ``{layer name:
+            "factored" | "materialized"}`` (the layers it does not name factored): e.g.
+            the layers `benchmarks/student_layers_litert.py` finds faster materialised
+            on your device, at the cost of their full kernels in the file.
         bias_correction: `"auto"`, `True` or `False`. "int8" only: `True` folds into
             the file's biases the mean output shift that int8 weight rounding of
             Conv2D, Dense, depthwise, separable, Kronecker and low-rank layers causes on
@@ -397,7 +402,7 @@ def to_tflite(model, path, quantization=None, representative_data=None, batch_si
         quantization=_check_quantization(quantization) or "float32",
         input_shape=shape,
         params=int(model.count_params()),
-        execution=execution,
+        execution=dict(execution) if isinstance(execution, dict) else execution,
         ops=tuple(tflite_ops(content)),
         kronecker_layers=len(execution_layers(model)),
         bias_corrected=corrected,
