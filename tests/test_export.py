@@ -746,6 +746,31 @@ def test_command_line_tools(tmp_path, capsys):
         assert f"| {row} |" in table
 
 
+def test_convert_tool_materialises_the_named_layers(tmp_path, capsys):
+    out, full = str(tmp_path / "m.tflite"), str(tmp_path / "f.tflite")
+    assert _tool("convert").main(["--model", "resnet_8_kron5x_lowmac", "--weights", "none",
+                                  "--out", full]) == 0
+    capsys.readouterr()
+    assert _tool("convert").main(["--model", "resnet_8_kron5x_lowmac", "--weights", "none",
+                                  "--out", out, "--materialize", "stage3_block1_conv1"]) == 0
+    assert ("materialized: stage3_block1_conv1; others factored execution"
+            in capsys.readouterr().out)
+    layer = models.get("resnet_8_kron5x_lowmac").get_layer("stage3_block1_conv1")
+    kernel = int(np.prod(layer.kernel.shape))  # now stored whole, in float32
+    factored = max(layer.lowering_constants(lowering) for lowering in ("batch", "channels"))
+    assert kernel > 2 * factored
+    assert os.path.getsize(out) - os.path.getsize(full) > 4 * (kernel - factored) - 1024
+    assert _tool("convert").main(["--model", "resnet_8_kron5x_lowmac", "--weights", "none",
+                                  "--out", str(tmp_path / "x.tflite"),
+                                  "--materialize", "stem_conv"]) == 2
+    assert "not layers of the model that choose their execution" in capsys.readouterr().err
+    assert _tool("convert").main(["--model", "resnet_8_kron5x_lowmac", "--weights", "none",
+                                  "--out", str(tmp_path / "y.tflite"), "--execution",
+                                  "materialized", "--materialize", "stage3_block1_conv1"]) == 2
+    assert "does not combine" in capsys.readouterr().err
+    assert not (tmp_path / "x.tflite").exists() and not (tmp_path / "y.tflite").exists()
+
+
 def test_resize_nearest_is_a_block_repeat():
     images = np.random.default_rng(5).integers(0, 256, (3, 28, 28, 1)).astype("uint8")
     big = zoo.resize_nearest(images, (224, 224))

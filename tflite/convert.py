@@ -5,9 +5,13 @@
     python tflite/convert.py --model context_net_basic --out ctx.tflite --verify 256
     python tflite/convert.py --model kron_resnet_8 --weights mine.weights.h5 \
         --quantization int8 --calibration-data my_images.npy --out mine_int8.tflite
+    python tflite/convert.py --model resnet_20_kron5x_lowmac_plain --quantization int8 \
+        --materialize stage2_block1_conv1 --out lowmac_int8.tflite
 
 Kronecker layers are exported factored, the batch is fixed (--batch-size, default 1),
-only builtin LiteRT ops are allowed, and an existing file is kept unless --overwrite.
+only builtin LiteRT ops are allowed, and an existing file is kept unless --overwrite;
+--materialize LAYER... stores those Kronecker layers' full kernels instead (the layers
+`benchmarks/student_layers_litert.py` finds faster that way on the device).
 "int8" is full-integer with float32 input/output, calibrated on --calibration-data
 (a .npy array of raw 0..255 images, N x H x W [x C]); with published weights and no
 --calibration-data, on --calibration-examples of their pretraining images. Prints the
@@ -66,6 +70,10 @@ def build_parser():
     parser.add_argument("--execution", default="factored",
                         choices=("factored", "materialized", "as_built"),
                         help="Kronecker layers: factored (default) or materialized kernels")
+    parser.add_argument("--materialize", nargs="+", metavar="LAYER",
+                        help="materialise only these Kronecker layers, the others factored "
+                             "(e.g. those benchmarks/student_layers_litert.py finds faster "
+                             "materialised on the device)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     parser.add_argument("--verify", type=int, default=0, metavar="N",
                         help="also verify against Keras on N test images (0: skip)")
@@ -105,13 +113,21 @@ def main(argv=None):
     if args.calibration_data and quantization != "int8":
         print("error: --calibration-data calibrates --quantization int8 only.", file=sys.stderr)
         return 2
+    execution = args.execution
+    if args.materialize:
+        if args.execution != "factored":
+            print("error: --materialize names the layers to materialise, the others "
+                  f"factored; it does not combine with --execution {args.execution}.",
+                  file=sys.stderr)
+            return 2
+        execution = {name: "materialized" for name in args.materialize}
     weights = zoo.default_weights(args.model) if args.weights == "auto" else args.weights
     try:
         model = zoo.load_model(args.model, weights)
         representative = calibration_data(args, weights) if quantization == "int8" else None
         info = to_tflite(model, args.out, quantization=quantization,
                          representative_data=representative, batch_size=args.batch_size,
-                         overwrite=args.overwrite, execution=args.execution)
+                         overwrite=args.overwrite, execution=execution)
     except FileExistsError:
         return _exists(args.out)
     except (OSError, ValueError) as error:
