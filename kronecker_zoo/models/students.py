@@ -241,6 +241,9 @@ STUDENTS["resnet_20_kron5x_plain"] = STUDENTS["resnet_20_kron5x"]
 # resnet_20_kron10x's plan fine-tuned on labels for 30 epochs, weight decay 1e-4
 # (training/runs/resnet_20_kron10x_plain_e30/plan.json equals resnet_20_kron10x's).
 STUDENTS["resnet_20_kron10x_plain_e30"] = STUDENTS["resnet_20_kron10x"]
+# The same, weight decay 5e-5 instead of 1e-4
+# (training/runs/resnet_20_kron10x_plain_e30_lowwd/plan.json equals resnet_20_kron10x's).
+STUDENTS["resnet_20_kron10x_plain_e30_lowwd"] = STUDENTS["resnet_20_kron10x"]
 # The low-rank 5x plan on labels alone: the same-recipe twin of resnet_20_kron5x_plain
 # (training/runs/resnet_20_lowrank5x_plain/plan.json equals resnet_20_lowrank5x's).
 STUDENTS["resnet_20_lowrank5x_plain"] = STUDENTS["resnet_20_lowrank5x"]
