@@ -224,16 +224,16 @@ def _convert(model, quantization, representative_data, batch_size, input_shape, 
     elif bias_correction == "auto":
         if representative_data is not None and isinstance(model, keras.Model):
             copy = private_copy(model) if copy is None else copy
-        if representative_data is not None and _has_targets(copy, execution):
-            shape = static_input_shape(model, batch_size, input_shape)
-            batches = list(_batches(representative_data, shape))  # may be one-shot
-            files = [_convert(model, quantization, batches, batch_size, input_shape,
-                              execution, choice, copy)[0] for choice in (False, True)]
-            images = np.concatenate(batches)
-            reference = model.predict(images, verbose=0)
-            best = int(np.argmax([_file_sqnr_db(content, images, reference)
-                                  for content in files]))
-            return files[best], shape, bool(best)
+            if _has_targets(copy, execution):
+                shape = static_input_shape(model, batch_size, input_shape)
+                batches = list(_batches(representative_data, shape))  # may be one-shot
+                files = [_convert(model, quantization, batches, batch_size, input_shape,
+                                  execution, choice, copy)[0] for choice in (False, True)]
+                images = np.concatenate(batches)
+                reference = model.predict(images, verbose=0)
+                best = int(np.argmax([_file_sqnr_db(content, images, reference)
+                                      for content in files]))
+                return files[best], shape, bool(best)
         bias_correction = False
     with _prepared_converter(model, copy, quantization, representative_data, batch_size,
                              input_shape, execution, bias_correction) as (converter, shape,
