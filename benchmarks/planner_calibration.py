@@ -1,4 +1,4 @@
-"""Calibrate the execution planner's cost model: measured time of each lowering.
+"""Calibrate the execution planner's cost model: measured time of each execution.
 
     python benchmarks/planner_calibration.py --runtime litert        # LiteRT/XNNPACK, batch 1
     python benchmarks/planner_calibration.py --runtime litert_int8   # the same, int8 files
@@ -6,14 +6,18 @@
     KERAS_BACKEND=jax python benchmarks/planner_calibration.py --runtime jax
 
 For every distinct two-factor `KroneckerConv2D` of the given models (default: the zoo's
-Kronecker students) and the headline 9x9 layer, one single-layer model per lowering
-("batch": channel axes folded into the batch, transposes around the steps; "channels":
-grouped/depthwise convolution and ``F (x) I``, no data moved) is timed, interleaved.
+Kronecker students) and the headline 9x9 layer, one single-layer model per execution
+(factored "batch": channel axes folded into the batch, transposes around the steps;
+factored "channels": grouped/depthwise convolution and ``F (x) I``, no data moved;
+"materialized": one convolution with the full kernel) is timed, interleaved.
 A relative least-squares fit ``time = a * plain MACs + g * grouped MACs + b * moved + c``
-(grouped: MACs of grouped/depthwise convolutions; moved: elements the transposes move)
-gives the weights ``g / a`` and ``b / a`` that `kronecker_zoo.ops.COST_WEIGHTS` holds for
-that runtime. The table shows, per layer, both times, which is faster, and what
-``lowering="auto"`` picks with the current constant. Wall-clock: keep the machine idle.
+(grouped: MACs of grouped/depthwise convolutions; moved: elements the transposes move;
+MACs tiled as `kronecker_zoo.ops.tiled_macs` counts them, for every tile ``(k, n)`` of
+``TILES``: the one with the smallest residual is kept) gives the ``tile`` and the weights
+``g / a`` and ``b / a`` that `kronecker_zoo.ops.COST_WEIGHTS` holds for that runtime.
+The table shows, per layer, the three times, the fastest, and what the planner
+(``lowering="auto"``, ``execution="planned"``) picks with the current weights and with
+the fitted ones. Wall-clock: keep the machine idle.
 """
 
 import argparse
@@ -34,7 +38,11 @@ from kronecker_zoo.layers import KroneckerConv2D  # noqa: E402
 from kronecker_zoo.tables import markdown_table  # noqa: E402
 
 HEADLINE = ([(3, 3, 8, 8), (3, 3, 8, 8)], 1, (1, 1), (64, 64, 64))
-DEFAULT_MODELS = ("resnet_8_kron5x", "resnet_20_kron5x", "kron_resnet_8")
+DEFAULT_MODELS = ("resnet_8_kron5x", "resnet_20_kron5x", "kron_resnet_8", "resnet_8_kron5x_lowmac",
+                  "resnet_20_kron5x_lowmac")
+# The tiles (reduction, output channels) tried by the fit; (1, 1): MACs as they are.
+TILES = [(k, n) for k in (1, 2, 4, 8, 16) for n in (1, 2, 4, 8, 16)]
+EXECUTIONS = kz_ops.LOWERINGS + ("materialized",)
 
 
 def layer_cases(names):
@@ -51,14 +59,64 @@ def layer_cases(names):
     return cases
 
 
-def single_layer_model(case, lowering):
+def single_layer_model(case, execution):
+    """The layer alone, run as ``execution`` (a lowering of the factored execution, or
+    "materialized")."""
     factors, rank, strides, shape = case
     inputs = keras.Input(shape)
+    factored = execution != "materialized"
     layer = KroneckerConv2D(
         int(np.prod([f[3] for f in factors])),
         (int(np.prod([f[0] for f in factors])), int(np.prod([f[1] for f in factors]))),
-        factors, rank=rank, strides=strides, execution="factored", lowering=lowering)
+        factors, rank=rank, strides=strides,
+        execution="factored" if factored else "materialized",
+        lowering=execution if factored else "batch")
     return keras.Model(inputs, layer(inputs))
+
+
+def cost_terms(case, execution, tile):
+    """``(plain MACs, grouped MACs, moved)`` per example of the case run as ``execution``,
+    MACs tiled by ``tile``."""
+    factors, rank, strides, shape = case
+    if execution == "materialized":
+        kh = int(np.prod([f[0] for f in factors]))
+        kw = int(np.prod([f[1] for f in factors]))
+        cin, cout = int(np.prod([f[2] for f in factors])), int(np.prod([f[3] for f in factors]))
+        macs = kz_ops.dense_conv_macs(shape[:2], (kh, kw), cin, cout, strides, "same")
+        return kz_ops.tiled_macs(macs, kh * kw * cin, cout, tile), 0, 0
+    return kz_ops.factored_conv_cost_terms(shape[:2], factors, rank, strides, "same",
+                                           execution, tile)
+
+
+def predicted_costs(case, weights):
+    """``{execution: cost}`` under ``weights`` (a `COST_WEIGHTS` entry)."""
+    out = {}
+    for execution in EXECUTIONS:
+        plain, grouped, moved = cost_terms(case, execution, weights["tile"])
+        out[execution] = plain + weights["grouped_mac"] * grouped + weights["moved"] * moved
+    return out
+
+
+def planned_pick(case, weights):
+    """The execution the planner picks: the cheaper lowering, then materialised where that
+    is cheaper still (`kronecker_zoo.export.execution.planned_executions`)."""
+    costs = predicted_costs(case, weights)
+    lowering = min(kz_ops.LOWERINGS, key=costs.get)  # "batch" first: it wins ties
+    return "materialized" if costs["materialized"] < costs[lowering] else lowering
+
+
+def fit(cases, times, batch, tile):
+    """``(a, g, b, c), relative RMS residual`` of the least-squares fit with ``tile``
+    (each row divided by its time: small layers count as much as the headline one)."""
+    x, y = [], []
+    for case, ms in zip(cases, times):
+        for execution in EXECUTIONS:
+            x.append([batch * t for t in cost_terms(case, execution, tile)] + [1.0])
+            y.append(ms[execution])
+    x, y = np.array(x, dtype=float), np.array(y)
+    coef, *_ = np.linalg.lstsq(x / y[:, None], np.ones_like(y), rcond=None)
+    residual = float(np.sqrt(np.mean((x @ coef / y - 1.0) ** 2)))
+    return coef, residual
 
 
 def timer(runtime_name, model, batch):
@@ -74,7 +132,7 @@ def timer(runtime_name, model, batch):
         if runtime_name == "litert_int8":
             int8 = {"quantization": "int8", "representative_data": np.random.default_rng(1)
                     .standard_normal((32,) + shape[1:]).astype("float32")}
-        to_tflite(model, path, batch_size=batch, **int8)
+        to_tflite(model, path, batch_size=batch, execution="as_built", **int8)
         runner = TFLiteRunner(path, num_threads=1)
         os.remove(path)
         runner.invoke(x)
@@ -117,52 +175,48 @@ def main(argv=None):
     print(runtime.describe())
     print(f"runtime {args.runtime}, batch {batch}, median of {args.repeats} interleaved runs")
     cases = layer_cases(args.models)
-    rows, fit_x, fit_y, totals = [], [], [], {"batch": 0.0, "channels": 0.0, "auto": 0.0,
-                                              "fastest": 0.0}
+    times = []
     for case in cases:
-        factors, rank, strides, shape = case
-        runs = {lw: timer(args.runtime, single_layer_model(case, lw), batch)
-                for lw in kz_ops.LOWERINGS}
-        samples = {lw: [] for lw in runs}
+        runs = {ex: timer(args.runtime, single_layer_model(case, ex), batch)
+                for ex in EXECUTIONS}
+        samples = {ex: [] for ex in runs}
         for _ in range(args.repeats):
-            for lw, run in runs.items():
-                samples[lw].append(run())
-        ms = {lw: float(np.median(v)) * 1000 for lw, v in samples.items()}
-        features = {}
-        for lw in kz_ops.LOWERINGS:
-            terms = kz_ops.factored_conv_cost_terms(shape[:2], factors, rank, strides,
-                                                    "same", lw)
-            features[lw] = [batch * t for t in terms]
-            fit_x.append([*features[lw], 1.0])
-            fit_y.append(ms[lw])
-        picked = min(kz_ops.LOWERINGS, key=lambda lw: kz_ops.factored_conv_cost(
-            shape[:2], factors, rank, strides, "same", lw, backend=args.runtime))
-        for key, value in (("batch", ms["batch"]), ("channels", ms["channels"]),
-                           ("auto", ms[picked]), ("fastest", min(ms.values()))):
-            totals[key] += value
-        batch_terms, channel_terms = features["batch"], features["channels"]
+            for ex, run in runs.items():
+                samples[ex].append(run())
+        times.append({ex: float(np.median(v)) * 1000 for ex, v in samples.items()})
+    fits = {tile: fit(cases, times, batch, tile) for tile in TILES}
+    tile = min(fits, key=lambda t: fits[t][1])
+    (a, g, b, c), residual = fits[tile]
+    current = kz_ops.COST_WEIGHTS[args.runtime]
+    fitted = {"grouped_mac": round(g / a, 1), "moved": round(b / a, 1), "tile": tile}
+    rows, totals = [], {"batch": 0.0, "channels": 0.0, "materialized": 0.0,
+                        "planned (current)": 0.0, "planned (fitted)": 0.0, "fastest": 0.0}
+    for case, ms in zip(cases, times):
+        factors, rank, strides, shape = case
+        picks = {"planned (current)": planned_pick(case, current),
+                 "planned (fitted)": planned_pick(case, fitted)}
+        for key in EXECUTIONS:
+            totals[key] += ms[key]
+        for key, pick in picks.items():
+            totals[key] += ms[pick]
+        totals["fastest"] += min(ms.values())
         rows.append([f"{factors[0]} (x) {factors[1]}", str(rank), f"{strides[0]}",
                      f"{shape[0]}x{shape[1]}x{shape[2]}",
-                     f"{batch_terms[0] / batch / 1e6:.2f}M / {batch_terms[2] / batch / 1e3:.0f}k",
-                     f"{channel_terms[0] / batch / 1e6:.2f}M + {channel_terms[1] / batch / 1e6:.2f}M",
-                     f"{ms['batch']:.3f}", f"{ms['channels']:.3f}",
-                     min(ms, key=ms.get), picked])
-    # Relative least squares (each row divided by its time): small layers count as much
-    # as the headline one.
-    fit_x, fit_y = np.array(fit_x), np.array(fit_y)
-    (a, g, b, c), *_ = np.linalg.lstsq(fit_x / fit_y[:, None], np.ones_like(fit_y), rcond=None)
+                     *(f"{ms[ex]:.3f}" for ex in EXECUTIONS), min(ms, key=ms.get),
+                     picks["planned (current)"], picks["planned (fitted)"]])
     print()
-    print(markdown_table(["factors", "rank", "stride", "input", "batch: MACs / moved",
-                          "channels: plain + grouped MACs", "batch ms", "channels ms", "faster",
-                          "auto picks"], rows, left=4))
+    print(markdown_table(["factors", "rank", "stride", "input", "batch ms", "channels ms",
+                          "materialized ms", "fastest", "planner picks (current)",
+                          "planner picks (fitted)"], rows, left=4))
     print()
-    print(f"fit: ms = {a:.3e} * plain MACs + {g:.3e} * grouped MACs + {b:.3e} * moved "
-          f"+ {c:.4f}")
-    print(f'COST_WEIGHTS[{args.runtime!r}] = {{"grouped_mac": {g / a:.1f}, "moved": {b / a:.1f}}}'
-          f"  (now {kz_ops.COST_WEIGHTS[args.runtime]})")
+    print("relative RMS residual of the fit per tile (k, n): " + ", ".join(
+        f"{t}: {fits[t][1]:.3f}" for t in sorted(fits, key=lambda t: fits[t][1])[:6]))
+    print(f"fit, tile {tile}: ms = {a:.3e} * plain MACs + {g:.3e} * grouped MACs "
+          f"+ {b:.3e} * moved + {c:.4f}  (relative RMS residual {residual:.3f}; "
+          f"untiled {fits[(1, 1)][1]:.3f})")
+    print(f"COST_WEIGHTS[{args.runtime!r}] = {fitted}  (now {current})")
     print("total over the layers, ms: " + ", ".join(
-        f"{key} {value:.3f}" for key, value in totals.items())
-        + "  (auto: each layer's pick with the current weights)")
+        f"{key} {value:.3f}" for key, value in totals.items()))
     return 0
 
 

@@ -315,31 +315,68 @@ def factored_conv_macs(input_hw, factor_shapes, rank=1, strides=(1, 1), padding=
 
 
 # The planner's cost weights per runtime, in MACs of a plain convolution: one MAC of a
-# grouped or depthwise convolution, one element moved by a transpose. Fitted by
-# `python benchmarks/planner_calibration.py --runtime R` (relative least squares of
-# time = a * plain MACs + g * grouped MACs + b * moved + c over the zoo students' layers;
-# the weights are g / a and b / a) on an AMD EPYC (AVX2, no AVX-512), 2 cores; the runs
-# are in benchmarks/results/planner_calibration_<runtime>.txt.
+# grouped or depthwise convolution, one element moved by a transpose; and the ``tile``
+# ``(k, n)`` in which the runtime's convolution kernels (a GEMM per group) compute: the
+# reduction length ``kh kw cin`` of a group rounded up to a multiple of ``k``, its output
+# channels to a multiple of ``n`` (`tiled_macs`; depthwise convolutions are not tiled).
+# Fitted by `python benchmarks/planner_calibration.py --runtime R` (relative least
+# squares of time = a * plain MACs + g * grouped MACs + b * moved + c over the zoo
+# students' layers, run factored both ways and materialised, MACs tiled by the tile that
+# fits best; the weights are g / a and b / a); the runs, and the machine each ran on, are
+# in benchmarks/results/planner_calibration_<runtime>.txt.
 COST_WEIGHTS = {
-    "tensorflow": {"grouped_mac": 1.7, "moved": 90.9},  # Eigen kernels, batch 64
-    "jax": {"grouped_mac": 1.5, "moved": 38.2},  # XLA CPU, batch 64
-    "litert": {"grouped_mac": 0.9, "moved": 26.7},  # XNNPACK, 1 thread, batch 1
-    "litert_int8": {"grouped_mac": 1.6, "moved": 42.9},  # the same, int8 files
+    # AMD EPYC, AVX2, no AVX-512, 2 cores: Eigen kernels, batch 64
+    "tensorflow": {"grouped_mac": 1.7, "moved": 90.9, "tile": (1, 1)},
+    # the same machine: XLA CPU, batch 64
+    "jax": {"grouped_mac": 1.5, "moved": 38.2, "tile": (1, 1)},
+    # XNNPACK, 1 thread, batch 1 (float32, then int8 files)
+    "litert": {"grouped_mac": 0.9, "moved": 26.7, "tile": (1, 1)},
+    "litert_int8": {"grouped_mac": 1.6, "moved": 42.9, "tile": (1, 1)},
 }
 
 
+def cost_weights(runtime=None):
+    """`COST_WEIGHTS` of ``runtime`` (default: Keras' backend; unknown: "tensorflow")."""
+    return COST_WEIGHTS.get(runtime or keras.backend.backend(), COST_WEIGHTS["tensorflow"])
+
+
+def tiled_macs(macs, reduction, outputs, tile=(1, 1)):
+    """``macs`` of a convolution whose groups each reduce over ``reduction = kh kw cin``
+    inputs into ``outputs`` channels, as a kernel working in ``tile = (k, n)`` blocks
+    computes them: ``macs * ceil(reduction / k) k / reduction * ceil(outputs / n) n /
+    outputs`` (a 3x3 group of 2 -> 3 channels on n = 16 costs 16/3 of its MACs)."""
+    k, n = tile
+    return (macs * (-(-reduction // k) * k) * (-(-outputs // n) * n)
+            // (reduction * outputs))
+
+
+def _step_tiled_macs(step, macs, tile):
+    """``(MACs as computed, grouped?)`` of one step of a plan: tiled per group, except
+    a depthwise convolution (one input channel per group: `grouped_conv2d`)."""
+    kh, kw = step.kernel_size
+    groups = step.groups if step.lowering == "channels" else 1
+    group_in = step.conv_channels[0] // groups
+    group_out = step.conv_channels[1] // groups
+    depthwise = (groups > 1 and group_in == 1
+                 and step.conv_strides[0] == step.conv_strides[1])
+    if depthwise:
+        return macs, True
+    return tiled_macs(macs, kh * kw * group_in, group_out, tile), groups > 1
+
+
 def factored_conv_cost_terms(input_hw, factor_shapes, rank=1, strides=(1, 1),
-                             padding="same", lowering="batch"):
+                             padding="same", lowering="batch", tile=(1, 1)):
     """``(plain MACs, grouped MACs, moved elements)`` per example of a factored execution:
     the MACs of plain and of grouped/depthwise convolutions (each step counted at the
-    resolution it runs at), and the elements its transposes move (approximated at the
-    input size)."""
+    resolution it runs at, tiled by ``tile``: `tiled_macs`), and the elements its
+    transposes move (approximated at the input size)."""
     plain = grouped = 0
     for step, macs in _step_macs(input_hw, factor_shapes, rank, strides, padding, lowering):
-        if step.lowering == "channels" and step.groups > 1:
-            grouped += macs
+        computed, is_grouped = _step_tiled_macs(step, macs, tile)
+        if is_grouped:
+            grouped += computed
         else:
-            plain += macs
+            plain += computed
     moved = transposed_per_pixel(factor_shapes, rank, "auto", strides, lowering)
     return plain, grouped, moved * input_hw[0] * input_hw[1]
 
@@ -359,12 +396,22 @@ def factored_conv_constants(factor_shapes, rank=1, strides=(1, 1), lowering="bat
 def factored_conv_cost(input_hw, factor_shapes, rank=1, strides=(1, 1), padding="same",
                        lowering="batch", backend=None):
     """The planner's cost of a factored execution per example, in plain-convolution MACs:
-    ``plain MACs + w_g grouped MACs + w_m moved elements`` with the weights
-    ``COST_WEIGHTS[backend]`` (default: Keras' backend) measured on that runtime."""
-    weights = COST_WEIGHTS.get(backend or keras.backend.backend(), COST_WEIGHTS["tensorflow"])
+    ``plain MACs + w_g grouped MACs + w_m moved elements``, MACs tiled, with the weights
+    and tile ``COST_WEIGHTS[backend]`` (default: Keras' backend) measured on that
+    runtime."""
+    weights = cost_weights(backend)
     plain, grouped, moved = factored_conv_cost_terms(input_hw, factor_shapes, rank, strides,
-                                                     padding, lowering)
+                                                     padding, lowering, weights["tile"])
     return plain + weights["grouped_mac"] * grouped + weights["moved"] * moved
+
+
+def dense_conv_cost(input_hw, kernel_size, in_channels, out_channels, strides=(1, 1),
+                    padding="same", backend=None):
+    """The planner's cost of one plain convolution per example (its MACs tiled by
+    ``COST_WEIGHTS[backend]["tile"]``), in the units of `factored_conv_cost`."""
+    macs = dense_conv_macs(input_hw, kernel_size, in_channels, out_channels, strides, padding)
+    return tiled_macs(macs, kernel_size[0] * kernel_size[1] * in_channels, out_channels,
+                      cost_weights(backend)["tile"])
 
 
 def lowering_costs(input_hw, factor_shapes, rank=1, strides=(1, 1), padding="same",

@@ -972,6 +972,65 @@ def test_export_plans_each_lowering_for_litert_within_the_size_budget(tmp_path, 
     assert batch.size_bytes < info.size_bytes
 
 
+def _tiny_group_model():
+    """"tiny": factored, one grouped convolution of 8 groups of 2 -> 3 channels (3x3) and a
+    1x1; "wide": (3x3, 4 -> 4) (x) (3x3, 4 -> 4), far fewer MACs factored."""
+    inputs = keras.Input((28, 28, 16))
+    h = KroneckerConv2D(32, 3, [(1, 1, 8, 32), (3, 3, 2, 1)], rank=3, strides=2,
+                        name="tiny")(inputs)
+    h = KroneckerConv2D(32, 9, [(3, 3, 4, 4), (3, 3, 8, 8)], rank=2, name="wide")(h)
+    return keras.Model(inputs, h)
+
+
+def test_planned_execution_materialises_what_the_cost_model_finds_cheaper(tmp_path,
+                                                                          monkeypatch):
+    """execution="planned": a layer runs materialised exactly where the runtime's cost
+    model prices its full kernel below its factored execution, within the file-size
+    budget. With LiteRT's cost tiled (XNNPACK computes each group in whole blocks) the
+    layer of tiny groups is materialised, the other stays factored; untiled, neither.
+    The file is byte for byte the one the same per-layer dict gives, equals the model,
+    and the model's own executions are untouched."""
+    from kronecker_zoo import ops as kz_ops
+    from kronecker_zoo.export import execution as export_execution
+
+    model = _tiny_group_model()
+    layers = {n: model.get_layer(n) for n in ("tiny", "wide")}
+    before = {n: layer.resolved_execution for n, layer in layers.items()}
+    monkeypatch.setitem(kz_ops.COST_WEIGHTS, "litert",
+                        {"grouped_mac": 1.6, "moved": 30.0, "tile": (8, 16)})
+    costs = {n: layer.execution_costs("litert") for n, layer in layers.items()}
+    assert costs["tiny"]["materialized"] < costs["tiny"]["factored"]
+    assert costs["wide"]["materialized"] > 2 * costs["wide"]["factored"]
+    # the costs, from the plan's own terms: the factored lowering `lowering_for` picks
+    tiny = layers["tiny"]
+    plain, grouped, moved = kz_ops.factored_conv_cost_terms(
+        (28, 28), tiny.factors, 3, (2, 2), "same", tiny.lowering_for("litert"), (8, 16))
+    assert costs["tiny"]["factored"] == pytest.approx(plain + 1.6 * grouped + 30.0 * moved)
+    assert costs["tiny"]["materialized"] == 14 * 14 * 9 * 16 * 32  # multiples of the tile
+
+    assert export_execution.resolve_execution(model, "planned", "litert") == {
+        "tiny": "materialized"}
+    planned = to_tflite(model, tmp_path / "p.tflite", execution="planned")
+    explicit = to_tflite(model, tmp_path / "e.tflite", execution={"tiny": "materialized"})
+    assert planned.execution == {"tiny": "materialized"}
+    assert "materialized: tiny; others factored" in planned.summary()
+    assert (tmp_path / "p.tflite").read_bytes() == (tmp_path / "e.tflite").read_bytes()
+    assert planned.size_bytes <= file_size_bound(model.count_params())
+    assert {n: layer.resolved_execution for n, layer in layers.items()} == before
+    x = np.random.default_rng(0).standard_normal((2, 28, 28, 16)).astype("float32")
+    assert verify_tflite(model, planned, x).rel_error <= 1e-5
+
+    # no room for the full kernel in the file: factored
+    monkeypatch.setattr(export_execution, "extra_weights_budget", lambda params: 0)
+    assert export_execution.resolve_execution(model, "planned", "litert") == "factored"
+    monkeypatch.undo()
+    monkeypatch.setitem(kz_ops.COST_WEIGHTS, "litert",
+                        {"grouped_mac": 1.6, "moved": 30.0, "tile": (1, 1)})
+    assert export_execution.resolve_execution(model, "planned", "litert") == "factored"
+    with pytest.raises(ValueError, match="'planned'"):
+        to_tflite(model, tmp_path / "z.tflite", execution="plan")
+
+
 def test_per_layer_execution_materialises_only_the_named_layers(tmp_path):
     """execution={name: "materialized"}: that layer becomes one CONV_2D with its full
     kernel (stored: the file grows by its dense weights less its factors), the others

@@ -713,6 +713,47 @@ def test_low_rank_shaped_factors_cost_what_low_rank_conv_costs(k, cin, cout, ran
     assert inner_first == rank * 2 * k * cin * cout * h * w
 
 
+@given(st.integers(1, 40), st.integers(1, 40), st.integers(1, 50),
+       st.sampled_from([1, 2, 4, 8, 16]), st.sampled_from([1, 2, 4, 8, 16]))
+def test_tiled_macs_count_the_blocks_a_tiled_gemm_computes(reduction, outputs, pixels, k, n):
+    """`tiled_macs`: a GEMM of ``pixels`` rows, reducing ``reduction`` inputs into
+    ``outputs`` channels in ``k x n`` blocks computes every block whole: counted here
+    block by block, as a kernel loops over them."""
+    from kronecker_zoo import ops as kz_ops
+
+    blocks = [(kb, nb) for kb in range(0, reduction, k) for nb in range(0, outputs, n)]
+    computed = pixels * len(blocks) * k * n
+    assert kz_ops.tiled_macs(pixels * reduction * outputs, reduction, outputs,
+                             (k, n)) == computed
+    assert kz_ops.tiled_macs(pixels * reduction * outputs, reduction, outputs,
+                             (1, 1)) == pixels * reduction * outputs
+
+
+def test_tiled_cost_counts_each_group_of_a_grouped_step_whole():
+    """lowering="channels" of ``(1x1, 8 -> 32) (x) (3x3, 2 -> 1)``, rank 3, stride 2 on
+    28x28x16: the fast-axis step is one grouped convolution of 8 groups of 2 -> 3
+    channels (3x3, 14x14 outputs), the other step ``F_0 (x) I``, a 1x1 24 -> 32. Tiled
+    by (8, 16), each group's reduction 3*3*2 = 18 is computed as 24 and its 3 outputs
+    as 16; the plain 1x1 step's 24 -> 32 are multiples already."""
+    from kronecker_zoo import ops as kz_ops
+
+    factors = [(1, 1, 8, 32), (3, 3, 2, 1)]
+    plain, grouped, moved = kz_ops.factored_conv_cost_terms((28, 28), factors, 3, (2, 2),
+                                                            "same", "channels", (8, 16))
+    assert moved == 0
+    assert grouped == 14 * 14 * 8 * 24 * 16
+    assert plain == 14 * 14 * 24 * 32
+    untiled = kz_ops.factored_conv_cost_terms((28, 28), factors, 3, (2, 2), "same",
+                                              "channels")
+    assert untiled == (14 * 14 * 24 * 32, 14 * 14 * 8 * 18 * 3, 0)
+    # a depthwise step (one input channel per group) is not tiled
+    depthwise = [(1, 1, 16, 16), (3, 3, 1, 2)]
+    assert (kz_ops.factored_conv_cost_terms((28, 28), depthwise, 1, (1, 1), "same",
+                                            "channels", (8, 16))[1]
+            == kz_ops.factored_conv_cost_terms((28, 28), depthwise, 1, (1, 1), "same",
+                                               "channels")[1])
+
+
 def test_lowering_argument_is_checked_and_saved():
     factors = [(3, 3, 2, 2), (3, 3, 2, 2)]
     with pytest.raises(ValueError, match="`lowering` must be one of"):

@@ -11,7 +11,8 @@
 Kronecker layers are exported factored, the batch is fixed (--batch-size, default 1),
 only builtin LiteRT ops are allowed, and an existing file is kept unless --overwrite;
 --materialize LAYER... stores those Kronecker layers' full kernels instead (the layers
-`benchmarks/student_layers_litert.py` finds faster that way on the device).
+`benchmarks/student_layers_litert.py` finds faster that way on the device);
+--execution planned lets LiteRT's calibrated cost model pick those layers.
 "int8" is full-integer with float32 input/output, calibrated on --calibration-data
 (a .npy array of raw 0..255 images, N x H x W [x C]); with published weights and no
 --calibration-data, on --calibration-examples of their pretraining images. Prints the
@@ -31,6 +32,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from kronecker_zoo import models  # noqa: E402
 from kronecker_zoo.export import (  # noqa: E402
+    FORCED_EXECUTIONS,
     pretraining_calibration_data,
     tflite_ops_by_layer,
     to_tflite,
@@ -68,8 +70,10 @@ def build_parser():
                         help="int8 without --calibration-data: pretraining images used "
                              "(default %(default)s)")
     parser.add_argument("--execution", default="factored",
-                        choices=("factored", "materialized", "as_built"),
-                        help="Kronecker layers: factored (default) or materialized kernels")
+                        choices=FORCED_EXECUTIONS,
+                        help="Kronecker layers: factored (default), materialized kernels, "
+                             "as built, or planned (factored except the layers LiteRT's "
+                             "cost model finds faster materialised)")
     parser.add_argument("--materialize", nargs="+", metavar="LAYER",
                         help="materialise only these Kronecker layers, the others factored "
                              "(e.g. those benchmarks/student_layers_litert.py finds faster "

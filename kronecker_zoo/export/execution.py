@@ -18,7 +18,9 @@ import contextlib
 
 from kronecker_zoo import graph
 
-FORCED_EXECUTIONS = ("factored", "materialized", "as_built")
+# "planned": each layer factored unless the runtime's cost model finds its full kernel
+# cheaper (`planned_executions`).
+FORCED_EXECUTIONS = ("factored", "materialized", "as_built", "planned")
 
 
 # The values of a per-layer execution: ``{layer name: one of these}``.
@@ -147,17 +149,18 @@ def extra_weights_budget(params):
     return int(0.2 * params) + 8192
 
 
-def planned_lowerings(model, layers, runtime):
+def planned_lowerings(model, layers, runtime, budget=None):
     """``{layer: lowering}`` for the layers that plan their lowering (``lowering="auto"``):
     each layer's cheaper lowering on ``runtime``, then, while the extra weights the
-    "channels" lowerings store exceed `extra_weights_budget`, the layer saving least per
-    extra weight goes back to "batch"."""
+    "channels" lowerings store exceed ``budget`` (default `extra_weights_budget`), the
+    layer saving least per extra weight goes back to "batch"."""
     planning = [layer for layer in layers
                 if hasattr(layer, "lowering_for") and getattr(layer, "lowering", None) == "auto"]
     plan = {layer: layer.lowering_for(runtime) for layer in planning}
     extra = {layer: layer.lowering_constants("channels") - layer.lowering_constants("batch")
              for layer in planning if plan[layer] == "channels"}
-    budget = extra_weights_budget(model.count_params())
+    if budget is None:
+        budget = extra_weights_budget(model.count_params())
     by_value = sorted(extra, key=lambda layer: layer.lowering_saving(runtime)
                       / max(extra[layer], 1))
     while by_value and sum(extra[layer] for layer in by_value) > budget:
@@ -165,11 +168,54 @@ def planned_lowerings(model, layers, runtime):
     return plan
 
 
+def planned_executions(model, layers, runtime=None):
+    """``({layer: "factored" | "materialized"}, extra weights)`` for ``execution="planned"``.
+
+    A layer runs materialised where the cost model of ``runtime`` (`COST_WEIGHTS` of
+    `kronecker_zoo.ops`; default: Keras' backend) finds one convolution with its full
+    kernel cheaper than its factored execution (``layer.execution_costs``: tiny
+    convolution groups cost their runtime far more than their MACs); then, while the
+    extra weights those full kernels store exceed `extra_weights_budget`, the layer
+    saving least per extra weight goes back to factored. Layers without a cost model
+    run factored.
+    """
+    plan = {layer: "factored" for layer in layers}
+    saving, extra = {}, {}
+    for layer in layers:
+        if not hasattr(layer, "execution_costs"):
+            continue
+        costs = layer.execution_costs(runtime)
+        if costs["materialized"] < costs["factored"]:
+            saving[layer] = costs["factored"] - costs["materialized"]
+            extra[layer] = layer.materializing_extra_weights(runtime)
+    budget = extra_weights_budget(model.count_params())
+    by_value = sorted(saving, key=lambda layer: saving[layer] / max(extra[layer], 1))
+    while by_value and sum(extra[layer] for layer in by_value) > budget:
+        by_value.pop(0)
+    for layer in by_value:
+        plan[layer] = "materialized"
+    return plan, sum(extra[layer] for layer in by_value)
+
+
+def resolve_execution(model, execution, runtime=None):
+    """``execution`` as `forced_execution` runs it: "planned" becomes the per-layer dict
+    ``{layer name: "materialized"}`` of the layers `planned_executions` materialises on
+    ``runtime`` ("factored" when there are none); anything else is returned as it is."""
+    check_execution(execution)
+    if execution != "planned":
+        return execution
+    plan, _ = planned_executions(model, execution_layers(model), runtime)
+    return {layer.name: chosen for layer, chosen in plan.items()
+            if chosen == "materialized"} or "factored"
+
+
 @contextlib.contextmanager
 def forced_execution(model, execution="factored", runtime=None):
     """Within the block every choosing layer of ``model`` runs ``execution`` (or, for a
     per-layer dict ``{layer name: "factored" | "materialized"}``, what the dict says, the
-    layers it does not name factored: see `check_execution`).
+    layers it does not name factored: see `check_execution`; for "planned", what
+    `planned_executions` picks on ``runtime``, their full kernels counted in the
+    lowerings' weight budget).
 
     Sets each layer's ``resolved_execution`` (what its ``call`` reads) and restores
     the previous values on exit, errors included. ``"as_built"`` changes nothing.
@@ -183,8 +229,16 @@ def forced_execution(model, execution="factored", runtime=None):
     """
     check_execution(execution)
     layers = [] if execution == "as_built" else execution_layers(model)
-    executions = per_layer_executions(layers, execution)
-    plan = planned_lowerings(model, layers, runtime) if runtime else {}
+    if execution == "planned":
+        chosen, extra = planned_executions(model, layers, runtime)
+        executions = [chosen[layer] for layer in layers]
+        factored = [layer for layer in layers if chosen[layer] == "factored"]
+        plan = (planned_lowerings(model, factored, runtime,
+                                  extra_weights_budget(model.count_params()) - extra)
+                if runtime else {})
+    else:
+        executions = per_layer_executions(layers, execution)
+        plan = planned_lowerings(model, layers, runtime) if runtime else {}
     saved = [layer.resolved_execution for layer in layers]
     saved_lowering = [layer.resolved_lowering for layer in plan]
     try:

@@ -56,6 +56,7 @@ from kronecker_zoo.export.execution import (
     execution_layers,
     forced_execution,
     private_copy,
+    resolve_execution,
 )
 from kronecker_zoo.export.inspect_tflite import check_tflite_ops, tflite_ops
 from kronecker_zoo.export.runner import run_tflite
@@ -81,7 +82,9 @@ class TFLiteExport:
     quantization: str  # "float32", "float16", "dynamic" or "int8"
     input_shape: tuple  # (batch, H, W, C), static
     params: int
-    execution: object  # "factored", "materialized", "as_built" or {layer name: execution}
+    # "factored", "materialized", "as_built" or {layer name: execution} ("planned": the
+    # layers it materialised, as such a dict, or "factored")
+    execution: object
     ops: tuple
     kronecker_layers: int = 0  # layers whose execution was chosen (KroneckerConv2D)
     bias_corrected: bool = False  # int8: the weight-rounding bias correction was kept
@@ -194,6 +197,11 @@ def _converter(model, shape, execution, runtime="litert"):
 BIAS_CORRECTIONS = ("auto", True, False)
 # The cost table int8 files plan their Kronecker lowerings for (int8 kernels differ).
 _INT8_RUNTIME = "litert_int8"
+
+
+def _runtime(quantization):
+    """The `COST_WEIGHTS` entry a file of ``quantization`` is planned for."""
+    return _INT8_RUNTIME if _check_quantization(quantization) == "int8" else "litert"
 
 
 def _check_bias_correction(bias_correction):
@@ -325,8 +333,7 @@ def _prepared_converter(model, copy, quantization, representative_data, batch_si
 def _configured_converter(model, shape, execution, quantization, batches):
     """The converter `convert_tflite` runs (``model`` already a rewritten private copy)."""
     # Kronecker layers planned for the runtime's measured costs.
-    converter = _converter(model, shape, execution,
-                           _INT8_RUNTIME if quantization == "int8" else "litert")
+    converter = _converter(model, shape, execution, _runtime(quantization))
     if quantization is not None:
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
     if quantization == "float16":
@@ -370,7 +377,11 @@ def to_tflite(model, path, quantization=None, representative_data=None, batch_si
             `"as_built"` (each layer's own choice), or a dict ``{layer name:
             "factored" | "materialized"}`` (the layers it does not name factored): e.g.
             the layers `benchmarks/student_layers_litert.py` finds faster materialised
-            on your device, at the cost of their full kernels in the file.
+            on your device, at the cost of their full kernels in the file; or
+            `"planned"`: factored except the layers LiteRT's cost model (calibrated on
+            XNNPACK, float32 and int8 apart) finds faster materialised, within the
+            file-size budget (`planned_executions`; ``TFLiteExport.execution`` names
+            them).
         bias_correction: `"auto"`, `True` or `False`. "int8" only: `True` folds into
             the file's biases the mean output shift that int8 weight rounding of
             Conv2D, Dense, depthwise, separable, Kronecker and low-rank layers causes on
@@ -395,6 +406,7 @@ def to_tflite(model, path, quantization=None, representative_data=None, batch_si
     path = check_output_file(path, overwrite)
     content, shape, corrected = _convert(model, quantization, representative_data,
                                          batch_size, input_shape, execution, bias_correction)
+    executed = resolve_execution(model, execution, _runtime(quantization))
     write_atomically(path, content)
     return TFLiteExport(
         path=path,
@@ -402,7 +414,7 @@ def to_tflite(model, path, quantization=None, representative_data=None, batch_si
         quantization=_check_quantization(quantization) or "float32",
         input_shape=shape,
         params=int(model.count_params()),
-        execution=dict(execution) if isinstance(execution, dict) else execution,
+        execution=dict(executed) if isinstance(executed, dict) else executed,
         ops=tuple(tflite_ops(content)),
         kronecker_layers=len(execution_layers(model)),
         bias_corrected=corrected,

@@ -272,6 +272,26 @@ class KroneckerConv2D(WeightArgsMixin, keras.layers.Layer):
         "litert": `kronecker_zoo.ops.COST_WEIGHTS`) at the build-time input size."""
         return self._resolve_lowering(getattr(self, "built_input_hw", (None, None)), runtime)
 
+    def execution_costs(self, runtime=None):
+        """``{"factored": ..., "materialized": ...}``: the planner's cost of each execution
+        on ``runtime`` at the build-time input size (`kronecker_zoo.ops.factored_conv_cost`
+        with the lowering `lowering_for` picks, `kronecker_zoo.ops.dense_conv_cost`)."""
+        hw = tuple(NOMINAL_INPUT_SIZE if d is None else int(d) for d in self.built_input_hw)
+        _, _, cin, cout = kernel_math.kronecker_kernel_shape(self.factors)
+        return {
+            "factored": kz_ops.factored_conv_cost(hw, self.factors, self.rank, self.strides,
+                                                  self.padding, self.lowering_for(runtime),
+                                                  runtime),
+            "materialized": kz_ops.dense_conv_cost(hw, self.kernel_size, cin, cout,
+                                                   self.strides, self.padding, runtime),
+        }
+
+    def materializing_extra_weights(self, runtime=None):
+        """Weights an export stores beyond the factored execution's when this layer runs
+        materialised: its full kernel less the factors as `lowering_for` runs them."""
+        kh, kw, cin, cout = kernel_math.kronecker_kernel_shape(self.factors)
+        return max(kh * kw * cin * cout - self.lowering_constants(self.lowering_for(runtime)), 0)
+
     @property
     def kernel(self):
         """The materialised kernel ``(kh, kw, in, filters)`` (for inspection/export)."""
