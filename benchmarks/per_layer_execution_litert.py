@@ -4,12 +4,13 @@
         --materialize stage2_block1_conv1 --twin resnet_20_lowrank5x_plain
 
 `benchmarks/student_layers_litert.py` finds the layers that run faster materialised; this
-exports the whole model three ways (float32 and int8, published weights, int8 calibrated
-with `pretraining_calibration_data`): every Kronecker layer factored, the ``--materialize``
-layers materialised (``to_tflite(..., execution={name: "materialized"})``), and ``--twin``
-as it is; checks each file against Keras on the first ``--examples`` test images and
-times them interleaved (``--rounds`` rounds of `benchmark_tflite`, 1 and 2 threads;
-min and median of the rounds' medians). Wall-clock: keep the machine idle.
+exports the whole model (float32 and int8, published weights, int8 calibrated with
+`pretraining_calibration_data`) with every Kronecker layer factored, as
+``execution="planned"`` materialises them (LiteRT's cost model), with the
+``--materialize`` layers materialised (``to_tflite(..., execution={name:
+"materialized"})``), and ``--twin`` as it is; checks each file against Keras on the
+first ``--examples`` test images and times them interleaved (``--rounds`` rounds of
+`benchmark_tflite`, 1 and 2 threads; min and median of the rounds' medians). Wall-clock: keep the machine idle.
 """
 
 import argparse
@@ -29,12 +30,13 @@ from kronecker_zoo.export import (  # noqa: E402
     to_tflite,
     verify_tflite,
 )
+from kronecker_zoo.export.execution import describe_execution  # noqa: E402
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("model")
-    parser.add_argument("--materialize", nargs="+", required=True, metavar="LAYER")
+    parser.add_argument("--materialize", nargs="+", default=None, metavar="LAYER")
     parser.add_argument("--twin", default=None)
     parser.add_argument("--weights", default="fashion_mnist")
     parser.add_argument("--examples", type=int, default=2000)
@@ -42,8 +44,9 @@ def main(argv=None):
     args = parser.parse_args(argv)
     x, y = data.fashion_mnist("test")
     x, y = x[:args.examples].astype("float32"), y[:args.examples]
-    ways = [(args.model, "factored"),
-            (args.model, {name: "materialized" for name in args.materialize})]
+    ways = [(args.model, "factored"), (args.model, "planned")]
+    if args.materialize:
+        ways.append((args.model, {name: "materialized" for name in args.materialize}))
     if args.twin:
         ways.append((args.twin, "factored"))
     print(runtime.describe())
@@ -58,9 +61,13 @@ def main(argv=None):
                 info = to_tflite(model, os.path.join(folder, f"{len(files)}.tflite"),
                                  execution=execution, **extra)
                 report = verify_tflite(model, info, x, labels=y)
-                key = (f"{name}, {precision}, "
-                       + (f"materialised: {', '.join(args.materialize)}"
-                          if isinstance(execution, dict) else "as published"))
+                if isinstance(execution, dict):
+                    how = f"materialised: {', '.join(sorted(execution))}"
+                elif execution == "planned":
+                    how = f"planned ({describe_execution(info.execution)})"
+                else:
+                    how = "all factored" if info.kronecker_layers else "as published"
+                key = f"{name}, {precision}, {how}"
                 print(f"{key}: {info.size_bytes:,} B, agreement with Keras "
                       f"{report.agreement:.2%}", flush=True)
                 files[key] = info

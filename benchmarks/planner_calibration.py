@@ -188,7 +188,8 @@ def main(argv=None):
     tile = min(fits, key=lambda t: fits[t][1])
     (a, g, b, c), residual = fits[tile]
     current = kz_ops.COST_WEIGHTS[args.runtime]
-    fitted = {"grouped_mac": round(g / a, 1), "moved": round(b / a, 1), "tile": tile}
+    fitted = {"grouped_mac": round(float(g / a), 1), "moved": round(float(b / a), 1),
+              "tile": tile}
     rows, totals = [], {"batch": 0.0, "channels": 0.0, "materialized": 0.0,
                         "planned (current)": 0.0, "planned (fitted)": 0.0, "fastest": 0.0}
     for case, ms in zip(cases, times):

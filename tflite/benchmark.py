@@ -4,6 +4,7 @@
     python tflite/benchmark.py --compare kron_resnet_8 resnet_8
     python tflite/benchmark.py --compare kron_resnet_8 resnet_8 --examples 1000 --runs 50
     python tflite/benchmark.py --compare resnet_8 resnet_8_kron5x --input-size 224,224
+    python tflite/benchmark.py --compare resnet_8 resnet_8_kron5x --execution planned
 
 Latency: median over --runs invokes (after --warmup untimed ones) of the LiteRT
 interpreter with its default XNNPACK delegate, at each of --threads (default 1 and 2).
@@ -43,6 +44,9 @@ def build_parser():
     parser.add_argument("--input-size", type=_size, default=None, metavar="H,W",
                         help="--compare: export and time at H x W (e.g. 224,224); test and "
                              "calibration images are resized to it (nearest neighbour)")
+    parser.add_argument("--execution", default="factored", choices=("factored", "planned"),
+                        help="--compare: Kronecker layers all factored (default), or "
+                             "materialised where LiteRT's cost model finds that faster")
     return parser
 
 
@@ -70,7 +74,8 @@ def main(argv=None):
         os.makedirs(args.out_dir, exist_ok=True)
     rows = zoo.compare_litert(args.compare, threads=args.threads, runs=args.runs,
                               warmup=args.warmup, examples=args.examples,
-                              directory=args.out_dir, verbose=True, input_hw=args.input_size)
+                              directory=args.out_dir, verbose=True, input_hw=args.input_size,
+                              execution=args.execution)
     print()
     print(zoo.litert_table(rows))
     return 0

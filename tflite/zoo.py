@@ -21,6 +21,7 @@ from kronecker_zoo.export import (
     verify_tflite,
 )
 from kronecker_zoo.export.calibration import DEFAULT_CALIBRATION_EXAMPLES
+from kronecker_zoo.export.execution import describe_execution
 
 PRETRAINING_SETS = {"classification": "fashion_mnist", "segmentation": "fashion_scenes"}
 
@@ -69,7 +70,7 @@ def resize_nearest(images, hw):
 
 def compare_litert(names, weights="auto", quantizations=(None, "int8"), threads=(1, 2),
                    runs=100, warmup=20, examples=None, directory=None, verbose=False,
-                   input_hw=None):
+                   input_hw=None, execution="factored"):
     """One row per (model, quantization): size, latency, parity and accuracy.
 
     Args:
@@ -88,6 +89,9 @@ def compare_litert(names, weights="auto", quantizations=(None, "int8"), threads=
             at that size, and the test and calibration images are resized to it
             (`resize_nearest`), so parity is measured at that size; the accuracy of a
             model trained at 28x28 on x8 images is reported, not a claim.
+        execution: `to_tflite`'s ``execution`` for every model: "factored" (default) or
+            "planned" (the Kronecker layers LiteRT's cost model finds faster
+            materialised are stored whole).
 
     Returns:
         A list of dicts: ``model, weights, params, quantization, size_bytes,
@@ -118,7 +122,7 @@ def compare_litert(names, weights="auto", quantizations=(None, "int8"), threads=
                     calibration = resize_nearest(calibration, input_hw)
                 info = to_tflite(model, path, quantization=quantization,
                                  representative_data=calibration,
-                                 overwrite=directory is None)
+                                 overwrite=directory is None, execution=execution)
                 report = verify_tflite(model, info, images, labels)
                 row = {
                     "model": name, "weights": tag, "params": info.params,
@@ -137,7 +141,9 @@ def compare_litert(names, weights="auto", quantizations=(None, "int8"), threads=
                           f"{100 * report.keras_accuracy:.2f}% / LiteRT "
                           f"{100 * report.tflite_accuracy:.2f}% ({report.num_examples} images, "
                           f"{'PASSED' if report.passed else 'FAILED'}); ops "
-                          f"{', '.join(info.ops)}", flush=True)
+                          f"{', '.join(info.ops)}"
+                          + (f"; {describe_execution(info.execution)} execution"
+                             if info.kronecker_layers else ""), flush=True)
                 rows.append(row)
         # Timed side by side, interleaved, once every file exists (see
         # `benchmark_tflite_interleaved`): noise from the machine hits all alike.

@@ -244,6 +244,10 @@ STUDENTS["resnet_20_kron10x_plain_e30"] = STUDENTS["resnet_20_kron10x"]
 # The same, weight decay 5e-5 instead of 1e-4
 # (training/runs/resnet_20_kron10x_plain_e30_lowwd/plan.json equals resnet_20_kron10x's).
 STUDENTS["resnet_20_kron10x_plain_e30_lowwd"] = STUDENTS["resnet_20_kron10x"]
+# resnet_20_lowrank10x's plan on resnet_20_kron10x_plain_e30_lowwd's recipe (30 epochs on
+# labels, weight decay 5e-5): its same-recipe twin
+# (training/runs/resnet_20_lowrank10x_plain_e30_lowwd/plan.json equals resnet_20_lowrank10x's).
+STUDENTS["resnet_20_lowrank10x_plain_e30_lowwd"] = STUDENTS["resnet_20_lowrank10x"]
 # The low-rank 5x plan on labels alone: the same-recipe twin of resnet_20_kron5x_plain
 # (training/runs/resnet_20_lowrank5x_plain/plan.json equals resnet_20_lowrank5x's).
 STUDENTS["resnet_20_lowrank5x_plain"] = STUDENTS["resnet_20_lowrank5x"]
