@@ -792,6 +792,27 @@ def test_compare_at_another_input_size(tmp_path):
 
 
 @pytest.mark.slow
+def test_compare_times_each_execution_of_a_kronecker_model(tmp_path):
+    """execution=("factored", "planned"): a model with Kronecker layers is exported once
+    per execution (one column each), a model without them once; the planned file is
+    the one `to_tflite(execution="planned")` writes."""
+    rows = zoo.compare_litert(["resnet_8", "resnet_8_kron5x_lowmac"], weights="fashion_mnist",
+                              quantizations=(None,), threads=(1,), runs=2, warmup=1,
+                              examples=4, directory=tmp_path,
+                              execution=("factored", "planned"))
+    assert [row["column"] for row in rows] == [
+        "resnet_8", "resnet_8_kron5x_lowmac (factored)", "resnet_8_kron5x_lowmac (planned)"]
+    assert all(row["agreement"] == 1.0 and row["rel_error"] <= 1e-4 for row in rows)
+    model = zoo.load_model("resnet_8_kron5x_lowmac", "fashion_mnist")
+    info = to_tflite(model, tmp_path / "planned.tflite", execution="planned")
+    with open(rows[2]["path"], "rb") as f:
+        assert f.read() == (tmp_path / "planned.tflite").read_bytes()
+    table = zoo.litert_table(rows)
+    assert "`resnet_8_kron5x_lowmac (planned)`" in table and table.count("`resnet_8`") == 1
+    assert info.kronecker_layers > 0
+
+
+@pytest.mark.slow
 def test_int8_parity_tool(tmp_path, capsys):
     parity = _tool("int8_parity")
     with pytest.raises(SystemExit):

@@ -4,7 +4,7 @@
     python tflite/benchmark.py --compare kron_resnet_8 resnet_8
     python tflite/benchmark.py --compare kron_resnet_8 resnet_8 --examples 1000 --runs 50
     python tflite/benchmark.py --compare resnet_8 resnet_8_kron5x --input-size 224,224
-    python tflite/benchmark.py --compare resnet_8 resnet_8_kron5x --execution planned
+    python tflite/benchmark.py --compare resnet_8 resnet_8_kron5x --execution factored planned
 
 Latency: median over --runs invokes (after --warmup untimed ones) of the LiteRT
 interpreter with its default XNNPACK delegate, at each of --threads (default 1 and 2).
@@ -44,9 +44,11 @@ def build_parser():
     parser.add_argument("--input-size", type=_size, default=None, metavar="H,W",
                         help="--compare: export and time at H x W (e.g. 224,224); test and "
                              "calibration images are resized to it (nearest neighbour)")
-    parser.add_argument("--execution", default="factored", choices=("factored", "planned"),
+    parser.add_argument("--execution", nargs="+", default=["factored"],
+                        choices=("factored", "planned"),
                         help="--compare: Kronecker layers all factored (default), or "
-                             "materialised where LiteRT's cost model finds that faster")
+                             "materialised where LiteRT's cost model finds that faster; "
+                             "both: one column per execution, timed side by side")
     return parser
 
 

@@ -6,6 +6,7 @@ the model's test set and times them with LiteRT (XNNPACK) at 1 and 2 threads;
 of the same data set (`calibration_set`).
 """
 
+import itertools
 import os
 import tempfile
 
@@ -21,7 +22,7 @@ from kronecker_zoo.export import (
     verify_tflite,
 )
 from kronecker_zoo.export.calibration import DEFAULT_CALIBRATION_EXAMPLES
-from kronecker_zoo.export.execution import describe_execution
+from kronecker_zoo.export.execution import describe_execution, execution_layers
 
 PRETRAINING_SETS = {"classification": "fashion_mnist", "segmentation": "fashion_scenes"}
 
@@ -91,7 +92,9 @@ def compare_litert(names, weights="auto", quantizations=(None, "int8"), threads=
             model trained at 28x28 on x8 images is reported, not a claim.
         execution: `to_tflite`'s ``execution`` for every model: "factored" (default) or
             "planned" (the Kronecker layers LiteRT's cost model finds faster
-            materialised are stored whole).
+            materialised are stored whole), or a list of them: a model with Kronecker
+            layers is then exported once per execution (its column named
+            ``"model (execution)"``), every file timed in the same interleaved rounds.
 
     Returns:
         A list of dicts: ``model, weights, params, quantization, size_bytes,
@@ -113,19 +116,24 @@ def compare_litert(names, weights="auto", quantizations=(None, "int8"), threads=
                 images = resize_nearest(images, input_hw)
                 if models.spec(name).task == "segmentation":
                     labels = resize_nearest(labels, input_hw)
-            for quantization in quantizations:
+            executions = [execution] if isinstance(execution, str) else list(execution)
+            if not execution_layers(model):
+                executions = executions[:1]  # nothing to choose: one export
+            for quantization, how in itertools.product(quantizations, executions):
                 label = quantization or "float32"
-                path = os.path.join(folder, f"{name}_{label}.tflite")
+                column, stem = ((name, name) if len(executions) == 1
+                                else (f"{name} ({how})", f"{name}_{how}"))
+                path = os.path.join(folder, f"{stem}_{label}.tflite")
                 calibration = (calibration_set(name, tag) if quantization == "int8"
                                else None)
                 if calibration is not None and input_hw is not None:
                     calibration = resize_nearest(calibration, input_hw)
                 info = to_tflite(model, path, quantization=quantization,
                                  representative_data=calibration,
-                                 overwrite=directory is None, execution=execution)
+                                 overwrite=directory is None, execution=how)
                 report = verify_tflite(model, info, images, labels)
                 row = {
-                    "model": name, "weights": tag, "params": info.params,
+                    "model": name, "column": column, "weights": tag, "params": info.params,
                     "quantization": label, "size_bytes": info.size_bytes,
                     "latency_ms": {}, "file": info.path,
                     "agreement": report.agreement, "rel_error": report.rel_error,
@@ -135,7 +143,7 @@ def compare_litert(names, weights="auto", quantizations=(None, "int8"), threads=
                     "ops": info.ops, "path": path if directory is not None else None,
                 }
                 if verbose:
-                    print(f"{name} {label}: {info.size_bytes:,} B, "
+                    print(f"{column} {label}: {info.size_bytes:,} B, "
                           f"relative error {report.rel_error:.2g}, SQNR {report.sqnr_db:.1f} dB, "
                           f"agreement {100 * report.agreement:.2f}%, accuracy Keras "
                           f"{100 * report.keras_accuracy:.2f}% / LiteRT "
@@ -156,12 +164,13 @@ def compare_litert(names, weights="auto", quantizations=(None, "int8"), threads=
 
 
 def litert_table(rows):
-    """Side-by-side Markdown table of `compare_litert` rows: one column per model."""
-    models_ = list(dict.fromkeys(r["model"] for r in rows))
-    by = {(r["model"], r["quantization"]): r for r in rows}
+    """Side-by-side Markdown table of `compare_litert` rows: one column per model (per
+    model and execution when several were exported)."""
+    models_ = list(dict.fromkeys(r.get("column", r["model"]) for r in rows))
+    by = {(r.get("column", r["model"]), r["quantization"]): r for r in rows}
     quantizations = list(dict.fromkeys(r["quantization"] for r in rows))
     threads = sorted({t for r in rows for t in r["latency_ms"]})
-    first = {m: next(r for r in rows if r["model"] == m) for m in models_}
+    first = {m: next(r for r in rows if r.get("column", r["model"]) == m) for m in models_}
 
     def cell(model, quantization, fn):
         row = by.get((model, quantization))
