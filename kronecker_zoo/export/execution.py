@@ -187,7 +187,7 @@ def planned_executions(model, layers, runtime=None):
         costs = layer.execution_costs(runtime)
         if costs["materialized"] < costs["factored"]:
             saving[layer] = costs["factored"] - costs["materialized"]
-            extra[layer] = layer.materializing_extra_weights(runtime)
+            extra[layer] = layer.materializing_extra_weights()
     budget = extra_weights_budget(model.count_params())
     by_value = sorted(saving, key=lambda layer: saving[layer] / max(extra[layer], 1))
     while by_value and sum(extra[layer] for layer in by_value) > budget:

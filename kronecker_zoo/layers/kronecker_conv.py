@@ -286,11 +286,11 @@ class KroneckerConv2D(WeightArgsMixin, keras.layers.Layer):
                                                    self.strides, self.padding, runtime),
         }
 
-    def materializing_extra_weights(self, runtime=None):
-        """Weights an export stores beyond the factored execution's when this layer runs
-        materialised: its full kernel less the factors as `lowering_for` runs them."""
+    def materializing_extra_weights(self):
+        """Weights an export stores beyond the layer's own when it runs materialised: its
+        full kernel less its factors."""
         kh, kw, cin, cout = kernel_math.kronecker_kernel_shape(self.factors)
-        return max(kh * kw * cin * cout - self.lowering_constants(self.lowering_for(runtime)), 0)
+        return max(kh * kw * cin * cout - self.lowering_constants("batch"), 0)
 
     @property
     def kernel(self):
