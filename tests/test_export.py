@@ -1044,6 +1044,16 @@ def test_planned_execution_materialises_what_the_cost_model_finds_cheaper(tmp_pa
     assert {n: layer.resolved_execution for n, layer in layers.items()} == before
     x = np.random.default_rng(0).standard_normal((2, 28, 28, 16)).astype("float32")
     assert verify_tflite(model, planned, x).rel_error <= 1e-5
+    # int8 files are planned on the int8 costs, traced after the int8 rewrites: the same
+    monkeypatch.setitem(kz_ops.COST_WEIGHTS, "litert_int8",
+                        {"grouped_mac": 1.6, "moved": 30.0, "tile": (8, 16)})
+    calibration = np.random.default_rng(1).uniform(0, 1, (16, 28, 28, 16)).astype("float32")
+    int8 = {"quantization": "int8", "representative_data": calibration,
+            "bias_correction": False}
+    planned8 = to_tflite(model, tmp_path / "p8.tflite", execution="planned", **int8)
+    to_tflite(model, tmp_path / "e8.tflite", execution={"tiny": "materialized"}, **int8)
+    assert planned8.execution == {"tiny": "materialized"}
+    assert (tmp_path / "p8.tflite").read_bytes() == (tmp_path / "e8.tflite").read_bytes()
 
     # no room for the full kernel in the file: factored
     monkeypatch.setattr(export_execution, "extra_weights_budget", lambda params: 0)
