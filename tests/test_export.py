@@ -773,6 +773,14 @@ def test_convert_tool_materialises_the_named_layers(tmp_path, capsys):
                                   "materialized", "--materialize", "stage3_block1_conv1"]) == 2
     assert "does not combine" in capsys.readouterr().err
     assert not (tmp_path / "x.tflite").exists() and not (tmp_path / "y.tflite").exists()
+    # --execution planned: the layers LiteRT's cost model materialises, named in the summary
+    from kronecker_zoo.export.execution import describe_execution, resolve_execution
+
+    expected = resolve_execution(models.get("resnet_8_kron5x_lowmac"), "planned", "litert")
+    assert _tool("convert").main(["--model", "resnet_8_kron5x_lowmac", "--weights", "none",
+                                  "--out", str(tmp_path / "p.tflite"),
+                                  "--execution", "planned"]) == 0
+    assert f"{describe_execution(expected)} execution" in capsys.readouterr().out
 
 
 def test_resize_nearest_is_a_block_repeat():
