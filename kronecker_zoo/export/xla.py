@@ -140,8 +140,10 @@ def to_xla(model, directory, batch_size=1, input_shape=None, execution="factored
         batch_size: int. The fixed batch of the serving signature. Defaults to `1`.
         input_shape: `(H, W, C)` for a model built with unknown height/width.
         execution: `"factored"` (default), `"materialized"` or `"as_built"` for
-            layers with an execution choice, or a per-layer dict ``{layer name:
-            "factored" | "materialized"}`` (see `forced_execution`).
+            layers with an execution choice, a per-layer dict ``{layer name:
+            "factored" | "materialized"}``, or `"planned"` (factored except the layers
+            the cost model of Keras' backend finds faster materialised; see
+            `forced_execution`).
 
     Returns:
         `XLAExport`. Reload with ``tf.saved_model.load(directory)``: ``.serve(images)``
