@@ -161,11 +161,21 @@ def planned_lowerings(model, layers, runtime, budget=None):
              for layer in planning if plan[layer] == "channels"}
     if budget is None:
         budget = extra_weights_budget(model.count_params())
-    by_value = sorted(extra, key=lambda layer: layer.lowering_saving(runtime)
-                      / max(extra[layer], 1))
-    while by_value and sum(extra[layer] for layer in by_value) > budget:
-        plan[by_value.pop(0)] = "batch"
+    saving = {layer: layer.lowering_saving(runtime) for layer in extra}
+    kept = _within_budget(saving, extra, budget)
+    for layer in extra:
+        if layer not in kept:
+            plan[layer] = "batch"
     return plan
+
+
+def _within_budget(saving, extra, budget):
+    """The layers of ``saving`` kept once, while their ``extra`` weights exceed ``budget``,
+    the one saving least per extra weight has been dropped, then the next."""
+    by_value = sorted(saving, key=lambda layer: saving[layer] / max(extra[layer], 1))
+    while by_value and sum(extra[layer] for layer in by_value) > budget:
+        by_value.pop(0)
+    return by_value
 
 
 def planned_executions(model, layers, runtime=None):
@@ -188,13 +198,10 @@ def planned_executions(model, layers, runtime=None):
         if costs["materialized"] < costs["factored"]:
             saving[layer] = costs["factored"] - costs["materialized"]
             extra[layer] = layer.materializing_extra_weights()
-    budget = extra_weights_budget(model.count_params())
-    by_value = sorted(saving, key=lambda layer: saving[layer] / max(extra[layer], 1))
-    while by_value and sum(extra[layer] for layer in by_value) > budget:
-        by_value.pop(0)
-    for layer in by_value:
+    kept = _within_budget(saving, extra, extra_weights_budget(model.count_params()))
+    for layer in kept:
         plan[layer] = "materialized"
-    return plan, sum(extra[layer] for layer in by_value)
+    return plan, sum(extra[layer] for layer in kept)
 
 
 def resolve_execution(model, execution, runtime=None):
