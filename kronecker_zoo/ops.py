@@ -318,7 +318,11 @@ def factored_conv_macs(input_hw, factor_shapes, rank=1, strides=(1, 1), padding=
 # grouped or depthwise convolution, one element moved by a transpose; and the ``tile``
 # ``(k, n)`` in which the runtime's convolution kernels (a GEMM per group) compute: the
 # reduction length ``kh kw cin`` of a group rounded up to a multiple of ``k``, its output
-# channels to a multiple of ``n`` (`tiled_macs`; depthwise convolutions are not tiled).
+# channels to a multiple of ``n`` (`tiled_macs`; depthwise convolutions with one output
+# per channel are not tiled; with a channel multiplier > 1 they are: LiteRT runs a 3x3
+# 28x28 depthwise of 16 channels x 2 in 39.4 us float32 / 49.2 us int8, 5.9x / 6.6x the
+# time of 32 channels x 1 (the same MACs) and slower than a plain 16 -> 32 conv (28.4 /
+# 10.0 us): `benchmarks/results/litert_depth_multiplier.txt`).
 # Fitted by `python benchmarks/planner_calibration.py --runtime R` (relative least
 # squares of time = a * plain MACs + g * grouped MACs + b * moved + c over the zoo
 # students' layers, run factored both ways and materialised, MACs tiled by the tile that
@@ -354,12 +358,13 @@ def tiled_macs(macs, reduction, outputs, tile=(1, 1)):
 
 def _step_tiled_macs(step, macs, tile):
     """``(MACs as computed, grouped?)`` of one step of a plan: tiled per group, except
-    a depthwise convolution (one input channel per group: `grouped_conv2d`)."""
+    a depthwise convolution with one output per channel (one input channel per group,
+    `grouped_conv2d`, and one output)."""
     kh, kw = step.kernel_size
     groups = step.groups if step.lowering == "channels" else 1
     group_in = step.conv_channels[0] // groups
     group_out = step.conv_channels[1] // groups
-    depthwise = (groups > 1 and group_in == 1
+    depthwise = (groups > 1 and group_in == 1 and group_out == 1
                  and step.conv_strides[0] == step.conv_strides[1])
     if depthwise:
         return macs, True

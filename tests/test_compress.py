@@ -154,6 +154,44 @@ def test_kronecker_search_is_never_worse_than_low_rank_at_equal_parameters(seed)
         assert best.relative_error <= low_rank_error + 1e-9
 
 
+@pytest.mark.parametrize("runtime, cap", [("litert", 0.45), ("litert_int8", 0.6),
+                                          ("tensorflow", 0.3)])
+def test_cost_cap_picks_the_least_error_shape_the_runtime_prices_within_it(runtime, cap):
+    """`best_candidate` with a runtime's cost: each shape at the rank the budget allows,
+    errors from an independent SVD of the rearrangement written index by index, prices
+    from the layer the shape would build (`KroneckerConv2D.execution_costs`), against
+    ``cap`` x the plain convolution's price."""
+    from kronecker_zoo import ops as kz_ops
+
+    rng = np.random.default_rng(3)
+    kernel = rng.normal(size=(3, 3, 16, 32)) * np.linspace(1, 3, 32)
+    hw, budget = (14, 14), 700
+    original = kz_ops.dense_conv_cost(hw, (3, 3), 16, 32, (1, 1), "same", runtime)
+    priced = []
+    for outer, inner in search.two_factor_shapes(kernel.shape):
+        per_rank = math.prod(outer) + math.prod(inner)
+        s = np.linalg.svd(_rearranged_by_index(kernel, outer, inner), compute_uv=False)
+        rank = min(budget // per_rank, len(s))
+        if rank < 1:
+            continue
+        layer = KroneckerConv2D(32, 3, [outer, inner], rank=rank)
+        layer.build((None,) + hw + (16,))
+        price = layer.execution_costs(runtime)["factored"]
+        error = np.sqrt(np.sum(s[rank:] ** 2) / np.sum(s ** 2))
+        priced.append((price, error, (outer, inner), rank))
+    admissible = [p for p in priced if p[0] <= cap * original]
+    assert 0 < len(admissible) < len(priced)  # the cap bites, and something is left
+    best_error = min(p[1] for p in admissible)
+    cost = lambda factors, rank: search.conv_cost(factors, rank, hw, (1, 1), "same", runtime)
+    options = search.options(search.spectra(kernel), hw)
+    best = search.best_candidate(options, budget, cap * original, cost)
+    assert best.relative_error == pytest.approx(best_error, abs=1e-9)
+    assert cost(best.factors, best.rank) <= cap * original and best.params <= budget
+    uncapped = search.best_candidate(options, budget)
+    assert uncapped.relative_error < best.relative_error  # the cap changed the choice
+    assert uncapped.relative_error == pytest.approx(min(p[1] for p in priced), abs=1e-9)
+
+
 # -- factorize ------------------------------------------------------------------------------
 
 
@@ -323,6 +361,54 @@ def test_factorize_errors_name_the_problem():
         compress.plan_factorization(model, ratio=0.5)
     with pytest.raises(ValueError, match="needs 'factors'"):
         compress.plan_factorization(model, ratio=None, layer_overrides={"a": {"rank": 2}})
+
+
+def test_factorize_with_a_runtime_cost_cap_keeps_every_layer_within_it():
+    """``max_relative_cost`` on "litert": every factorized convolution's cost on LiteRT
+    (the built student layer's `execution_costs`) within the cap of the plain layer's
+    price, a Dense layer's MACs within the cap of its own; the cap changes the plan; the
+    original model untouched; bad caps and runtimes refused."""
+    from kronecker_zoo import ops as kz_ops
+
+    inputs = keras.Input((14, 14, 16))
+    x = keras.layers.Conv2D(32, 3, padding="same", activation="relu", name="c1")(inputs)
+    x = keras.layers.Conv2D(32, 3, strides=2, padding="same", name="c2")(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    model = _randomise(keras.Model(inputs, keras.layers.Dense(24, name="d")(x)))
+    before = _snapshot(model)
+    cap = 0.5
+    plan = compress.plan_factorization(model, ratio=6.0, max_relative_cost=cap,
+                                       runtime="litert")
+    student = compress.factorize(model, ratio=6.0, max_relative_cost=cap, runtime="litert")
+    assert student.count_params() == plan.params_after <= model.count_params() / 6.0
+    assert [c.factors for c in plan.layers] == [
+        tuple(tuple(f) for f in student.get_layer(c.name).factors) for c in plan.layers]
+    for choice in plan.layers:
+        layer, original = student.get_layer(choice.name), model.get_layer(choice.name)
+        if isinstance(layer, KroneckerConv2D):
+            kh, kw, cin, cout = original.kernel.shape
+            hw = tuple(original.input.shape[1:3])
+            dense = kz_ops.dense_conv_cost(hw, (kh, kw), cin, cout, original.strides,
+                                           original.padding, "litert")
+            assert layer.execution_costs("litert")["factored"] <= cap * dense
+        else:
+            assert choice.macs_after <= cap * math.prod(original.kernel.shape)
+    uncapped = compress.plan_factorization(model, ratio=6.0)
+    assert [c.factors for c in uncapped.layers] != [c.factors for c in plan.layers]
+    after = _snapshot(model)
+    assert after[1] == before[1]
+    assert all(np.array_equal(a, b) for a, b in zip(after[0], before[0]))
+    with pytest.raises(ValueError, match="not both"):
+        compress.plan_factorization(model, 6.0, max_relative_macs=0.5, max_relative_cost=0.5)
+    with pytest.raises(ValueError, match="runtime must be one of"):
+        compress.plan_factorization(model, 6.0, max_relative_cost=0.5, runtime="tpu")
+    with pytest.raises(ValueError, match="max_relative_cost must be a number > 0"):
+        compress.plan_factorization(model, 6.0, max_relative_cost=0)
+    with pytest.raises(ValueError, match="max_relative_macs must be a number > 0"):
+        compress.plan_factorization(model, 6.0, max_relative_macs="low")
+    with pytest.raises(ValueError, match=r"out of reach .*max_relative_cost=0.01 "
+                                         r"\(runtime='litert'\)"):
+        compress.plan_factorization(model, 6.0, max_relative_cost=0.01, runtime="litert")
 
 
 @pytest.mark.parametrize("method", ["kronecker", "lowrank"])

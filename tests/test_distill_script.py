@@ -78,6 +78,26 @@ def test_mac_cap_of_the_recipe_bounds_every_layer_of_the_plan(tmp_path):
     assert capped.params_after <= teacher.count_params() / 5.0
 
 
+def test_litert_cost_cap_of_the_recipe_bounds_every_layer_of_the_plan(tmp_path):
+    from kronecker_zoo import ops as kz_ops
+
+    teacher = models.get("resnet_8", weights="fashion_mnist")
+    config = {**distill_script.DEFAULTS, **RECIPE, "ratio": 5.0,
+              "max_relative_cost": 0.5, "runtime": "litert"}
+    student, plan = distill_script._student(config, teacher, str(tmp_path))
+    assert plan.layers and plan.params_after <= teacher.count_params() / 5.0
+    for choice in plan.layers:
+        original = teacher.get_layer(choice.name)
+        if len(original.kernel.shape) == 2:  # Dense: its MACs
+            assert choice.macs_after <= 0.5 * choice.macs_before
+            continue
+        kh, kw, cin, cout = original.kernel.shape
+        dense = kz_ops.dense_conv_cost(tuple(original.input.shape[1:3]), (kh, kw), cin, cout,
+                                       original.strides, original.padding, "litert")
+        costs = student.get_layer(choice.name).execution_costs("litert")
+        assert costs["factored"] <= 0.5 * dense
+
+
 def test_student_recipe_errors_name_the_problem(tmp_path):
     with pytest.raises(ValueError, match="classification"):
         distill_script.distill({**RECIPE, "teacher": "context_net_basic"}, str(tmp_path / "a"))

@@ -746,12 +746,19 @@ def test_tiled_cost_counts_each_group_of_a_grouped_step_whole():
     untiled = kz_ops.factored_conv_cost_terms((28, 28), factors, 3, (2, 2), "same",
                                               "channels")
     assert untiled == (14 * 14 * 24 * 32, 14 * 14 * 8 * 18 * 3, 0)
-    # a depthwise step (one input channel per group) is not tiled
-    depthwise = [(1, 1, 16, 16), (3, 3, 1, 2)]
+    # a depthwise step (one input channel per group) with one output per channel is
+    # not tiled; with a channel multiplier (2 here) each group is: 3*3*1 -> 16, 2 -> 16
+    depthwise = [(1, 1, 16, 16), (3, 3, 1, 1)]
     assert (kz_ops.factored_conv_cost_terms((28, 28), depthwise, 1, (1, 1), "same",
                                             "channels", (8, 16))[1]
             == kz_ops.factored_conv_cost_terms((28, 28), depthwise, 1, (1, 1), "same",
-                                               "channels")[1])
+                                               "channels")[1]
+            == 28 * 28 * 16 * 9)
+    multiplier = [(1, 1, 16, 16), (3, 3, 1, 2)]
+    assert kz_ops.factored_conv_cost_terms((28, 28), multiplier, 1, (1, 1), "same",
+                                           "channels")[1] == 28 * 28 * 16 * 9 * 2
+    assert kz_ops.factored_conv_cost_terms((28, 28), multiplier, 1, (1, 1), "same",
+                                           "channels", (8, 16))[1] == 28 * 28 * 16 * 16 * 16
 
 
 def test_lowering_argument_is_checked_and_saved():

@@ -43,6 +43,8 @@ DEFAULTS = {
     "ratio": 5.0,
     "exclude": [],  # layers kept dense (names)
     "max_relative_macs": None,  # per layer, factored MACs / original MACs at most this
+    "max_relative_cost": None,  # or: per layer, factored / dense cost on `runtime` at most
+    "runtime": None,  # the cost model of max_relative_cost ("litert", ...; None: backend)
     "init": "factorized",  # or "scratch": the student's architecture, fresh weights
     "distillation": {"temperature": 4.0, "student_loss_weight": 0.5},  # None: plain fit
     "epochs": 10,
@@ -103,7 +105,9 @@ def _student(config, teacher, work):
         plan = compress.plan_factorization(teacher, ratio=config["ratio"],
                                            method=config["method"],
                                            exclude=config["exclude"],
-                                           max_relative_macs=config["max_relative_macs"])
+                                           max_relative_macs=config["max_relative_macs"],
+                                           max_relative_cost=config["max_relative_cost"],
+                                           runtime=config["runtime"])
         with open(path, "w") as f:
             json.dump(plan.layer_overrides(), f, indent=1)
         with open(os.path.join(work, "plan.txt"), "w") as f:

@@ -12,6 +12,7 @@ convolutions, zoo layers, excluded layers) is copied with its weights.
 """
 
 import collections
+import functools
 import math
 from typing import NamedTuple
 
@@ -187,7 +188,7 @@ def _spectra(kernel, method):
 
 
 def plan_factorization(model, ratio=5.0, method="kronecker", exclude=(), layer_overrides=None,
-                       max_relative_macs=None):
+                       max_relative_macs=None, max_relative_cost=None, runtime=None):
     """Choose, per layer, the factor shapes and rank that `factorize` will use.
 
     The new model gets at most ``model.count_params() / ratio`` parameters: every eligible
@@ -208,6 +209,17 @@ def plan_factorization(model, ratio=5.0, method="kronecker", exclude=(), layer_o
             choice (``"lowrank"``: ``{"rank": r}``); it counts against the budget.
         max_relative_macs: if set, a layer only takes shapes whose factored MACs are at
             most this fraction of the original layer's.
+        max_relative_cost: if set, a convolution only takes shapes whose cost on
+            ``runtime`` is at most this fraction of the original layer's: the execution
+            planner's measured cost model (`kronecker_zoo.ops.factored_conv_cost` of the
+            cheaper lowering against `kronecker_zoo.ops.dense_conv_cost`: MACs as the
+            runtime's kernels tile them, grouped convolutions and transposes priced as
+            measured there), so that the student runs fast on that runtime, not only
+            with few MACs. A Dense layer's cost is its MACs. Not with
+            ``max_relative_macs``.
+        runtime: the cost model of ``max_relative_cost``: a key of
+            `kronecker_zoo.ops.COST_WEIGHTS` ("litert", "litert_int8", "tensorflow",
+            "jax"); default: Keras' backend.
 
     Returns:
         `FactorizationPlan`; ``str(plan)`` prints shapes, ranks, errors, params and MACs.
@@ -227,6 +239,18 @@ def plan_factorization(model, ratio=5.0, method="kronecker", exclude=(), layer_o
     elif isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not ratio > 1:
         raise ValueError(f"ratio (parameters before / after) must be a number > 1, or None "
                          f"with layer_overrides. Received: ratio={ratio!r}")
+    for cap_name, cap in (("max_relative_macs", max_relative_macs),
+                          ("max_relative_cost", max_relative_cost)):
+        if cap is not None and (isinstance(cap, bool) or not isinstance(cap, (int, float))
+                                or not cap > 0):
+            raise ValueError(f"{cap_name} must be a number > 0 (a fraction of the original "
+                             f"layer's). Received: {cap_name}={cap!r}")
+    if max_relative_macs is not None and max_relative_cost is not None:
+        raise ValueError("Give max_relative_macs or max_relative_cost, not both "
+                         f"(received {max_relative_macs!r} and {max_relative_cost!r})")
+    if runtime is not None and runtime not in kz_ops.COST_WEIGHTS:
+        raise ValueError(f"runtime must be one of {sorted(kz_ops.COST_WEIGHTS)} (the "
+                         f"measured cost models). Received: runtime={runtime!r}")
     layer_overrides = dict(layer_overrides or {})
     paths = dict(_layers(model))
     by_name = collections.defaultdict(list)
@@ -282,16 +306,17 @@ def plan_factorization(model, ratio=5.0, method="kronecker", exclude=(), layer_o
                      for t in targets if t.path in overrides}
     budget = params_before / ratio if ratio is not None else math.inf
 
+    caps = {t.path: _cost_cap(t, max_relative_macs, max_relative_cost, runtime)
+            for t in targets if t.path not in fixed_choices}
+
     def choose(q):
         chosen = []
         for t in targets:
             if t.path in fixed_choices:
                 chosen.append(fixed_choices[t.path])
                 continue
-            c = search.best_candidate(
-                t.options, int(t.kernel.size / q),
-                None if max_relative_macs is None else max_relative_macs * t.macs_before)
-            chosen.append(c)
+            chosen.append(search.best_candidate(t.options, int(t.kernel.size / q),
+                                                *caps[t.path]))
         return chosen
 
     def total(chosen):
@@ -311,10 +336,11 @@ def plan_factorization(model, ratio=5.0, method="kronecker", exclude=(), layer_o
     lo, hi = 1.0, 2.0
     while total(choose(hi)) > budget:
         lo, hi = hi, hi * 2
-        if hi > 1e9:  # max_relative_macs leaves too few shapes
+        if hi > 1e9:  # the cap leaves too few shapes
+            cap = _cap_text(max_relative_macs, max_relative_cost, runtime)
             raise ValueError(f"ratio={ratio:g} is out of reach for model {model.name!r} with "
-                             f"max_relative_macs={max_relative_macs}: too few layers have a "
-                             "shape that cheap. Raise max_relative_macs or lower the ratio.")
+                             f"{cap}: too few layers have a shape that cheap. Raise the cap "
+                             "or lower the ratio.")
     for _ in range(40):  # the largest per-layer share that meets the budget
         mid = (lo + hi) / 2
         lo, hi = (lo, mid) if total(choose(mid)) <= budget else (mid, hi)
@@ -323,8 +349,8 @@ def plan_factorization(model, ratio=5.0, method="kronecker", exclude=(), layer_o
     layers = []
     for t, c in zip(targets, chosen):
         if c is None:
-            skipped.append(Skipped(t.path, f"no shape within max_relative_macs="
-                                           f"{max_relative_macs}"))
+            skipped.append(Skipped(t.path, "no shape within " + _cap_text(
+                max_relative_macs, max_relative_cost, runtime)))
             continue
         bias = t.layer.bias.shape[0] if t.layer.use_bias else 0
         new_type = ("KroneckerDense" if t.kernel.ndim == 2 else
@@ -346,6 +372,35 @@ def plan_factorization(model, ratio=5.0, method="kronecker", exclude=(), layer_o
         c.macs_before - c.macs_after for c in layers)
     return FactorizationPlan(method, None if ratio is None else float(ratio), layers, skipped, params_before,
                              params_after, macs_total, macs_after)
+
+
+def _cap_text(max_relative_macs, max_relative_cost, runtime):
+    if max_relative_macs is not None:
+        return f"max_relative_macs={max_relative_macs}"
+    return f"max_relative_cost={max_relative_cost} (runtime={runtime or keras.backend.backend()!r})"
+
+
+def _cost_cap(target, max_relative_macs, max_relative_cost, runtime):
+    """``(max_cost, cost)`` for `search.best_candidate`: no cap, the MAC cap, or the cap
+    on the runtime cost model's price of a convolution's shapes (cached per shape and
+    rank)."""
+    if max_relative_macs is not None:
+        return max_relative_macs * target.macs_before, None
+    if max_relative_cost is None:
+        return None, None
+    if target.kernel.ndim != 4:  # a Dense layer: its MACs
+        return max_relative_cost * target.macs_before, None
+    layer = target.layer
+    strides, padding = tuple(layer.strides), layer.padding
+    kh, kw, cin, cout = target.kernel.shape
+    original = kz_ops.dense_conv_cost(target.input_hw, (kh, kw), cin, cout, strides, padding,
+                                      runtime)
+
+    @functools.lru_cache(maxsize=None)
+    def cost(factors, rank):
+        return search.conv_cost(factors, rank, target.input_hw, strides, padding, runtime)
+
+    return max_relative_cost * original, cost
 
 
 def _override_choice(target, override, method):
@@ -393,11 +448,12 @@ def _model_macs(model):
 
 
 def factorize(model, ratio=5.0, method="kronecker", exclude=(), layer_overrides=None,
-              max_relative_macs=None, plan=None):
+              max_relative_macs=None, plan=None, max_relative_cost=None, runtime=None):
     """A new model with every layer of ``plan`` factorized and every other layer copied.
 
     ``plan`` defaults to ``plan_factorization(model, ratio, method, exclude,
-    layer_overrides, max_relative_macs)`` (see there for the arguments). Each chosen
+    layer_overrides, max_relative_macs, max_relative_cost, runtime)`` (see there for
+    the arguments). Each chosen
     layer becomes a `KroneckerConv2D` (``execution="auto"``), `LowRankConv2D` or
     `KroneckerDense` with the same name, filters/units, kernel size, strides, padding,
     bias, activation and kernel/bias regularizers and constraints (these act on each
@@ -411,7 +467,7 @@ def factorize(model, ratio=5.0, method="kronecker", exclude=(), layer_overrides=
     """
     if plan is None:
         plan = plan_factorization(model, ratio, method, exclude, layer_overrides,
-                                  max_relative_macs)
+                                  max_relative_macs, max_relative_cost, runtime)
     else:
         _check_model(model)
     paths = dict(_layers(model))

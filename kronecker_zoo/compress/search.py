@@ -101,11 +101,24 @@ def options(kernel_spectra, input_hw=None, strides=(1, 1), padding="same"):
             for s in kernel_spectra]
 
 
-def best_candidate(kernel_options, budget, max_macs=None):
+def conv_cost(factors, rank, input_hw, strides=(1, 1), padding="same", runtime=None):
+    """The planner's cost per example of the factored `KroneckerConv2D` on ``runtime``
+    (`kronecker_zoo.ops.factored_conv_cost` of its cheaper lowering, in plain-convolution
+    MACs: tiled MACs, grouped MACs and moved elements weighted as measured on that
+    runtime); for a dense kernel's factors, its MACs."""
+    if len(factors[0]) == 2:
+        return conv_macs(factors, rank, None, strides, padding)
+    costs = kz_ops.lowering_costs(tuple(input_hw), factors, rank, tuple(strides), padding,
+                                  runtime)
+    return min(costs.values())
+
+
+def best_candidate(kernel_options, budget, max_cost=None, cost=None):
     """The candidate of least relative error with at most ``budget`` kernel parameters
-    (fewer MACs break ties; ``max_macs`` excludes costlier ones). When no shape fits the
-    budget, the rank-1 candidate with the fewest parameters; ``None`` only when
-    ``max_macs`` excludes every shape."""
+    (fewer MACs break ties). ``max_cost`` excludes each shape whose ``cost(factors,
+    rank)`` (default: its MACs) at the rank the budget allows is above it. When no shape
+    fits the budget, the rank-1 candidate with the fewest parameters; ``None`` only when
+    ``max_cost`` excludes every shape."""
     best, best_key = None, None
     smallest = min(o.params_per_rank for o in kernel_options)
     for option in kernel_options:
@@ -115,8 +128,10 @@ def best_candidate(kernel_options, budget, max_macs=None):
         if rank < 1:
             continue
         macs = None if option.macs_per_rank is None else rank * option.macs_per_rank
-        if max_macs is not None and macs is not None and macs > max_macs:
-            continue
+        if max_cost is not None:
+            price = macs if cost is None else cost(spectrum.factors, rank)
+            if price is not None and price > max_cost:
+                continue
         norm = spectrum.norm_squared
         error = math.sqrt(max(spectrum.squared_tail[rank], 0.0) / norm) if norm else 0.0
         key = (round(error, 9), macs if macs is not None else 0, rank * option.params_per_rank)
