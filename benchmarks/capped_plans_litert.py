@@ -4,8 +4,8 @@
 
 For a pretrained zoo teacher, `plan_factorization` at ``--ratio``: the low-rank plan,
 the uncapped Kronecker plan, and Kronecker plans with ``max_relative_cost=cap,
-runtime="litert"`` (each layer's factored cost on LiteRT at most ``cap`` of its dense
-cost, as `kronecker_zoo.ops` prices it). Each is exported (float32 and int8, 256
+runtime=--runtime`` (each layer's factored cost on LiteRT, float32 or int8, at most
+``cap`` of its dense cost, as `kronecker_zoo.ops` prices it). Each is exported (float32 and int8, 256
 training images as calibration, ``execution="planned"``) straight from `factorize`, before
 any training: latency does not depend on the weights, and the plans' mean relative
 approximation error is what fine-tuning starts from. Timed side by side in interleaved
@@ -31,13 +31,13 @@ from kronecker_zoo.export.runner import benchmark_tflite_interleaved  # noqa: E4
 SHOWN_OPS = ("TRANSPOSE", "DEPTHWISE_CONV_2D")
 
 
-def plans(teacher, ratio, caps, exclude):
-    """``{label: plan}``: low rank, uncapped Kronecker, Kronecker capped on LiteRT."""
+def plans(teacher, ratio, caps, exclude, runtime="litert"):
+    """``{label: plan}``: low rank, uncapped Kronecker, Kronecker capped on ``runtime``."""
     result = {"low rank": plan_factorization(teacher, ratio, "lowrank", exclude),
               "Kronecker": plan_factorization(teacher, ratio, "kronecker", exclude)}
     for cap in caps:
-        result[f"Kronecker, cost <= {cap:g}"] = plan_factorization(
-            teacher, ratio, "kronecker", exclude, max_relative_cost=cap, runtime="litert")
+        result[f"Kronecker, {runtime} cost <= {cap:g}"] = plan_factorization(
+            teacher, ratio, "kronecker", exclude, max_relative_cost=cap, runtime=runtime)
     return result
 
 
@@ -46,13 +46,15 @@ def main(argv=None):
     parser.add_argument("teacher")
     parser.add_argument("--ratio", type=float, default=10.0)
     parser.add_argument("--caps", type=float, nargs="+", default=[0.5, 0.4, 0.3])
+    parser.add_argument("--runtime", default="litert", choices=["litert", "litert_int8"],
+                        help="the cost model that prices the capped plans")
     parser.add_argument("--exclude", nargs="*", default=["stem_conv", "predictions"])
     parser.add_argument("--rounds", type=int, default=20)
     parser.add_argument("--runs", type=int, default=20)
     args = parser.parse_args(argv)
     teacher = models.get(args.teacher, weights="fashion_mnist")
     calibration = data.fashion_mnist("train")[0][:256]
-    chosen = plans(teacher, args.ratio, args.caps, args.exclude)
+    chosen = plans(teacher, args.ratio, args.caps, args.exclude, args.runtime)
     students = {"teacher": teacher}
     students.update({label: factorize(teacher, plan=plan) for label, plan in chosen.items()})
     with tempfile.TemporaryDirectory() as directory:
