@@ -1,6 +1,7 @@
 """kronecker_zoo.compress against independent references: np.kron reconstructions, a
 rearrangement written index by index, np.linalg.svd, and the original Keras model."""
 
+import importlib
 import math
 
 import keras
@@ -376,7 +377,7 @@ def test_factorize_with_a_runtime_cost_cap_keeps_every_layer_within_it():
     x = keras.layers.GlobalAveragePooling2D()(x)
     model = _randomise(keras.Model(inputs, keras.layers.Dense(24, name="d")(x)))
     before = _snapshot(model)
-    cap = 0.5
+    cap = 0.25
     plan = compress.plan_factorization(model, ratio=6.0, max_relative_cost=cap,
                                        runtime="litert")
     student = compress.factorize(model, ratio=6.0, max_relative_cost=cap, runtime="litert")
@@ -395,6 +396,9 @@ def test_factorize_with_a_runtime_cost_cap_keeps_every_layer_within_it():
             assert choice.macs_after <= cap * math.prod(original.kernel.shape)
     uncapped = compress.plan_factorization(model, ratio=6.0)
     assert [c.factors for c in uncapped.layers] != [c.factors for c in plan.layers]
+    dense_before = {c.name: c for c in uncapped.layers}["d"]  # the cap bites on Dense too
+    assert "d" in [c.name for c in plan.layers]
+    assert dense_before.macs_after > cap * dense_before.macs_before
     after = _snapshot(model)
     assert after[1] == before[1]
     assert all(np.array_equal(a, b) for a, b in zip(after[0], before[0]))
@@ -406,9 +410,42 @@ def test_factorize_with_a_runtime_cost_cap_keeps_every_layer_within_it():
         compress.plan_factorization(model, 6.0, max_relative_cost=0)
     with pytest.raises(ValueError, match="max_relative_macs must be a number > 0"):
         compress.plan_factorization(model, 6.0, max_relative_macs="low")
+    with pytest.raises(ValueError, match="prices shapes for max_relative_cost"):
+        compress.plan_factorization(model, 6.0, runtime="litert")
     with pytest.raises(ValueError, match=r"out of reach .*max_relative_cost=0.01 "
                                          r"\(runtime='litert'\)"):
         compress.plan_factorization(model, 6.0, max_relative_cost=0.01, runtime="litert")
+
+
+@pytest.mark.parametrize("method", ["kronecker", "lowrank"])
+def test_runtime_cost_cap_prices_each_shape_as_the_student_layer_runs_it(method):
+    """The cap of a stride-2 "valid" 3x3 convolution of 3 -> 20 channels on 15x15 (its
+    reduction 27 is no multiple of LiteRT's tile (8, 16)): cap x the dense layer's tiled
+    cost counted here by hand, and each shape priced as the layer `factorize` builds runs
+    it (the `KroneckerConv2D`'s ``execution_costs``, or `LowRankConv2D`'s two
+    convolutions counted by hand), every rank apart (a high rank priced first)."""
+    factorize_module = importlib.import_module("kronecker_zoo.compress.factorize")
+
+    inputs = keras.Input((15, 15, 3))
+    conv = keras.layers.Conv2D(20, 3, strides=2, padding="valid", name="c")
+    model = _randomise(keras.Model(inputs, conv(inputs)))
+    target = factorize_module._Target("c", conv, np.array(conv.kernel), (15, 15), None,
+                                      7 * 7 * 27 * 20, 1)
+    max_cost, cost = factorize_module._cost_cap(target, method, None, 0.5, "litert")
+    assert max_cost == 0.5 * 7 * 7 * 32 * 32  # 27 -> 32 inputs, 20 -> 32 outputs per tile
+    if method == "lowrank":  # (3x1, 3 -> r) at stride (2, 1): 7x15 out, 9 -> 16, r -> 16;
+        # then (1x3, r -> 20) at (1, 2): 7x7 out, 3r -> multiple of 8, 20 -> 32
+        for rank in (5, 2):
+            expected = 7 * 15 * 16 * 16 + 7 * 7 * (-(-3 * rank // 8) * 8) * 32
+            assert cost(((3, 1, 3, 1), (1, 3, 1, 20)), rank) == expected
+        assert model.get_layer("c") is conv
+        return
+    for factors, rank in [(((3, 1, 3, 1), (1, 3, 1, 20)), 3),
+                          (((3, 1, 3, 1), (1, 3, 1, 20)), 1),
+                          (((1, 1, 3, 4), (3, 3, 1, 5)), 2)]:
+        layer = KroneckerConv2D(20, 3, list(factors), rank=rank, strides=2, padding="valid")
+        layer.build((None, 15, 15, 3))
+        assert cost(factors, rank) == pytest.approx(layer.execution_costs("litert")["factored"])
 
 
 @pytest.mark.parametrize("method", ["kronecker", "lowrank"])

@@ -14,6 +14,7 @@ convolutions, zoo layers, excluded layers) is copied with its weights.
 import collections
 import functools
 import math
+import numbers
 from typing import NamedTuple
 
 import keras
@@ -210,16 +211,18 @@ def plan_factorization(model, ratio=5.0, method="kronecker", exclude=(), layer_o
         max_relative_macs: if set, a layer only takes shapes whose factored MACs are at
             most this fraction of the original layer's.
         max_relative_cost: if set, a convolution only takes shapes whose cost on
-            ``runtime`` is at most this fraction of the original layer's: the execution
+            ``runtime`` is at most this fraction of the original layer's, by the execution
             planner's measured cost model (`kronecker_zoo.ops.factored_conv_cost` of the
-            cheaper lowering against `kronecker_zoo.ops.dense_conv_cost`: MACs as the
-            runtime's kernels tile them, grouped convolutions and transposes priced as
-            measured there), so that the student runs fast on that runtime, not only
-            with few MACs. A Dense layer's cost is its MACs. Not with
+            cheaper lowering, or for "lowrank" its two convolutions, against
+            `kronecker_zoo.ops.dense_conv_cost`: MACs as the runtime's kernels tile them,
+            grouped convolutions and transposes priced as measured there) rather than by
+            MACs. An export that must keep its extra weights within budget may still run
+            a layer's dearer lowering (`export.execution.planned_lowerings`). A Dense
+            layer's cost is its MACs; ``layer_overrides`` are not capped. Not with
             ``max_relative_macs``.
         runtime: the cost model of ``max_relative_cost``: a key of
             `kronecker_zoo.ops.COST_WEIGHTS` ("litert", "litert_int8", "tensorflow",
-            "jax"); default: Keras' backend.
+            "jax"); default: Keras' backend (others: the "tensorflow" weights).
 
     Returns:
         `FactorizationPlan`; ``str(plan)`` prints shapes, ranks, errors, params and MACs.
@@ -241,7 +244,7 @@ def plan_factorization(model, ratio=5.0, method="kronecker", exclude=(), layer_o
                          f"with layer_overrides. Received: ratio={ratio!r}")
     for cap_name, cap in (("max_relative_macs", max_relative_macs),
                           ("max_relative_cost", max_relative_cost)):
-        if cap is not None and (isinstance(cap, bool) or not isinstance(cap, (int, float))
+        if cap is not None and (isinstance(cap, bool) or not isinstance(cap, numbers.Real)
                                 or not cap > 0):
             raise ValueError(f"{cap_name} must be a number > 0 (a fraction of the original "
                              f"layer's). Received: {cap_name}={cap!r}")
@@ -251,6 +254,9 @@ def plan_factorization(model, ratio=5.0, method="kronecker", exclude=(), layer_o
     if runtime is not None and runtime not in kz_ops.COST_WEIGHTS:
         raise ValueError(f"runtime must be one of {sorted(kz_ops.COST_WEIGHTS)} (the "
                          f"measured cost models). Received: runtime={runtime!r}")
+    if runtime is not None and max_relative_cost is None:
+        raise ValueError(f"runtime={runtime!r} prices shapes for max_relative_cost, which "
+                         "was not given")
     layer_overrides = dict(layer_overrides or {})
     paths = dict(_layers(model))
     by_name = collections.defaultdict(list)
@@ -306,7 +312,7 @@ def plan_factorization(model, ratio=5.0, method="kronecker", exclude=(), layer_o
                      for t in targets if t.path in overrides}
     budget = params_before / ratio if ratio is not None else math.inf
 
-    caps = {t.path: _cost_cap(t, max_relative_macs, max_relative_cost, runtime)
+    caps = {t.path: _cost_cap(t, method, max_relative_macs, max_relative_cost, runtime)
             for t in targets if t.path not in fixed_choices}
 
     def choose(q):
@@ -377,13 +383,15 @@ def plan_factorization(model, ratio=5.0, method="kronecker", exclude=(), layer_o
 def _cap_text(max_relative_macs, max_relative_cost, runtime):
     if max_relative_macs is not None:
         return f"max_relative_macs={max_relative_macs}"
-    return f"max_relative_cost={max_relative_cost} (runtime={runtime or keras.backend.backend()!r})"
+    runtime = runtime or keras.backend.backend()
+    return f"max_relative_cost={max_relative_cost} (runtime={runtime!r})"
 
 
-def _cost_cap(target, max_relative_macs, max_relative_cost, runtime):
+def _cost_cap(target, method, max_relative_macs, max_relative_cost, runtime):
     """``(max_cost, cost)`` for `search.best_candidate`: no cap, the MAC cap, or the cap
     on the runtime cost model's price of a convolution's shapes (cached per shape and
-    rank)."""
+    rank): the factored `KroneckerConv2D`'s, or for ``method="lowrank"`` the two plain
+    convolutions `LowRankConv2D` runs."""
     if max_relative_macs is not None:
         return max_relative_macs * target.macs_before, None
     if max_relative_cost is None:
@@ -391,14 +399,19 @@ def _cost_cap(target, max_relative_macs, max_relative_cost, runtime):
     if target.kernel.ndim != 4:  # a Dense layer: its MACs
         return max_relative_cost * target.macs_before, None
     layer = target.layer
-    strides, padding = tuple(layer.strides), layer.padding
+    hw, strides, padding = target.input_hw, tuple(layer.strides), layer.padding
     kh, kw, cin, cout = target.kernel.shape
-    original = kz_ops.dense_conv_cost(target.input_hw, (kh, kw), cin, cout, strides, padding,
-                                      runtime)
+    original = kz_ops.dense_conv_cost(hw, (kh, kw), cin, cout, strides, padding, runtime)
 
     @functools.lru_cache(maxsize=None)
     def cost(factors, rank):
-        return search.conv_cost(factors, rank, target.input_hw, strides, padding, runtime)
+        if method == "lowrank":  # (kh x 1, cin -> r) at (sh, 1), then (1 x kw, r -> cout)
+            mid = (kz_ops.conv_output_length(hw[0], kh, strides[0], padding), hw[1])
+            return (kz_ops.dense_conv_cost(hw, (kh, 1), cin, rank, (strides[0], 1), padding,
+                                           runtime)
+                    + kz_ops.dense_conv_cost(mid, (1, kw), rank, cout, (1, strides[1]),
+                                             padding, runtime))
+        return search.conv_cost(factors, rank, hw, strides, padding, runtime)
 
     return max_relative_cost * original, cost
 
