@@ -428,7 +428,7 @@ def test_runtime_cost_cap_prices_each_shape_as_the_student_layer_runs_it(method)
 
     inputs = keras.Input((15, 15, 3))
     conv = keras.layers.Conv2D(20, 3, strides=2, padding="valid", name="c")
-    model = _randomise(keras.Model(inputs, conv(inputs)))
+    _randomise(keras.Model(inputs, conv(inputs)))
     target = factorize_module._Target("c", conv, np.array(conv.kernel), (15, 15), None,
                                       7 * 7 * 27 * 20, 1)
     max_cost, cost = factorize_module._cost_cap(target, method, None, 0.5, "litert")
@@ -438,7 +438,6 @@ def test_runtime_cost_cap_prices_each_shape_as_the_student_layer_runs_it(method)
         for rank in (5, 2):
             expected = 7 * 15 * 16 * 16 + 7 * 7 * (-(-3 * rank // 8) * 8) * 32
             assert cost(((3, 1, 3, 1), (1, 3, 1, 20)), rank) == expected
-        assert model.get_layer("c") is conv
         return
     for factors, rank in [(((3, 1, 3, 1), (1, 3, 1, 20)), 3),
                           (((3, 1, 3, 1), (1, 3, 1, 20)), 1),

@@ -105,9 +105,7 @@ def conv_cost(factors, rank, input_hw, strides=(1, 1), padding="same", runtime=N
     """The planner's cost per example of the factored `KroneckerConv2D` on ``runtime``
     (`kronecker_zoo.ops.factored_conv_cost` of its cheaper lowering, in plain-convolution
     MACs: tiled MACs, grouped MACs and moved elements weighted as measured on that
-    runtime); for a dense kernel's factors, its MACs."""
-    if len(factors[0]) == 2:
-        return conv_macs(factors, rank, None, strides, padding)
+    runtime). Convolution factors only: a Dense layer's cost is its MACs."""
     costs = kz_ops.lowering_costs(tuple(input_hw), factors, rank, tuple(strides), padding,
                                   runtime)
     return min(costs.values())
