@@ -999,7 +999,8 @@ def test_export_plans_each_lowering_for_litert_within_the_size_budget(tmp_path, 
     x = np.random.default_rng(0).standard_normal((2, 28, 28, 16)).astype("float32")
     assert verify_tflite(model, info, x).rel_error <= 1e-5
 
-    monkeypatch.setattr(export_execution, "extra_weights_budget", lambda params: 0)
+    monkeypatch.setattr(export_execution, "extra_weights_budget",
+                        lambda params, bytes_per_weight=4: 0)
     assert set(export_execution.planned_lowerings(model, layers, "litert").values()) == {"batch"}
     batch = to_tflite(model, tmp_path / "batch.tflite")
     assert "TRANSPOSE" in batch.ops and "DEPTHWISE_CONV_2D" not in batch.ops
@@ -1065,7 +1066,8 @@ def test_planned_execution_materialises_what_the_cost_model_finds_cheaper(tmp_pa
     assert (tmp_path / "p8.tflite").read_bytes() == (tmp_path / "e8.tflite").read_bytes()
 
     # no room for the full kernel in the file: factored
-    monkeypatch.setattr(export_execution, "extra_weights_budget", lambda params: 0)
+    monkeypatch.setattr(export_execution, "extra_weights_budget",
+                        lambda params, bytes_per_weight=4: 0)
     assert export_execution.resolve_execution(model, "planned", "litert") == "factored"
     monkeypatch.undo()
     monkeypatch.setitem(kz_ops.COST_WEIGHTS, "litert",
@@ -1073,6 +1075,54 @@ def test_planned_execution_materialises_what_the_cost_model_finds_cheaper(tmp_pa
     assert export_execution.resolve_execution(model, "planned", "litert") == "factored"
     with pytest.raises(ValueError, match="'planned'"):
         to_tflite(model, tmp_path / "z.tflite", execution="plan")
+
+
+def test_the_extra_weights_budget_is_bytes_so_int8_files_hold_four_times_the_weights(
+        tmp_path, monkeypatch):
+    """The planner's budget is ``0.8 * params + 32 KiB`` bytes: ``int(0.2 * params) + 8192``
+    float32 weights (the float32 bound), four times as many in an int8 file. A full kernel
+    too large for a float32 file's budget (15,144 extra weights against 8,862) is
+    materialised in the int8 file, which stays within `file_size_bound` and equals Keras."""
+    from kronecker_zoo import ops as kz_ops
+    from kronecker_zoo.export import execution as export_execution
+
+    for params in (0, 1, 3, 15_568, 26_802, 273_754):
+        float32 = export_execution.extra_weights_budget(params)
+        assert float32 == int(0.2 * params) + 8192
+        assert 0 <= export_execution.extra_weights_budget(params, 1) - 4 * float32 < 4
+    assert export_execution.weight_bytes("litert_int8") == 1
+    assert {export_execution.weight_bytes(r) for r in ("litert", "tensorflow", "jax", None)} == {4}
+
+    inputs = keras.Input((14, 14, 32))
+    outputs = KroneckerConv2D(64, 3, [(1, 1, 16, 32), (3, 3, 2, 2)], rank=6, name="c")(inputs)
+    model = keras.Model(inputs, outputs)
+    layer = model.get_layer("c")
+    params = model.count_params()
+    extra = layer.materializing_extra_weights()
+    assert layer.lowering_constants("batch") == 6 * (16 * 32 + 3 * 3 * 2 * 2)  # its factors
+    assert extra == 3 * 3 * 32 * 64 - 6 * (16 * 32 + 3 * 3 * 2 * 2)
+    assert export_execution.extra_weights_budget(params) < extra <= (
+        export_execution.extra_weights_budget(params, 1))
+    weights = {"grouped_mac": 1.6, "moved": 30.0, "tile": (8, 16)}
+    for runtime in ("litert", "litert_int8"):
+        monkeypatch.setitem(kz_ops.COST_WEIGHTS, runtime, weights)
+        costs = layer.execution_costs(runtime)
+        assert costs["materialized"] < costs["factored"]
+    assert export_execution.resolve_execution(model, "planned", "litert") == "factored"
+    assert export_execution.resolve_execution(model, "planned", "litert_int8") == {
+        "c": "materialized"}
+
+    calibration = np.random.default_rng(1).uniform(0, 1, (16, 14, 14, 32)).astype("float32")
+    int8 = {"quantization": "int8", "representative_data": calibration,
+            "bias_correction": False}
+    planned = to_tflite(model, tmp_path / "p8.tflite", execution="planned", **int8)
+    factored = to_tflite(model, tmp_path / "f8.tflite", **int8)
+    assert planned.execution == {"c": "materialized"}
+    assert tflite_op_counts(planned)["CONV_2D"] == 1 and "TRANSPOSE" not in planned.ops
+    assert factored.size_bytes < planned.size_bytes <= file_size_bound(params)
+    assert to_tflite(model, tmp_path / "p.tflite", execution="planned").execution == "factored"
+    x = np.random.default_rng(0).uniform(0, 1, (8, 14, 14, 32)).astype("float32")
+    assert verify_tflite(model, planned, x).sqnr_db >= 30
 
 
 def test_per_layer_execution_materialises_only_the_named_layers(tmp_path):

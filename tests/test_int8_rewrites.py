@@ -3,6 +3,7 @@ equalisation), checked against np.kron and the unrewritten model."""
 
 import keras
 import numpy as np
+import tensorflow as tf
 import pytest
 
 from kronecker_zoo import kernels, models
@@ -95,6 +96,19 @@ def test_rewrites_restore_the_weights_on_error():
     assert "call" not in model.get_layer("kron_bn").__dict__
 
 
+def _last_op(layer):
+    """``(type, grouped)`` of the last op (past identities) of ``layer`` traced as it runs
+    now; ``grouped``: a Conv2D whose filter has fewer input channels than its input."""
+    shape = (1,) + tuple(int(v) for v in layer.input.shape[1:])
+    graph = tf.function(lambda x: layer(x)).get_concrete_function(
+        tf.TensorSpec(shape, "float32")).graph
+    op = graph.outputs[0].op
+    while op.type in ("Identity", "IdentityN"):
+        op = op.inputs[0].op
+    grouped = op.type == "Conv2D" and op.inputs[1].shape[-2] < op.inputs[0].shape[-1]
+    return op.type, grouped
+
+
 def test_int8_file_runs_the_batchnorm_as_a_depthwise_conv(tmp_path):
     model = models.get("kron_resnet_8", weights="fashion_mnist")
     images = np.random.default_rng(0).uniform(0, 255, (64, 28, 28, 1)).astype("float32")
@@ -102,15 +116,21 @@ def test_int8_file_runs_the_batchnorm_as_a_depthwise_conv(tmp_path):
                      representative_data=images)
     f32 = to_tflite(model, tmp_path / "f32.tflite")
     # 6 KroneckerConv2D, each followed by a BatchNormalization; those planned (on the int8
-    # costs) in the "batch" lowering end in a transpose, so the converter cannot fold their
+    # costs) in the "batch" lowering end in a transpose, those in the "channels" lowering
+    # whose last step is a grouped convolution end in it, so the converter cannot fold their
     # BatchNormalization: each of those runs as one DEPTHWISE_CONV_2D
     kron = [layer for layer in model.layers if isinstance(layer, KroneckerConv2D)]
     assert len(kron) == 6
     with forced_execution(model, "factored", runtime="litert_int8") as layers:
         unfoldable = unfoldable_batchnorms(model)
-        batch_lowered = [layer for layer in layers if layer.resolved_lowering == "batch"]
-    assert unfoldable and {producer.name for _, producer in unfoldable} <= {
-        layer.name for layer in batch_lowered}
+        last_ops = {layer.name: _last_op(layer) for layer in layers}
+        lowering = {layer.name: layer.resolved_lowering for layer in layers}
+    assert unfoldable
+    for _, producer in unfoldable:
+        op, grouped = last_ops[producer.name]
+        assert ((lowering[producer.name] == "batch" and op in ("Transpose", "Reshape"))
+                or (lowering[producer.name] == "channels" and op == "Conv2D" and grouped)), (
+            producer.name, lowering[producer.name], op)
     assert tflite_op_counts(int8).get("DEPTHWISE_CONV_2D", 0) == len(unfoldable)
     assert "DEPTHWISE_CONV_2D" not in tflite_op_counts(f32)  # float files are untouched
     report = verify_tflite(model, int8, images[:16])

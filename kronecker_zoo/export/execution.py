@@ -142,11 +142,24 @@ def execution_layers(model):
             if hasattr(obj, "resolved_execution") and hasattr(obj, "execution")]
 
 
-# Weights that lowering="channels" may add to an export, beyond the model's own: a fifth
-# of its parameters plus 8,192 (half the 64 KiB slack of `file_size_bound`, the other
-# half left for the file's graph), so that a float32 file stays within that bound.
-def extra_weights_budget(params):
-    return int(0.2 * params) + 8192
+# Bytes per stored weight in the files planned for a runtime's costs: an int8 file stores
+# its weights (full kernels, "channels" lowering constants) as int8; every other runtime's,
+# as float32.
+WEIGHT_BYTES = {"litert_int8": 1}
+
+
+def weight_bytes(runtime):
+    """Bytes a weight takes in an export planned for ``runtime`` (`WEIGHT_BYTES`, else 4)."""
+    return WEIGHT_BYTES.get(runtime, 4)
+
+
+def extra_weights_budget(params, bytes_per_weight=4):
+    """Weights that planned executions and lowerings may add to an export beyond the
+    model's own: ``0.8 * params + 32,768`` bytes (a fifth of the float32 weights plus half
+    the 64 KiB slack of `file_size_bound`, the other half left for the file's graph), so
+    that a file stays within that bound; ``int(0.2 * params) + 8192`` float32 weights, four
+    times as many int8 ones."""
+    return (int(0.8 * params) + 32768) // bytes_per_weight
 
 
 def planned_lowerings(model, layers, runtime, budget=None):
@@ -160,7 +173,7 @@ def planned_lowerings(model, layers, runtime, budget=None):
     extra = {layer: layer.lowering_constants("channels") - layer.lowering_constants("batch")
              for layer in planning if plan[layer] == "channels"}
     if budget is None:
-        budget = extra_weights_budget(model.count_params())
+        budget = extra_weights_budget(model.count_params(), weight_bytes(runtime))
     saving = {layer: layer.lowering_saving(runtime) for layer in extra}
     kept = _within_budget(saving, extra, budget)
     for layer in extra:
@@ -198,7 +211,8 @@ def planned_executions(model, layers, runtime=None):
         if costs["materialized"] < costs["factored"]:
             saving[layer] = costs["factored"] - costs["materialized"]
             extra[layer] = layer.materializing_extra_weights()
-    kept = _within_budget(saving, extra, extra_weights_budget(model.count_params()))
+    kept = _within_budget(saving, extra,
+                          extra_weights_budget(model.count_params(), weight_bytes(runtime)))
     for layer in kept:
         plan[layer] = "materialized"
     return plan, sum(extra[layer] for layer in kept)
@@ -240,8 +254,8 @@ def forced_execution(model, execution="factored", runtime=None):
         chosen, extra = planned_executions(model, layers, runtime)
         executions = [chosen[layer] for layer in layers]
         factored = [layer for layer in layers if chosen[layer] == "factored"]
-        plan = (planned_lowerings(model, factored, runtime,
-                                  extra_weights_budget(model.count_params()) - extra)
+        budget = extra_weights_budget(model.count_params(), weight_bytes(runtime))
+        plan = (planned_lowerings(model, factored, runtime, budget - extra)
                 if runtime else {})
     else:
         executions = per_layer_executions(layers, execution)
