@@ -34,6 +34,7 @@ import numpy as np
 
 from kronecker_zoo import graph
 from kronecker_zoo.export import to_tflite, verify_tflite
+from kronecker_zoo.export.int8_rewrites import channels_last_batchnorm
 from tflite import zoo  # the tools' loader, test set and calibration set
 
 MODES = ("none", "act", "cle")
@@ -47,7 +48,8 @@ def _plain_relu(layer):
 
 
 def equalizable_chains(model):
-    """``[(bn, relu, conv)]``: BatchNormalization -> ReLU -> Conv2D, each read only by the next."""
+    """``[(bn, relu, conv)]``: BatchNormalization (channels last, with ``gamma`` and
+    ``beta``) -> ReLU -> Conv2D (ungrouped, called once), each read only by the next."""
     consumers = graph.consumers(model)
     chains = []
     for relu in model.layers:
@@ -56,9 +58,10 @@ def equalizable_chains(model):
         calls = graph.inbound_layers(relu)
         bn = calls[0][0] if len(calls) == 1 and len(calls[0]) == 1 else None
         after = consumers[relu.name]
-        if (isinstance(bn, keras.layers.BatchNormalization) and consumers[bn.name] == [relu]
+        if (isinstance(bn, keras.layers.BatchNormalization) and channels_last_batchnorm(bn)
+                and bn.scale and bn.center and consumers[bn.name] == [relu]
                 and len(after) == 1 and type(after[0]) is keras.layers.Conv2D
-                and after[0].groups == 1):
+                and after[0].groups == 1 and len(graph.inbound_layers(after[0])) == 1):
             chains.append((bn, relu, after[0]))
     return chains
 

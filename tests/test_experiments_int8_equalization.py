@@ -21,10 +21,14 @@ def _model(seed=0):
     z = keras.layers.Conv2D(4, 1, name="side")(x)  # r2 has two readers: not equalizable
     outputs = keras.layers.Add()([y, z])
     model = keras.Model(inputs, outputs)
+    for conv in (model.get_layer(n) for n in ("c1", "c2", "c3", "side")):
+        conv.kernel.assign(rng.normal(0, 0.3, conv.kernel.shape).astype("float32"))
     for bn in (model.get_layer("b1"), model.get_layer("b2")):
         c = bn.gamma.shape[0]
         bn.gamma.assign(rng.uniform(0.1, 3.0, c).astype("float32"))  # unequal ranges
-        bn.beta.assign(rng.normal(0, 1, c).astype("float32"))
+        beta = rng.normal(0, 1, c)
+        beta[:2] = -50.0, 5.0  # channel 0 never fires, channel 1 always does
+        bn.beta.assign(beta.astype("float32"))
         bn.moving_mean.assign(rng.normal(0, 0.5, c).astype("float32"))
         bn.moving_variance.assign(rng.uniform(0.5, 2.0, c).astype("float32"))
     return model
@@ -34,6 +38,23 @@ def test_chains_are_only_those_read_by_one_convolution():
     names = [(bn.name, relu.name, conv.name)
              for bn, relu, conv in eq.equalizable_chains(_model())]
     assert names == [("b1", "r1", "c2")]
+
+
+def test_chains_skip_what_cannot_be_rescaled_exactly():
+    """No gamma (``scale=False``), a channels-first BatchNormalization, a convolution
+    called twice (rescaling it would change its other call): none is a chain."""
+    inputs = keras.Input((8, 8, 4))
+    x = keras.layers.BatchNormalization(scale=False, name="no_gamma")(inputs)
+    x = keras.layers.ReLU()(x)
+    x = keras.layers.Conv2D(4, 3, padding="same", name="after_no_gamma")(x)
+    y = keras.layers.BatchNormalization(axis=1, name="axis_1")(x)
+    y = keras.layers.ReLU()(y)
+    y = keras.layers.Conv2D(4, 3, padding="same", name="after_axis_1")(y)
+    shared = keras.layers.Conv2D(4, 1, name="shared")
+    z = keras.layers.BatchNormalization(name="ok_bn")(y)
+    z = shared(keras.layers.ReLU()(z))
+    outputs = keras.layers.Add()([z, shared(y)])
+    assert eq.equalizable_chains(keras.Model(inputs, outputs)) == []
 
 
 @pytest.mark.parametrize("mode", ["act", "cle"])

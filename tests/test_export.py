@@ -1125,6 +1125,38 @@ def test_the_extra_weights_budget_is_bytes_so_int8_files_hold_four_times_the_wei
     assert verify_tflite(model, planned, x).sqnr_db >= 30
 
 
+def test_int8_plans_give_the_channels_lowerings_the_int8_budget(monkeypatch):
+    """With the same cost weights for float32 and int8 files, the int8 plan keeps every
+    "channels" lowering (16,722 extra weights: over the float32 budget of 9,372, within the
+    int8 one of 37,489) where the float32 plan keeps one; factored and planned exports
+    alike ("planned": the budget left after the full kernels it stores)."""
+    from kronecker_zoo import ops as kz_ops
+    from kronecker_zoo.export import execution as export_execution
+
+    model = _two_factor_model()
+    layers = [model.get_layer(n) for n in "abc"]
+    monkeypatch.setitem(kz_ops.COST_WEIGHTS, "litert_int8", dict(kz_ops.COST_WEIGHTS["litert"]))
+    extra = {layer.name: layer.lowering_constants("channels") - layer.lowering_constants("batch")
+             for layer in layers}
+    params = model.count_params()
+    assert (export_execution.extra_weights_budget(params) < sum(extra.values())
+            <= export_execution.extra_weights_budget(params, 1))
+    float32 = export_execution.planned_lowerings(model, layers, "litert")
+    int8 = export_execution.planned_lowerings(model, layers, "litert_int8")
+    assert "batch" in float32.values() and set(int8.values()) == {"channels"}
+    with export_execution.forced_execution(model, "factored", runtime="litert_int8"):
+        assert [layer.resolved_lowering for layer in layers] == ["channels"] * 3
+
+    chosen, stored = export_execution.planned_executions(model, layers, "litert_int8")
+    materialized = [layer.name for layer in layers if chosen[layer] == "materialized"]
+    assert "b" not in materialized and stored > export_execution.extra_weights_budget(params)
+    with export_execution.forced_execution(model, "planned", runtime="litert_int8"):
+        b = model.get_layer("b")
+        assert b.resolved_execution == "factored" and b.resolved_lowering == "channels"
+    with export_execution.forced_execution(model, "planned", runtime="litert"):
+        assert b.resolved_lowering == "batch"  # within the float32 budget: "batch"
+
+
 def test_per_layer_execution_materialises_only_the_named_layers(tmp_path):
     """execution={name: "materialized"}: that layer becomes one CONV_2D with its full
     kernel (stored: the file grows by its dense weights less its factors), the others
