@@ -1157,6 +1157,47 @@ def test_int8_plans_give_the_channels_lowerings_the_int8_budget(monkeypatch):
         assert b.resolved_lowering == "batch"  # within the float32 budget: "batch"
 
 
+def test_planned_is_never_dearer_than_all_factored_by_the_cost_model(monkeypatch):
+    """A full kernel can crowd "channels" lowerings that save more out of the budget:
+    with LiteRT's int8 weights (pinned here as fitted in session 30), materialising
+    `kron_resnet_8`'s `stage2_block1_conv1` (a 9x9 kernel, 39,744 extra weights) leaves no
+    room for the stage-1 lowerings, a plan the cost model prices above all factored. The
+    planner then keeps every layer factored; on every model and runtime below, the plan
+    it runs costs at most the all-factored one."""
+    from kronecker_zoo import ops as kz_ops
+    from kronecker_zoo.export import execution as export_execution
+
+    monkeypatch.setitem(kz_ops.COST_WEIGHTS, "litert_int8",
+                        {"grouped_mac": 2.0, "moved": 165.1, "tile": (16, 16)})
+    monkeypatch.setitem(kz_ops.COST_WEIGHTS, "litert",
+                        {"grouped_mac": 1.4, "moved": 30.6, "tile": (8, 16)})
+    kron8 = models.get("kron_resnet_8")
+    layers = export_execution.execution_layers(kron8)
+    first, extra = export_execution.planned_executions(kron8, layers, "litert_int8")
+    assert [layer.name for layer in layers if first[layer] == "materialized"] == [
+        "stage2_block1_conv1"]
+    budget = export_execution.extra_weights_budget(kron8.count_params(), 1)
+    crowded = export_execution.planned_lowerings(
+        kron8, [layer for layer in layers if first[layer] == "factored"], "litert_int8",
+        budget - extra)
+    alone = export_execution.planned_lowerings(kron8, layers, "litert_int8", budget)
+    factored = {layer: "factored" for layer in layers}
+    assert (export_execution.modeled_cost(factored, alone, "litert_int8")
+            < export_execution.modeled_cost(first, crowded, "litert_int8"))
+    assert export_execution.resolve_execution(kron8, "planned", "litert_int8") == "factored"
+    for name in ("kron_resnet_8", "resnet_8_kron5x", "resnet_20_kron5x"):
+        model = models.get(name)
+        layers = export_execution.execution_layers(model)
+        for runtime, bytes_per_weight in (("litert", 4), ("litert_int8", 1)):
+            budget = export_execution.extra_weights_budget(model.count_params(),
+                                                           bytes_per_weight)
+            all_factored = export_execution.modeled_cost(
+                {layer: "factored" for layer in layers},
+                export_execution.planned_lowerings(model, layers, runtime, budget), runtime)
+            chosen, lowerings = export_execution.planned_plan(model, layers, runtime)
+            assert export_execution.modeled_cost(chosen, lowerings, runtime) <= all_factored
+
+
 def test_per_layer_execution_materialises_only_the_named_layers(tmp_path):
     """execution={name: "materialized"}: that layer becomes one CONV_2D with its full
     kernel (stored: the file grows by its dense weights less its factors), the others

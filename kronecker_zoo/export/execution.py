@@ -218,14 +218,51 @@ def planned_executions(model, layers, runtime=None):
     return plan, sum(extra[layer] for layer in kept)
 
 
+def modeled_cost(executions, lowerings, runtime):
+    """The cost model's total for a plan: ``executions`` ``{layer: "factored" |
+    "materialized"}``, ``lowerings`` ``{layer: lowering}`` (layers not in it: the lowering
+    `lowering_for` picks); layers without a cost model count 0."""
+    total = 0.0
+    for layer, chosen in executions.items():
+        if not hasattr(layer, "execution_costs"):
+            continue
+        costs = layer.execution_costs(runtime)
+        total += costs[chosen]
+        if (chosen == "factored" and layer in lowerings
+                and lowerings[layer] != layer.lowering_for(runtime)):
+            total += abs(layer.lowering_saving(runtime))  # held to the dearer lowering
+    return total
+
+
+def planned_plan(model, layers, runtime=None):
+    """``(executions, lowerings)`` that ``execution="planned"`` runs on ``runtime``:
+    `planned_executions`, then the "channels" lowerings within what their full kernels
+    leave of the budget; unless the cost model finds every layer factored, the lowerings
+    given the whole budget, cheaper (full kernels can crowd out lowerings that save more).
+    Without a runtime: `planned_executions` and no lowering plan."""
+    chosen, extra = planned_executions(model, layers, runtime)
+    if not runtime:
+        return chosen, {}
+    budget = extra_weights_budget(model.count_params(), weight_bytes(runtime))
+    factored = [layer for layer in layers if chosen[layer] == "factored"]
+    lowerings = planned_lowerings(model, factored, runtime, budget - extra)
+    if "materialized" in chosen.values():
+        all_factored = {layer: "factored" for layer in layers}
+        alternative = planned_lowerings(model, layers, runtime, budget)
+        if (modeled_cost(all_factored, alternative, runtime)
+                < modeled_cost(chosen, lowerings, runtime)):
+            return all_factored, alternative
+    return chosen, lowerings
+
+
 def resolve_execution(model, execution, runtime=None):
     """``execution`` as `forced_execution` runs it: "planned" becomes the per-layer dict
-    ``{layer name: "materialized"}`` of the layers `planned_executions` materialises on
+    ``{layer name: "materialized"}`` of the layers `planned_plan` materialises on
     ``runtime`` ("factored" when there are none); anything else is returned as it is."""
     check_execution(execution)
     if execution != "planned":
         return execution
-    plan, _ = planned_executions(model, execution_layers(model), runtime)
+    plan, _ = planned_plan(model, execution_layers(model), runtime)
     return {layer.name: chosen for layer, chosen in plan.items()
             if chosen == "materialized"} or "factored"
 
@@ -235,8 +272,8 @@ def forced_execution(model, execution="factored", runtime=None):
     """Within the block every choosing layer of ``model`` runs ``execution`` (or, for a
     per-layer dict ``{layer name: "factored" | "materialized"}``, what the dict says, the
     layers it does not name factored: see `check_execution`; for "planned", what
-    `planned_executions` picks on ``runtime``, their full kernels counted in the
-    lowerings' weight budget).
+    `planned_plan` picks on ``runtime``, their full kernels counted in the lowerings'
+    weight budget).
 
     Sets each layer's ``resolved_execution`` (what its ``call`` reads) and restores
     the previous values on exit, errors included. ``"as_built"`` changes nothing.
@@ -251,12 +288,8 @@ def forced_execution(model, execution="factored", runtime=None):
     check_execution(execution)
     layers = [] if execution == "as_built" else execution_layers(model)
     if execution == "planned":
-        chosen, extra = planned_executions(model, layers, runtime)
+        chosen, plan = planned_plan(model, layers, runtime)
         executions = [chosen[layer] for layer in layers]
-        factored = [layer for layer in layers if chosen[layer] == "factored"]
-        budget = extra_weights_budget(model.count_params(), weight_bytes(runtime))
-        plan = (planned_lowerings(model, factored, runtime, budget - extra)
-                if runtime else {})
     else:
         executions = per_layer_executions(layers, execution)
         plan = planned_lowerings(model, layers, runtime) if runtime else {}
