@@ -19,7 +19,7 @@ import contextlib
 from kronecker_zoo import graph
 
 # "planned": each layer factored unless the runtime's cost model finds its full kernel
-# cheaper (`planned_executions`).
+# cheaper, within the file-size budget (`planned_plan`).
 FORCED_EXECUTIONS = ("factored", "materialized", "as_built", "planned")
 
 

@@ -380,7 +380,7 @@ def to_tflite(model, path, quantization=None, representative_data=None, batch_si
             on your device, at the cost of their full kernels in the file; or
             `"planned"`: factored except the layers LiteRT's cost model (calibrated on
             XNNPACK, float32 and int8 apart) finds faster materialised, within the
-            file-size budget (`planned_executions`, `extra_weights_budget`: counted in
+            file-size budget (`planned_plan`, `extra_weights_budget`: counted in
             bytes, so an int8 file holds four times the extra weights of a float32
             one; ``TFLiteExport.execution`` names them).
         bias_correction: `"auto"`, `True` or `False`. "int8" only: `True` folds into
