@@ -55,8 +55,7 @@ def equalizable_chains(model):
     for relu in model.layers:
         if not _plain_relu(relu):
             continue
-        calls = graph.inbound_layers(relu)
-        bn = calls[0][0] if len(calls) == 1 and len(calls[0]) == 1 else None
+        bn = graph.sole_inbound_layer(relu)
         after = consumers[relu.name]
         if (isinstance(bn, keras.layers.BatchNormalization) and channels_last_batchnorm(bn)
                 and bn.scale and bn.center and consumers[bn.name] == [relu]

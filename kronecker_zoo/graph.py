@@ -11,6 +11,7 @@ the report, the export rewrites, the tf_keras bridge and `optimize` go through i
     graph_io(model)       -> (inputs, outputs): KerasTensors of a graph model
     layer_calls(model)    -> [Call(layer, inputs, outputs, args, kwargs)], inputs first
     inbound_layers(layer) -> [[layers read by call 0], [... call 1], ...]
+    sole_inbound_layer(layer) -> the one layer it reads (one call, one input), or None
     consumers(model)      -> {layer name: [layers / operations reading its output, once
                              per call; MODEL_OUTPUT where the model returns it]}
     sublayers(layer)      -> the layers a layer (or a nested model) holds directly
@@ -104,6 +105,13 @@ def inbound_layers(layer):
         else:  # Keras 3
             calls.append([producer(t) for t in node.input_tensors])
     return calls
+
+
+def sole_inbound_layer(layer):
+    """The layer ``layer`` reads from when it is called once on one input, else `None`
+    (several calls or inputs: not clear-cut)."""
+    calls = inbound_layers(layer)
+    return calls[0][0] if len(calls) == 1 and len(calls[0]) == 1 else None
 
 
 class _ModelOutput:

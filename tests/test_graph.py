@@ -83,6 +83,20 @@ def test_inbound_layers_and_consumers_keras3():
     assert consumers["out"] == [graph.MODEL_OUTPUT]
 
 
+def test_sole_inbound_layer_only_for_one_call_on_one_input():
+    inputs = keras.Input((4,))
+    a = keras.layers.Dense(4, name="a")
+    b = keras.layers.Dense(4, name="b")
+    x, y = a(inputs), b(inputs)
+    shared = keras.layers.Dense(4, name="shared")
+    outputs = keras.layers.Add(name="add")([shared(x), shared(y)])
+    single = keras.layers.Dense(2, name="single")(outputs)
+    model = keras.Model(inputs, single)
+    assert graph.sole_inbound_layer(model.get_layer("single")).name == "add"
+    assert graph.sole_inbound_layer(model.get_layer("add")) is None  # two inputs
+    assert graph.sole_inbound_layer(model.get_layer("shared")) is None  # two calls
+
+
 def test_consumers_see_model_outputs_and_operations_that_are_not_layers():
     """A rewrite that changes a layer's output for its one reader must know of the
     others: a returned output, ``x * 0.5`` (a Keras operation, not in ``model.layers``)."""

@@ -51,12 +51,6 @@ from kronecker_zoo import graph, kernels
 TFLITE_FOLDS_BATCHNORM_INTO = ("Conv2D", "Conv1D", "Dense", "DepthwiseConv2D", "SeparableConv2D")
 
 
-def _producer(layer):
-    """The layer whose output ``layer`` consumes, or None when that is not clear-cut."""
-    calls = graph.inbound_layers(layer)
-    return calls[0][0] if len(calls) == 1 and len(calls[0]) == 1 else None
-
-
 def channels_last_batchnorm(layer):
     """Whether ``layer`` is a BatchNormalization over the last axis (the one TFLite folds
     or rewrites; others are left as they are)."""
@@ -139,7 +133,7 @@ def unfoldable_batchnorms(model):
     for layer in model.layers:
         if not channels_last_batchnorm(layer) or len(layer.input.shape) != 4:
             continue
-        producer = _producer(layer)
+        producer = graph.sole_inbound_layer(layer)
         if producer is None or converter_folds_batchnorm(layer, producer, consumers):
             continue
         found.append((layer, producer))
