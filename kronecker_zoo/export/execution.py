@@ -162,6 +162,11 @@ def extra_weights_budget(params, bytes_per_weight=4):
     return (int(0.8 * params) + 32768) // bytes_per_weight
 
 
+def _export_budget(model, runtime):
+    """`extra_weights_budget` of ``model`` in a file planned for ``runtime``."""
+    return extra_weights_budget(model.count_params(), weight_bytes(runtime))
+
+
 def planned_lowerings(model, layers, runtime, budget=None):
     """``{layer: lowering}`` for the layers that plan their lowering (``lowering="auto"``):
     each layer's cheaper lowering on ``runtime``, then, while the extra weights the
@@ -173,7 +178,7 @@ def planned_lowerings(model, layers, runtime, budget=None):
     extra = {layer: layer.lowering_constants("channels") - layer.lowering_constants("batch")
              for layer in planning if plan[layer] == "channels"}
     if budget is None:
-        budget = extra_weights_budget(model.count_params(), weight_bytes(runtime))
+        budget = _export_budget(model, runtime)
     saving = {layer: layer.lowering_saving(runtime) for layer in extra}
     kept = _within_budget(saving, extra, budget)
     for layer in extra:
@@ -211,8 +216,7 @@ def planned_executions(model, layers, runtime=None):
         if costs["materialized"] < costs["factored"]:
             saving[layer] = costs["factored"] - costs["materialized"]
             extra[layer] = layer.materializing_extra_weights()
-    kept = _within_budget(saving, extra,
-                          extra_weights_budget(model.count_params(), weight_bytes(runtime)))
+    kept = _within_budget(saving, extra, _export_budget(model, runtime))
     for layer in kept:
         plan[layer] = "materialized"
     return plan, sum(extra[layer] for layer in kept)
@@ -243,7 +247,7 @@ def planned_plan(model, layers, runtime=None):
     chosen, extra = planned_executions(model, layers, runtime)
     if not runtime:
         return chosen, {}
-    budget = extra_weights_budget(model.count_params(), weight_bytes(runtime))
+    budget = _export_budget(model, runtime)
     factored = [layer for layer in layers if chosen[layer] == "factored"]
     lowerings = planned_lowerings(model, factored, runtime, budget - extra)
     if "materialized" in chosen.values():
