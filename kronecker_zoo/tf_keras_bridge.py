@@ -214,6 +214,12 @@ class BridgedLayer(tf_keras.layers.Layer):
         object.__setattr__(self, "_overrides",
                            {id(kernels[i]): value for i, value in enumerate(overrides)})
 
+    @property
+    def weights_overridden(self):
+        """Whether `set_weight_overrides` replaced kernels in ``call`` (under tfmot's QAT:
+        the fake-quantized kernels and factors)."""
+        return bool(self._overrides)
+
     def call(self, inputs, training=None):
         source = self._source
         values = {id(variable): self._overrides.get(id(twin), twin)

@@ -142,6 +142,15 @@ def execution_layers(model):
             if hasattr(obj, "resolved_execution") and hasattr(obj, "execution")]
 
 
+def fake_quantized_layers(model):
+    """The layers of `execution_layers` whose kernels run fake-quantized: the Keras 3
+    layers inside the tf_keras bridge's ``BridgedLayer``s whose factors tfmot's QAT
+    replaced (`kronecker_zoo.optimize.quantize_aware`)."""
+    return [obj.source for obj in _inside(model)
+            if getattr(obj, "weights_overridden", False)
+            and hasattr(obj.source, "resolved_execution")]
+
+
 # Bytes per stored weight in the files planned for a runtime's costs: an int8 file stores
 # its weights (full kernels, "channels" lowering constants) as int8; every other runtime's,
 # as float32.
@@ -283,7 +292,11 @@ def forced_execution(model, execution="factored", runtime=None):
     the previous values on exit, errors included. ``"as_built"`` changes nothing.
     With ``runtime`` ("litert", "tensorflow", "jax"), layers that plan their factored
     lowering (``lowering="auto"``) plan it for that runtime's measured costs, within
-    `extra_weights_budget` (`planned_lowerings`).
+    `extra_weights_budget` (`planned_lowerings`). Fake-quantized layers (QAT,
+    `fake_quantized_layers`) run the "batch" lowering whatever they were built with: its
+    kernels are reshapes and transposes of the fake-quantized factors, which the TFLite
+    converter quantizes as weights; it rejects the "channels" lowering's kernel, a
+    concatenation of copies of a fake-quantized factor (or makes it an activation).
     Tracing (a `tf.function`, the TFLite converter, XLA) must happen inside the block.
 
     Yields:
@@ -297,6 +310,8 @@ def forced_execution(model, execution="factored", runtime=None):
     else:
         executions = per_layer_executions(layers, execution)
         plan = planned_lowerings(model, layers, runtime) if runtime else {}
+    plan.update({layer: "batch" for layer in fake_quantized_layers(model)
+                 if layer in layers and hasattr(layer, "resolved_lowering")})
     saved = [layer.resolved_execution for layer in layers]
     saved_lowering = [layer.resolved_lowering for layer in plan]
     try:
