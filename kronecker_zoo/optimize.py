@@ -12,7 +12,7 @@ layers' math is not duplicated) and apply tfmot to the twin:
     model = models.get("kron_resnet_8", weights="fashion_mnist")
 
     # Quantization-aware training -> full-integer int8 TFLite
-    qat = optimize.quantize_aware(model)
+    qat = optimize.quantize_aware(model, representative_data=x[:256])  # ranges start there
     optimize.compile_for_finetuning(qat, learning_rate=1e-4)   # or qat.compile(...)
     qat.fit(x, y, epochs=1)
     to_tflite(qat, "kron_int8.tflite", quantization="int8", representative_data=x[:256])
@@ -35,7 +35,9 @@ moving-average range) by `BridgedQuantizeConfig`; built-in layers get tfmot's
 default 8-bit scheme (per-channel Conv2D kernels; no fake-quant inside
 Conv-BN-ReLU and Add-ReLU). A BatchNormalization after a zoo layer cannot be
 folded into it (TFLite keeps it as MUL + ADD), so it quantizes its own output
-and the zoo layer's output is left to it. The tensors inside a factored
+and the zoo layer's output is left to it. Ranges start at the weights' own and, given
+representative images, at the float model's tensors' (`initialize_ranges`). A fake-quantized
+Kronecker layer exports with its "batch" lowering. The tensors inside a factored
 convolution have no fake-quant op; the int8 export's calibration data give
 them ranges, and the file is then int8 from its QUANTIZE to its DEQUANTIZE.
 
@@ -111,6 +113,7 @@ from kronecker_zoo.tf_keras_bridge import (  # noqa: E402
 __all__ = [
     "BridgedQuantizeConfig",
     "compile_for_finetuning",
+    "initialize_ranges",
     "prunable_weights",
     "prune",
     "pruned_layers",
@@ -222,13 +225,20 @@ def _quantize_annotation(layer, consumers, registry):
         "default 8-bit scheme does not support it and kronecker_zoo has no config for it.")
 
 
-def quantize_aware(model, custom_layers=()):
+def quantize_aware(model, custom_layers=(), representative_data=None):
     """A tf_keras quantization-aware-training twin of a Keras 3 zoo model.
 
     Args:
         model: a functional Keras 3 model (e.g. `kronecker_zoo.models.get`); its
             weights are carried over exactly.
         custom_layers: extra Keras 3 layer classes to bridge (see `to_tf_keras`).
+        representative_data: images in any form `to_tflite` takes (e.g. 256 training
+            images), or `None`. Every weight's range starts at the weight's own (as
+            tfmot's first training step would set it); with data, every activation's
+            range starts at what ``model`` computes on them (`initialize_ranges`), so
+            the twin starts where post-training int8 is. Without, tfmot's start of
+            +-6 stands until training moves it (by 0.1% a step): a twin that fine-tunes
+            briefly keeps ranges far from its tensors'.
 
     Returns:
         An uncompiled `tf_keras.Model` with fake-quantization (``QuantizeWrapperV2``
@@ -257,7 +267,98 @@ def quantize_aware(model, custom_layers=()):
     custom = keras.saving.custom_object_scope({c.__name__: c for c in custom_layers})
     with quantize_scope(), custom:
         annotated = tf_keras.models.clone_model(twin, clone_function=annotate)
-        return tfmot.quantization.keras.quantize_apply(annotated)
+        qat = tfmot.quantization.keras.quantize_apply(annotated)
+    initialize_ranges(qat, model, representative_data)
+    return qat
+
+
+def _quantizer_range(low, high, quantizer):
+    """tfmot's stored range for values spanning ``[low, high]`` (arrays: per channel):
+    zero inside it; symmetric quantizers balanced around zero as tfmot's ops do it."""
+    if not getattr(quantizer, "symmetric", False):
+        return np.minimum(low, 0.0), np.maximum(high, 0.0)
+    ratio = -1.0 if quantizer.narrow_range else -((1 << quantizer.num_bits) - 2) / (
+        1 << quantizer.num_bits)
+    return np.minimum(low, high / ratio), np.maximum(high, low * ratio)
+
+
+def _assign_range(variables, low, high, quantizer):
+    low, high = _quantizer_range(np.asarray(low), np.asarray(high), quantizer)
+    for key, value in (("min_var", low), ("max_var", high)):
+        shape = tuple(variables[key].shape)  # a per-channel range: the same for each
+        variables[key].assign(np.broadcast_to(value, shape).astype("float32"))
+
+
+def initialize_ranges(qat_model, model, representative_data=None, batch_size=64):
+    """Starts a `quantize_aware` twin's quantization ranges where its tensors are.
+
+    Weights (every fake-quantized kernel and factor): their own range, set by running
+    each weight's quantizer once in training mode on it (tfmot's own rule, per channel
+    where it is per channel). With ``representative_data``: the input's and every
+    layer's output (and post-activation) range, from the float ``model`` run on those
+    images, the ranges a post-training calibration would find (asymmetric, zero
+    inside; a layer is matched by name). The pre-activation ranges of softmax,
+    sigmoid, tanh and gelu layers, which ``model`` does not expose, keep tfmot's start.
+
+    Args:
+        qat_model: the tf_keras twin `quantize_aware` built from ``model``.
+        model: the Keras 3 model it was built from (not changed).
+        representative_data: images in any form `kronecker_zoo.export.to_tflite`
+            takes, or `None` (weights only).
+        batch_size: images per forward pass of ``model``.
+
+    Returns:
+        ``qat_model``.
+    """
+    from tensorflow_model_optimization.python.core.quantization.keras.quantize_layer import (
+        QuantizeLayer,
+    )
+    from tensorflow_model_optimization.python.core.quantization.keras.quantize_wrapper import (
+        QuantizeWrapper,
+    )
+
+    wrappers = [layer for layer in qat_model.layers if isinstance(layer, QuantizeWrapper)]
+    for wrapper in wrappers:
+        for weight, quantizer, variables in wrapper._weight_vars:
+            if "min_var" in variables:
+                quantizer(weight, True, weights=variables)  # assigns the weight's range
+    if representative_data is None:
+        return qat_model
+    from kronecker_zoo.export import representative_batches
+
+    names = [w.layer.name for w in wrappers if w.layer.name in _layer_names(model)]
+    inputs = model.inputs[0] if len(model.inputs) == 1 else model.inputs
+    probe = keras.Model(inputs, [model.get_layer(name).output for name in names] or inputs)
+    low, high = {}, {}
+    shape = (batch_size,) + tuple(model.input_shape[1:])
+    for images in representative_batches(representative_data, shape):
+        outputs = probe(images, training=False)
+        outputs = outputs if isinstance(outputs, (list, tuple)) else [outputs]
+        for key, values in zip(["input"] + names, [images] + list(outputs)):
+            values = np.asarray(keras.ops.convert_to_numpy(values), np.float64)
+            low[key] = min(low.get(key, np.inf), float(values.min()))
+            high[key] = max(high.get(key, -np.inf), float(values.max()))
+    for layer in qat_model.layers:
+        if isinstance(layer, QuantizeLayer) and layer.quantizer is not None:
+            _assign_range(layer.quantizer_vars, low["input"], high["input"], layer.quantizer)
+    for wrapper in wrappers:
+        name = wrapper.layer.name
+        if name not in low:
+            continue
+        targets = []
+        if wrapper._output_quantizers:
+            targets.append((wrapper._output_quantizer_vars, wrapper._output_quantizers[0]))
+        for activation in wrapper._quantize_activations:
+            if activation._should_post_quantize():
+                targets.append((activation._post_activation_vars, activation.quantizer))
+        for variables, quantizer in targets:
+            if "min_var" in variables:
+                _assign_range(variables, low[name], high[name], quantizer)
+    return qat_model
+
+
+def _layer_names(model):
+    return {layer.name for layer in model.layers}
 
 
 # -- pruning ---------------------------------------------------------------------------

@@ -33,6 +33,7 @@ from kronecker_zoo.export import (
     int8_op_noise,
     model_input_range,
     pretraining_calibration_data,
+    representative_batches,
     tflite_io,
     tflite_op_counts,
     tflite_ops_by_layer,
@@ -325,6 +326,21 @@ def test_registry_input_range_is_what_the_models_normalise():
         normalise = model.get_layer("normalize")
         ends = np.array([low, high], "float32").reshape(1, 1, 2, 1)
         np.testing.assert_allclose(np.asarray(normalise(ends)).ravel(), [-1.0, 1.0], atol=1e-6)
+
+
+def test_representative_batches_fixed_batch_and_free_sizes():
+    """Fixed-size batches from any split of the data; a None size takes the data's; a
+    channel-less batch gains its axis; too few examples repeat; wrong shapes are named."""
+    images = np.arange(5 * 10 * 12, dtype="float32").reshape(5, 10, 12)
+    batches = list(representative_batches([images[:3], (images[3:], None)], (2, None, None, 1)))
+    assert [b.shape for b in batches] == [(2, 10, 12, 1)] * 2  # the fifth image: no full batch
+    np.testing.assert_array_equal(np.concatenate(batches)[..., 0], images[:4])
+    (single,) = representative_batches(images[0], (4, 10, 12, 1))
+    np.testing.assert_array_equal(single[..., 0], np.stack([images[0]] * 4))
+    with pytest.raises(ValueError, match=r"shape \(10, 12, 3\)"):
+        list(representative_batches(images, (2, 10, 12, 3)))
+    with pytest.raises(ValueError, match="empty"):
+        list(representative_batches([], (2, 10, 12, 1)))
 
 
 def test_int8_with_pretraining_calibration_and_user_batches(test_sets, tmp_path):

@@ -60,6 +60,7 @@ from kronecker_zoo.export.tflite import (
     TFLiteExport,
     convert_tflite,
     file_size_bound,
+    representative_batches,
     to_tflite,
 )
 from kronecker_zoo.export.verify import MAX_REL_ERROR, MIN_AGREEMENT, VerificationReport, verify_tflite
@@ -92,6 +93,7 @@ __all__ = [
     "int8_op_noise",
     "model_input_range",
     "pretraining_calibration_data",
+    "representative_batches",
     "run_tflite",
     "tflite_io",
     "tflite_op_counts",

@@ -33,7 +33,7 @@ import numpy as np
 import tensorflow as tf
 
 from kronecker_zoo.export.signature import static_input_shape
-from kronecker_zoo.export.tflite import _batches, prepared_converter
+from kronecker_zoo.export.tflite import prepared_converter, representative_batches
 from kronecker_zoo.export.verify import sqnr_db
 
 ROUNDING_FLOOR_STEPS = 1.0 / np.sqrt(12.0)
@@ -66,7 +66,7 @@ def int8_op_noise(model, representative_data, images, batch_size=1, input_shape=
     """
     with prepared_converter(model, "int8", representative_data, batch_size, input_shape,
                             execution) as (converter, shape):
-        batches = list(_batches(np.asarray(images, np.float32), shape))
+        batches = list(representative_batches(np.asarray(images, np.float32), shape))
         debugger = tf.lite.experimental.QuantizationDebugger(
             converter=converter, debug_dataset=lambda: ([b] for b in batches))
         debugger.run()
@@ -118,14 +118,14 @@ def int8_float_op_gain(model, representative_data, images, batch_size=1, input_s
                            np.float64)
     if not isinstance(representative_data, np.ndarray):  # read a one-shot iterable once
         shape = static_input_shape(model, batch_size, input_shape)
-        representative_data = list(_batches(representative_data, shape))
+        representative_data = list(representative_batches(representative_data, shape))
     ops = int8_op_noise(model, representative_data, images[:1], batch_size, input_shape,
                         execution)
     rows = []
     with prepared_converter(model, "int8", representative_data, batch_size, input_shape,
                             execution) as (converter, shape), \
             tempfile.TemporaryDirectory() as tmp:
-        batches = list(_batches(np.asarray(images, np.float32)[:1], shape))
+        batches = list(representative_batches(np.asarray(images, np.float32)[:1], shape))
         for op in [None] + ops:
             options = tf.lite.experimental.QuantizationDebugOptions(
                 denylisted_nodes=[] if op is None else [op.tensor])

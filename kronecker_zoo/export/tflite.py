@@ -125,6 +125,11 @@ def _check_quantization(quantization):
 # -- representative data ---------------------------------------------------------------
 
 
+def _fits(shape, sample):
+    """Whether ``shape`` is ``sample``'s (a ``None`` in ``sample`` matches any size)."""
+    return len(shape) == len(sample) and all(d is None or d == n for n, d in zip(shape, sample))
+
+
 def _as_images(batch, sample_shape):
     """One batch of representative data -> float32 ``(n,) + sample_shape``."""
     if isinstance(batch, dict):
@@ -134,13 +139,13 @@ def _as_images(batch, sample_shape):
         batch = batch[0]  # (images,) or (images, labels), as tf.data yields them
     array = np.asarray(batch, dtype=np.float32)
     sample = tuple(sample_shape)
-    if array.shape == sample:  # a single example
+    if _fits(array.shape, sample):  # a single example
         array = array[None]
-    elif sample[-1] == 1 and array.shape == sample[:-1]:  # a single example, no channel axis
+    elif sample[-1] == 1 and _fits(array.shape, sample[:-1]):  # one example, no channel axis
         array = array[None, ..., None]
-    elif sample[-1] == 1 and array.shape[1:] == sample[:-1]:  # a batch, no channel axis
+    elif sample[-1] == 1 and _fits(array.shape[1:], sample[:-1]):  # a batch, no channel axis
         array = array[..., None]
-    if array.shape[1:] != sample:
+    if not _fits(array.shape[1:], sample):
         raise ValueError(
             f"representative_data examples must have shape {sample} (raw 0..255 pixels, "
             f"channels last) to match the model input. Received a batch of shape "
@@ -149,8 +154,15 @@ def _as_images(batch, sample_shape):
     return array
 
 
-def _batches(representative_data, shape):
-    """Yield float32 arrays of exactly ``shape`` (the file's fixed batch)."""
+def representative_batches(representative_data, shape):
+    """Yield float32 arrays of exactly ``shape`` (the file's fixed batch; a ``None`` in
+    ``shape[1:]`` takes the data's size) from ``representative_data``: an array of
+    images, an iterable of batches or of ``(images, labels)`` tuples, or a callable
+    returning one, as `to_tflite` takes it. Fewer examples than a batch are repeated.
+
+    Raises:
+        ValueError: naming what does not fit (no examples, a wrong shape, dicts).
+    """
     batch_size, sample_shape = shape[0], tuple(shape[1:])
     source = representative_data() if callable(representative_data) else representative_data
     if isinstance(source, np.ndarray):
@@ -234,7 +246,8 @@ def _convert(model, quantization, representative_data, batch_size, input_shape, 
             copy = private_copy(model) if copy is None else copy
             if _has_targets(copy, execution):
                 shape = static_input_shape(model, batch_size, input_shape)
-                batches = list(_batches(representative_data, shape))  # may be one-shot
+                # (may be one-shot)
+                batches = list(representative_batches(representative_data, shape))
                 files = [_convert(model, quantization, batches, batch_size, input_shape,
                                   execution, choice, copy)[0] for choice in (False, True)]
                 images = np.concatenate(batches)
@@ -314,7 +327,7 @@ def _prepared_converter(model, copy, quantization, representative_data, batch_si
     if quantization == "int8":
         # Read (and check) all of it now: errors surface before tracing, and a one-shot
         # generator or dataset is consumed once.
-        batches = list(_batches(representative_data, shape))
+        batches = list(representative_batches(representative_data, shape))
         check_calibration_range(model, batches)
     # Executions are forced and int8 rewrites applied on a copy, never the user's model.
     model = private_copy(model) if copy is None else copy
