@@ -234,11 +234,13 @@ def quantize_aware(model, custom_layers=(), representative_data=None):
         custom_layers: extra Keras 3 layer classes to bridge (see `to_tf_keras`).
         representative_data: images in any form `to_tflite` takes (e.g. 256 training
             images), or `None`. Every weight's range starts at the weight's own (as
-            tfmot's first training step would set it); with data, every activation's
-            range starts at what ``model`` computes on them (`initialize_ranges`), so
-            the twin starts where post-training int8 is. Without, tfmot's start of
-            +-6 stands until training moves it (by 0.1% a step): a twin that fine-tunes
-            briefly keeps ranges far from its tensors'.
+            tfmot's first training step would set it); with data, the input's and every
+            activation's range start at what ``model`` computes on them
+            (`initialize_ranges`), so the twin starts where post-training int8 is.
+            Without, tfmot's starts stand until training moves them: the input's range
+            is [0, 0] (the untrained twin's output is constant) and grows to the data's
+            in the first step; the activations' start at +-6 and move 0.1% a step, so a
+            short fine-tune of a model whose logits reach 20 keeps them clipped.
 
     Returns:
         An uncompiled `tf_keras.Model` with fake-quantization (``QuantizeWrapperV2``
@@ -290,15 +292,18 @@ def _assign_range(variables, low, high, quantizer):
 
 
 def initialize_ranges(qat_model, model, representative_data=None, batch_size=64):
-    """Starts a `quantize_aware` twin's quantization ranges where its tensors are.
+    """Starts a fresh `quantize_aware` twin's quantization ranges where its tensors are
+    (on a trained twin it replaces the learnt ranges).
 
     Weights (every fake-quantized kernel and factor): their own range, set by running
     each weight's quantizer once in training mode on it (tfmot's own rule, per channel
-    where it is per channel). With ``representative_data``: the input's and every
-    layer's output (and post-activation) range, from the float ``model`` run on those
-    images, the ranges a post-training calibration would find (asymmetric, zero
-    inside; a layer is matched by name). The pre-activation ranges of softmax,
-    sigmoid, tanh and gelu layers, which ``model`` does not expose, keep tfmot's start.
+    where it is per channel). With ``representative_data``: the input's range and every
+    layer's output (and post-activation) range, from the float ``model`` run on every
+    one of those images (all calls of a shared layer), the ranges a post-training
+    calibration would find (zero inside; a layer is matched by name). Kept at tfmot's
+    start: the pre-activation ranges of softmax, sigmoid, tanh and gelu layers, which
+    ``model`` does not expose, and the layers tfmot renames (a SeparableConv2D becomes a
+    DepthwiseConv2D and a Conv2D of its own names).
 
     Args:
         qat_model: the tf_keras twin `quantize_aware` built from ``model``.
@@ -309,6 +314,9 @@ def initialize_ranges(qat_model, model, representative_data=None, batch_size=64)
 
     Returns:
         ``qat_model``.
+
+    Raises:
+        ValueError: ``model`` has more than one input, or the images do not fit it.
     """
     from tensorflow_model_optimization.python.core.quantization.keras.quantize_layer import (
         QuantizeLayer,
@@ -320,45 +328,54 @@ def initialize_ranges(qat_model, model, representative_data=None, batch_size=64)
     wrappers = [layer for layer in qat_model.layers if isinstance(layer, QuantizeWrapper)]
     for wrapper in wrappers:
         for weight, quantizer, variables in wrapper._weight_vars:
-            if "min_var" in variables:
+            if _has_range(variables):
                 quantizer(weight, True, weights=variables)  # assigns the weight's range
     if representative_data is None:
         return qat_model
+    if len(model.inputs) != 1:
+        raise ValueError("initialize_ranges takes representative images for a model with one "
+                         f"input; {model.name!r} has {len(model.inputs)}.")
     from kronecker_zoo.export import representative_batches
 
-    names = [w.layer.name for w in wrappers if w.layer.name in _layer_names(model)]
-    inputs = model.inputs[0] if len(model.inputs) == 1 else model.inputs
-    probe = keras.Model(inputs, [model.get_layer(name).output for name in names] or inputs)
-    low, high = {}, {}
-    shape = (batch_size,) + tuple(model.input_shape[1:])
-    for images in representative_batches(representative_data, shape):
-        outputs = probe(images, training=False)
-        outputs = outputs if isinstance(outputs, (list, tuple)) else [outputs]
-        for key, values in zip(["input"] + names, [images] + list(outputs)):
-            values = np.asarray(keras.ops.convert_to_numpy(values), np.float64)
-            low[key] = min(low.get(key, np.inf), float(values.min()))
-            high[key] = max(high.get(key, -np.inf), float(values.max()))
-    for layer in qat_model.layers:
-        if isinstance(layer, QuantizeLayer) and layer.quantizer is not None:
-            _assign_range(layer.quantizer_vars, low["input"], high["input"], layer.quantizer)
+    targets = {}  # layer name -> [(range variables, quantizer), ...]
     for wrapper in wrappers:
-        name = wrapper.layer.name
-        if name not in low:
-            continue
-        targets = []
-        if wrapper._output_quantizers:
-            targets.append((wrapper._output_quantizer_vars, wrapper._output_quantizers[0]))
-        for activation in wrapper._quantize_activations:
-            if activation._should_post_quantize():
-                targets.append((activation._post_activation_vars, activation.quantizer))
-        for variables, quantizer in targets:
-            if "min_var" in variables:
+        found = [(wrapper._output_quantizer_vars, wrapper._output_quantizers[0])
+                 ] if wrapper._output_quantizers else []
+        found += [(activation._post_activation_vars, activation.quantizer)
+                  for activation in wrapper._quantize_activations
+                  if activation._should_post_quantize()]
+        found = [(v, q) for v, q in found if _has_range(v)]
+        if found:
+            targets[wrapper.layer.name] = found
+    # every call of a layer (a shared layer quantizes them all with one range)
+    calls = [(call.layer.name, output) for call in graph.layer_calls(model)
+             if call.layer.name in targets for output in call.outputs]
+    probe = keras.Model(model.inputs[0], [output for _, output in calls] or model.inputs[0])
+    images = np.concatenate(list(representative_batches(
+        representative_data, (1,) + tuple(model.input_shape[1:]))))
+    low, high = {}, {}
+    for start in range(0, len(images), batch_size):
+        batch = images[start:start + batch_size]
+        outputs = probe(batch, training=False) if calls else []
+        outputs = outputs if isinstance(outputs, (list, tuple)) else [outputs]
+        for (name, _), values in zip(calls, outputs):
+            values = keras.ops.convert_to_numpy(values)
+            low[name] = min(low.get(name, np.inf), float(values.min()))
+            high[name] = max(high.get(name, -np.inf), float(values.max()))
+    for layer in qat_model.layers:
+        if isinstance(layer, QuantizeLayer) and _has_range(getattr(layer, "quantizer_vars", None)):
+            _assign_range(layer.quantizer_vars, float(images.min()), float(images.max()),
+                          layer.quantizer)
+    for name, found in targets.items():
+        if name in low:
+            for variables, quantizer in found:
                 _assign_range(variables, low[name], high[name], quantizer)
     return qat_model
 
 
-def _layer_names(model):
-    return {layer.name for layer in model.layers}
+def _has_range(variables):
+    """Whether a quantizer's variables hold a trainable range (FixedQuantizer's do not)."""
+    return isinstance(variables, dict) and "min_var" in variables and "max_var" in variables
 
 
 # -- pruning ---------------------------------------------------------------------------

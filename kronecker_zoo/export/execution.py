@@ -289,7 +289,8 @@ def forced_execution(model, execution="factored", runtime=None):
     weight budget).
 
     Sets each layer's ``resolved_execution`` (what its ``call`` reads) and restores
-    the previous values on exit, errors included. ``"as_built"`` changes nothing.
+    the previous values on exit, errors included. ``"as_built"`` changes nothing but the
+    lowering of fake-quantized layers (below).
     With ``runtime`` ("litert", "tensorflow", "jax"), layers that plan their factored
     lowering (``lowering="auto"``) plan it for that runtime's measured costs, within
     `extra_weights_budget` (`planned_lowerings`). Fake-quantized layers (QAT,
@@ -310,8 +311,9 @@ def forced_execution(model, execution="factored", runtime=None):
     else:
         executions = per_layer_executions(layers, execution)
         plan = planned_lowerings(model, layers, runtime) if runtime else {}
+    # (whatever the execution, "as_built" included: a QAT twin converts no other way)
     plan.update({layer: "batch" for layer in fake_quantized_layers(model)
-                 if layer in layers and hasattr(layer, "resolved_lowering")})
+                 if hasattr(layer, "resolved_lowering")})
     saved = [layer.resolved_execution for layer in layers]
     saved_lowering = [layer.resolved_lowering for layer in plan]
     try:
