@@ -3,6 +3,7 @@
     python tflite/int8_parity.py resnet_8 kron_resnet_8 --calibration train:64 test:256
     python tflite/int8_parity.py --all-classifiers --calibration train:256 --examples 2000
     python tflite/int8_parity.py resnet_8 --calibration train:256 test:200 --bias-correction both
+    python tflite/int8_parity.py context_net_frontend --output-range mse minmax
 
 For each model (published weights) and each calibration set ``split:count`` (``count``
 seeded-random images of that split of the model's pretraining set, drawn with
@@ -13,6 +14,8 @@ the bar (99% classification, 98% per pixel). Exit status 1 if any row misses it.
 ``--bias-correction`` exports with `to_tflite`'s int8 bias correction ``auto`` (the
 default, as `to_tflite` does: the file closer to Keras on the calibration images, the
 table says which), ``on``, ``off``, or ``both`` (on and off, one row each).
+``--output-range``: `to_tflite`'s int8 range of the outputs, ``mse`` (the default) and/or
+``minmax`` (one row each).
 """
 
 import argparse
@@ -28,6 +31,7 @@ from kronecker_zoo import models  # noqa: E402
 from kronecker_zoo.export import (MIN_AGREEMENT, pretraining_calibration_data,  # noqa: E402
                                   to_tflite, verify_tflite)
 from kronecker_zoo.export.calibration import SPLITS  # noqa: E402
+from kronecker_zoo.export.output_range import OUTPUT_RANGES  # noqa: E402
 from kronecker_zoo.tables import markdown_table  # noqa: E402
 from tflite import zoo  # noqa: E402
 
@@ -45,34 +49,36 @@ BIAS_CORRECTION = {"auto": ("auto",), "on": (True,), "off": (False,), "both": (F
 
 
 def parity_rows(names, calibrations, examples=None, seed=0, directory=None,
-                bias_corrections=("auto",)):
-    """One dict per (model, calibration set, bias correction): agreement, SQNR,
-    accuracies, passed."""
+                bias_corrections=("auto",), output_ranges=("mse",)):
+    """One dict per (model, calibration set, bias correction, output range): agreement,
+    SQNR, accuracies, passed."""
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for name in names:
             task = models.spec(name).task
             model = zoo.load_model(name)
             images, labels = zoo.test_set(name, examples)
-            for (split, count), corrected in itertools.product(calibrations,
-                                                               bias_corrections):
+            for (split, count), corrected, output_range in itertools.product(
+                    calibrations, bias_corrections, output_ranges):
                 suffix = {"auto": "", True: "_corrected", False: "_uncorrected"}[corrected]
                 path = os.path.join(directory or tmp,
-                                    f"{name}_int8_{split}{count}{suffix}.tflite")
+                                    f"{name}_int8_{split}{count}{suffix}_{output_range}.tflite")
                 calibration = pretraining_calibration_data(
                     name, zoo.default_weights(name), count=count, seed=seed, split=split)
                 info = to_tflite(model, path, quantization="int8", overwrite=True,
-                                 bias_correction=corrected, representative_data=calibration)
+                                 bias_correction=corrected, representative_data=calibration,
+                                 output_range=output_range)
                 r = verify_tflite(model, path, images, labels)
                 kept = "on" if info.bias_corrected else "off"
                 setting = f"auto ({kept})" if corrected == "auto" else kept
                 rows.append({"model": name, "calibration": f"{count} {split}",
-                             "bias_correction": setting,
+                             "bias_correction": setting, "output_range": output_range,
                              "examples": r.num_examples, "agreement": r.agreement,
                              "sqnr_db": r.sqnr_db, "keras_accuracy": r.keras_accuracy,
                              "int8_accuracy": r.tflite_accuracy,
                              "passed": r.agreement >= MIN_AGREEMENT[task]})
-                print(f"{name} ({count} {split}, bias correction {setting}): "
+                print(f"{name} ({count} {split}, bias correction {setting}, output range "
+                      f"{output_range}): "
                       f"{100 * r.agreement:.2f}% "
                       f"agreement, {r.sqnr_db:.1f} dB", flush=True)
     return rows
@@ -94,6 +100,8 @@ def main(argv=None):
     parser.add_argument("--bias-correction", choices=sorted(BIAS_CORRECTION), default="auto",
                         help="to_tflite's int8 bias correction: auto (default), on, off, "
                              "or both")
+    parser.add_argument("--output-range", nargs="+", choices=OUTPUT_RANGES, default=["mse"],
+                        help="to_tflite's int8 output range(s): mse (default), minmax")
     args = parser.parse_args(argv)
     names = list(args.names)
     if args.all_classifiers:
@@ -106,14 +114,14 @@ def main(argv=None):
     if unpublished:
         parser.error(f"no published weights for {unpublished}")
     rows = parity_rows(names, args.calibration, args.examples, args.seed, args.keep,
-                       BIAS_CORRECTION[args.bias_correction])
+                       BIAS_CORRECTION[args.bias_correction], args.output_range)
     print(markdown_table(
         ["model", "calibration", "test images", "agreement", "SQNR", "Keras accuracy",
-         "int8 accuracy", ">= bar", "bias correction"],
+         "int8 accuracy", ">= bar", "bias correction", "output range"],
         [[f"`{r['model']}`", r["calibration"], f"{r['examples']:,}",
           f"{100 * r['agreement']:.2f}%", f"{r['sqnr_db']:.1f} dB",
           f"{100 * r['keras_accuracy']:.2f}%", f"{100 * r['int8_accuracy']:.2f}%",
-          "yes" if r["passed"] else "no", r["bias_correction"]]
+          "yes" if r["passed"] else "no", r["bias_correction"], r["output_range"]]
          for r in rows]))
     return 0 if all(r["passed"] for r in rows) else 1
 

@@ -63,15 +63,23 @@ def input_signature(shape):
     return [tf.TensorSpec(shape, tf.float32, name="images")]
 
 
-def inference_function(model, shape, jit_compile=False):
+def inference_function(model, shape, jit_compile=False, output_ranges=None):
     """A `tf.function` ``images -> logits`` (``training=False``) with a static signature.
 
     Works for Keras 3 (TensorFlow backend) and tf_keras models. Trace it (e.g.
     ``get_concrete_function()``) inside `forced_execution` to pin the execution.
+    ``output_ranges``: ``[(low, high), ...]``, one per (flattened) output, puts an 8-bit
+    fake-quant op with that range on each output (the range an int8 file gives it).
     """
 
     def serve(images):
-        return model(images, training=False)
+        outputs = model(images, training=False)
+        if output_ranges is None:
+            return outputs
+        flat = [tf.quantization.fake_quant_with_min_max_args(
+            y, min=float(low), max=float(high), num_bits=8)
+            for y, (low, high) in zip(tf.nest.flatten(outputs), output_ranges)]
+        return tf.nest.pack_sequence_as(outputs, flat)
 
     return tf.function(serve, input_signature=input_signature(shape),
                        jit_compile=jit_compile, autograph=False)

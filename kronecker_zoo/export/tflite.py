@@ -29,6 +29,9 @@ Choices, and why:
   separable, Kronecker and low-rank layers on the calibration data
   (`int8_bias_correction`: not float-identical, by design); "auto" (default)
   converts with and without it and keeps the file closer to the model.
+- The int8 range of the outputs (the logits) minimises their quantization error on the
+  calibration data (`output_range`, "mse"), not the calibration's min and max: a few
+  extreme logits would make the grid coarse for all the others.
 - Calibration ("int8") needs ``representative_data``, always passed explicitly: no
   default is guessed (a fine-tuned zoo model keeps its name). For published weights
   `pretraining_calibration_data(name, tag)` gives their pretraining images. Data
@@ -59,6 +62,7 @@ from kronecker_zoo.export.execution import (
     resolve_execution,
 )
 from kronecker_zoo.export.inspect_tflite import check_tflite_ops, tflite_ops
+from kronecker_zoo.export.output_range import check_output_range, mse_range
 from kronecker_zoo.export.runner import run_tflite
 from kronecker_zoo.export.verify import sqnr_db
 from kronecker_zoo.export.int8_rewrites import int8_rewrites
@@ -194,8 +198,8 @@ def representative_batches(representative_data, shape):
 # -- conversion ------------------------------------------------------------------------
 
 
-def _converter(model, shape, execution, runtime="litert"):
-    function = inference_function(model, shape)
+def _converter(model, shape, execution, runtime="litert", output_ranges=None):
+    function = inference_function(model, shape, output_ranges=output_ranges)
     with forced_execution(model, execution, runtime=runtime):
         concrete = function.get_concrete_function()
     converter = tf.lite.TFLiteConverter.from_concrete_functions([concrete], model)
@@ -224,15 +228,16 @@ def _check_bias_correction(bias_correction):
 
 
 def convert_tflite(model, quantization=None, representative_data=None, batch_size=1,
-                   input_shape=None, execution="factored", bias_correction="auto"):
+                   input_shape=None, execution="factored", bias_correction="auto",
+                   output_range="mse"):
     """The .tflite bytes of ``model`` (see `to_tflite`, which also writes them)."""
     content, shape, _ = _convert(model, quantization, representative_data, batch_size,
-                                 input_shape, execution, bias_correction)
+                                 input_shape, execution, bias_correction, output_range)
     return content, shape
 
 
 def _convert(model, quantization, representative_data, batch_size, input_shape, execution,
-             bias_correction, copy=None):
+             bias_correction, output_range="mse", copy=None):
     """``(content, shape, bias_corrected)``; "auto" converts with and without the int8
     bias correction and keeps the file closer to ``model`` on the calibration images.
     ``copy``: the private copy of ``model`` to trace (`private_copy`; made here when
@@ -249,7 +254,8 @@ def _convert(model, quantization, representative_data, batch_size, input_shape, 
                 # (may be one-shot)
                 batches = list(representative_batches(representative_data, shape))
                 files = [_convert(model, quantization, batches, batch_size, input_shape,
-                                  execution, choice, copy)[0] for choice in (False, True)]
+                                  execution, choice, output_range, copy)[0]
+                         for choice in (False, True)]
                 images = np.concatenate(batches)
                 reference = model.predict(images, verbose=0)
                 best = int(np.argmax([_file_sqnr_db(content, images, reference)
@@ -257,8 +263,8 @@ def _convert(model, quantization, representative_data, batch_size, input_shape, 
                 return files[best], shape, bool(best)
         bias_correction = False
     with _prepared_converter(model, copy, quantization, representative_data, batch_size,
-                             input_shape, execution, bias_correction) as (converter, shape,
-                                                                          copy):
+                             input_shape, execution, bias_correction,
+                             output_range) as (converter, shape, copy):
         content = converter.convert()
     check_tflite_ops(content)
     return content, shape, bool(bias_correction) and _has_targets(copy, execution)
@@ -289,7 +295,8 @@ def _file_sqnr_db(content, images, reference):
 
 @contextlib.contextmanager
 def prepared_converter(model, quantization=None, representative_data=None, batch_size=1,
-                       input_shape=None, execution="factored", bias_correction=False):
+                       input_shape=None, execution="factored", bias_correction=False,
+                       output_range="mse"):
     """Yields ``(converter, shape)``: the `tf.lite.TFLiteConverter` `convert_tflite` runs.
 
     Convert within the block: the converter reads the variables of a private, rewritten
@@ -297,17 +304,19 @@ def prepared_converter(model, quantization=None, representative_data=None, batch
     here (`int8_bias_correction` applied or not); "auto" is `convert_tflite`'s.
     """
     with _prepared_converter(model, None, quantization, representative_data, batch_size,
-                             input_shape, execution, bias_correction) as (converter, shape, _):
+                             input_shape, execution, bias_correction,
+                             output_range) as (converter, shape, _):
         yield converter, shape
 
 
 @contextlib.contextmanager
 def _prepared_converter(model, copy, quantization, representative_data, batch_size,
-                        input_shape, execution, bias_correction):
+                        input_shape, execution, bias_correction, output_range="mse"):
     """`prepared_converter` tracing ``copy`` (a `private_copy` of ``model``; made here
     when None); yields ``(converter, shape, copy)``."""
     quantization = _check_quantization(quantization)
     check_execution(execution)
+    check_output_range(output_range)
     check_tensorflow_model(model)
     shape = static_input_shape(model, batch_size, input_shape)
     if representative_data is not None and quantization != "int8":
@@ -340,13 +349,27 @@ def _prepared_converter(model, copy, quantization, representative_data, batch_si
             rewrites.enter_context(int8_rewrites(model))
             if bias_correction:
                 rewrites.enter_context(int8_bias_correction(model, batches))
-        yield _configured_converter(model, shape, execution, quantization, batches), shape, model
+        converter = _configured_converter(model, shape, execution, quantization, batches,
+                                          output_range)
+        yield converter, shape, model
 
 
-def _configured_converter(model, shape, execution, quantization, batches):
+def _output_ranges(model, batches, output_range):
+    """The int8 ranges `_converter` puts on the outputs of ``model`` (a Keras 3 model; a
+    tf_keras QAT twin keeps the ranges it learnt): `mse_range` over the calibration
+    images for "mse", none (the converter's min/max) for "minmax"."""
+    if output_range == "minmax" or not isinstance(model, keras.Model):
+        return None
+    outputs = model.predict(np.concatenate(batches), verbose=0)
+    return [mse_range(values) for values in tf.nest.flatten(outputs)]
+
+
+def _configured_converter(model, shape, execution, quantization, batches,
+                          output_range="mse"):
     """The converter `convert_tflite` runs (``model`` already a rewritten private copy)."""
+    ranges = _output_ranges(model, batches, output_range) if quantization == "int8" else None
     # Kronecker layers planned for the runtime's measured costs.
-    converter = _converter(model, shape, execution, _runtime(quantization))
+    converter = _converter(model, shape, execution, _runtime(quantization), ranges)
     if quantization is not None:
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
     if quantization == "float16":
@@ -365,7 +388,8 @@ def _configured_converter(model, shape, execution, quantization, batches):
 
 
 def to_tflite(model, path, quantization=None, representative_data=None, batch_size=1,
-              overwrite=False, input_shape=None, execution="factored", bias_correction="auto"):
+              overwrite=False, input_shape=None, execution="factored", bias_correction="auto",
+              output_range="mse"):
     """Export ``model`` to a LiteRT flatbuffer with a fixed input shape.
 
     Args:
@@ -405,6 +429,12 @@ def to_tflite(model, path, quantization=None, representative_data=None, batch_si
             outputs are closer to ``model``'s on ``representative_data`` (SQNR): the
             correction usually helps, but where a constant background's rounding
             dominates it can hurt. ``TFLiteExport.bias_corrected`` says which was kept.
+        output_range: `"mse"` or `"minmax"`. "int8" only, Keras 3 models: the int8 range
+            of the model's outputs (the logits), `"mse"` (default) the one minimising
+            their quantization error on ``representative_data``
+            (`output_range.mse_range`; the largest values are clipped) rather than
+            the calibration's min and max (`"minmax"`), whose few extreme logits make
+            the grid coarse for the rest. A tf_keras QAT twin keeps the ranges it learnt.
 
     Returns:
         `TFLiteExport` (``path``, ``size_bytes``, ``quantization``, ``input_shape``,
@@ -419,7 +449,8 @@ def to_tflite(model, path, quantization=None, representative_data=None, batch_si
     """
     path = check_output_file(path, overwrite)
     content, shape, corrected = _convert(model, quantization, representative_data,
-                                         batch_size, input_shape, execution, bias_correction)
+                                         batch_size, input_shape, execution, bias_correction,
+                                         output_range)
     executed = resolve_execution(model, execution, _runtime(quantization))
     write_atomically(path, content)
     return TFLiteExport(
