@@ -301,6 +301,10 @@ STUDENTS["resnet_20_lowrank5x_plain"] = STUDENTS["resnet_20_lowrank5x"]
 # equal-MAC twin of resnet_20_lowrank5x_plain
 # (training/runs/resnet_20_kron5x_lowmac_plain/plan.json equals resnet_20_kron5x_lowmac's).
 STUDENTS["resnet_20_kron5x_lowmac_plain"] = STUDENTS["resnet_20_kron5x_lowmac"]
+# resnet_20_kron10x_lowmac_plain_e30_lowwd's recipe run for 45 epochs
+# (training/runs/resnet_20_kron10x_lowmac_plain_e45_lowwd/plan.json equals its plan).
+STUDENTS["resnet_20_kron10x_lowmac_plain_e45_lowwd"] = STUDENTS[
+    "resnet_20_kron10x_lowmac_plain_e30_lowwd"]
 
 
 def student_builder(teacher_builder, layers, arguments):
