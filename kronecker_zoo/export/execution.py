@@ -178,11 +178,14 @@ def _export_budget(model, runtime):
 
 def planned_lowerings(model, layers, runtime, budget=None):
     """``{layer: lowering}`` for the layers that plan their lowering (``lowering="auto"``):
-    each layer's cheaper lowering on ``runtime``, then, while the extra weights the
+    each layer's cheaper lowering on ``runtime`` (fake-quantized layers, which run
+    "batch", left out), then, while the extra weights the
     "channels" lowerings store exceed ``budget`` (default `extra_weights_budget`), the
     layer saving least per extra weight goes back to "batch"."""
+    fixed = fake_quantized_layers(model)  # "batch" whatever is planned (`forced_execution`)
     planning = [layer for layer in layers
-                if hasattr(layer, "lowering_for") and getattr(layer, "lowering", None) == "auto"]
+                if hasattr(layer, "lowering_for") and getattr(layer, "lowering", None) == "auto"
+                and not any(layer is f for f in fixed)]
     plan = {layer: layer.lowering_for(runtime) for layer in planning}
     extra = {layer: layer.lowering_constants("channels") - layer.lowering_constants("batch")
              for layer in planning if plan[layer] == "channels"}
