@@ -83,7 +83,8 @@ CALIBRATION_EXAMPLES = 64  # int8 calibration images in the per-model sweep (def
 # logits took the calibration's min/max range; with the range minimising their quantization
 # error (`to_tflite(output_range="mse")`, the default) 98.48%: it meets the bar, no longer
 # listed (`tests/test_output_range.py`; issue 14).
-INT8_PTQ_SHORTFALL = {# full test set 99.28% with 256 train or 200 test calibration images
+INT8_PTQ_SHORTFALL = {
+                      # full test set 99.28% with 256 train or 200 test calibration images
                       # (bias corrected), but 98.83% on these 256 with the default calibration
                       "resnet_8": 0.98,
                       # full test set, 64 train calibration images: 99.02%, 29.4 dB (98.83%,

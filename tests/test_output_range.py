@@ -59,8 +59,11 @@ def test_mse_range_keeps_min_max_without_outliers_and_zero_inside():
     assert mse_range(np.zeros(4)) == (0.0, 0.0)
     with pytest.raises(ValueError, match="at least one"):
         mse_range(np.array([]))
-    with pytest.raises(ValueError, match="output_range.*'mse'.*'minmax'|output_range"):
+    with pytest.raises(ValueError, match="NaN or inf"):
+        mse_range(np.array([1.0, np.inf]))
+    with pytest.raises(ValueError, match="'minmax', 'mse'.*percentile"):
         check_output_range("percentile")
+    assert quantization_error(np.array([1.0, -2.0]), 0.0, 0.0, counts=np.array([3, 1])) == 7.0
 
 
 def _output_scale(path):
@@ -101,3 +104,34 @@ def test_int8_file_gives_its_output_the_mse_range(tmp_path):
     with pytest.raises(ValueError, match="output_range"):
         to_tflite(model, tmp_path / "bad.tflite", quantization="int8",
                   representative_data=images, output_range="percentile")
+
+
+def test_the_bias_corrected_file_gets_the_range_of_what_it_computes(tmp_path):
+    """bias_correction="auto" converts twice on one copy of the model: the corrected file's
+    output range is that of the corrected function (as a single corrected conversion
+    gives it), not of the function the first conversion ran."""
+    from kronecker_zoo import data, models
+
+    # its rewritten BatchNormalizations take the correction (an attribute of the rewrite)
+    model = models.get("kron_resnet_8", weights="fashion_mnist")
+    images = data.fashion_mnist("train")[0][:64].astype("float32")
+    auto = to_tflite(model, tmp_path / "auto.tflite", quantization="int8",
+                     representative_data=images)
+    assert auto.bias_corrected and auto.output_range == "mse"  # the case in question
+    corrected = to_tflite(model, tmp_path / "on.tflite", quantization="int8",
+                          representative_data=images, bias_correction=True)
+    assert _output_scale(auto) == pytest.approx(_output_scale(corrected), rel=1e-5)
+
+
+def test_an_output_that_is_always_zero_keeps_the_calibration_range(tmp_path):
+    inputs = keras.Input((6, 6, 1))
+    live = keras.layers.Conv2D(3, 3, name="live")(inputs)
+    dead = keras.layers.Conv2D(2, 1, kernel_initializer="zeros", name="dead")(inputs)
+    model = keras.Model(inputs, [live, dead])
+    images = np.random.default_rng(5).uniform(0, 255, (16, 6, 6, 1)).astype("float32")
+    info = to_tflite(model, tmp_path / "m.tflite", quantization="int8",
+                     representative_data=images)
+    from kronecker_zoo.export import run_tflite
+
+    outputs = run_tflite(info, images)
+    assert any(np.all(np.asarray(o) == 0) for o in outputs)

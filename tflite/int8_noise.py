@@ -9,7 +9,9 @@ its output (`int8_op_noise`; rounding alone is 0.29, ops clearly above it are ma
 then the argmax agreement with Keras of three files on the first ``--examples`` test
 images: float32, int8 weights with float activations ("dynamic") and full int8. Every
 op at the floor and "dynamic" near 100% mean the activations' rounding noise, accumulated
-over the ops, is what flips the low-margin predictions: no calibration choice is left to fix.
+over the ops, is what flips the low-margin predictions: no op is badly calibrated (the
+step sizes are what is left: the output range of `to_tflite(output_range=)` fixed
+context_net_frontend's parity).
 
 ``--float-op-gain`` adds, per op, the int8 file's SQNR and agreement with that op alone
 left in float32 (`int8_float_op_gain`; one conversion per op): the ops worth keeping

@@ -14,8 +14,10 @@ Per op the result is the RMS difference in units of its output's int8 step,
 Rounding alone gives 1/sqrt(12) = 0.29 steps (`ROUNDING_FLOOR_STEPS`) on a tensor
 whose calibrated range covers the data; clearly more means values clipped outside
 the calibrated range, or a coarse intermediate rounding inside the op. When every op
-sits at the floor, no calibration choice is left to fix: the disagreements with Keras
-come from the rounding noise accumulated over the ops meeting small top-2 margins.
+sits at the floor, no op is badly calibrated: the disagreements with Keras come from the
+rounding noise accumulated over the ops meeting small top-2 margins, and what is left to
+choose is the size of the steps, e.g. the output's (`output_range`: a range that clips
+its largest values on purpose, whose output op then shows more than rounding noise).
 
 `int8_float_op_gain` asks the other question: how much closer to Keras would the file be
 with one op left in float32 (LiteRT's selective quantization, the debugger's

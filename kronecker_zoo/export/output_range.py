@@ -8,11 +8,16 @@ images, so the logits the user reads (the argmax) are rounded on a grid set by t
 extreme logits. ``"mse"`` picks the range minimising the mean squared error of the
 quantized output over the calibration data instead (the values beyond it are clipped);
 `kronecker_zoo.export.to_tflite` puts that range on the output as a fake-quant op,
-which the converter keeps. Measured: `context_net_frontend`'s class scores get
-[-22.6, 21.8] instead of [-28.6, 27.6], and its per-pixel agreement with Keras rises
-from 97.37% to 98.24% (500 test scenes); the classifiers' logits keep about their
-min/max. Only the model's outputs: clipping a tensor inside the network passes its
-error on to every later layer (tried: it lowered the classifiers' agreement).
+which the converter keeps (and, seeing a FakeQuant op, tags the file as
+quantization-aware). Measured: `context_net_frontend`'s class scores get [-22.6, 21.8]
+instead of [-28.6, 27.6], and its per-pixel agreement with Keras on the 2,000 test scenes
+rises from 97.37% to 98.21% (256 train calibration images; 97.52% to 98.43% with 200 test
+images); the classifiers' logits keep about their min/max. The criterion is the squared
+error, not the argmax: logits beyond the range saturate, and two classes both above it
+tie (argmax then takes the lower index); on the frontend the finer grid wins by far.
+Only the model's outputs: clipping the tensors inside the network as well (tried with a
+throwaway script, percentile and MSE ranges on every layer) lowered the classifiers'
+agreement.
 """
 
 import numpy as np
@@ -37,7 +42,7 @@ def quantization_error(values, low, high, num_bits=8, counts=None):
     values = np.asarray(values, np.float64)
     levels = 2 ** num_bits - 1
     if high <= low:
-        return float(np.sum((values if counts is None else counts * values) ** 2))
+        return float(np.sum(values ** 2 if counts is None else counts * values ** 2))
     scale = (high - low) / levels
     zero_point = np.floor(-low / scale + 0.5)  # rounded half up, as TensorFlow's FakeQuant
     codes = np.clip(np.floor(values / scale + 0.5) + zero_point, 0, levels)
@@ -53,10 +58,15 @@ def mse_range(values, num_bits=8):
     Args:
         values: array of any shape (the output tensor over the calibration images).
         num_bits: bits of the grid (8: int8).
+
+    Returns ``(0.0, 0.0)`` for values that are all 0 (no range to quantize on).
     """
     values = np.asarray(values, np.float64).ravel()
     if not values.size:
         raise ValueError("mse_range needs at least one value")
+    if not np.all(np.isfinite(values)):
+        raise ValueError("mse_range needs finite values: the model's output holds NaN or inf "
+                         "on the calibration images")
     low, high = min(float(values.min()), 0.0), max(float(values.max()), 0.0)
     if low == high:
         return low, high

@@ -68,17 +68,18 @@ def inference_function(model, shape, jit_compile=False, output_ranges=None):
 
     Works for Keras 3 (TensorFlow backend) and tf_keras models. Trace it (e.g.
     ``get_concrete_function()``) inside `forced_execution` to pin the execution.
-    ``output_ranges``: ``[(low, high), ...]``, one per (flattened) output, puts an 8-bit
-    fake-quant op with that range on each output (the range an int8 file gives it).
+    ``output_ranges``: ``[(low, high) or None, ...]``, one per (flattened) output, puts an
+    8-bit fake-quant op with that range on each output (the range an int8 file gives it;
+    None: none, the converter's calibration decides).
     """
 
     def serve(images):
         outputs = model(images, training=False)
         if output_ranges is None:
             return outputs
-        flat = [tf.quantization.fake_quant_with_min_max_args(
-            y, min=float(low), max=float(high), num_bits=8)
-            for y, (low, high) in zip(tf.nest.flatten(outputs), output_ranges)]
+        flat = [y if bounds is None else tf.quantization.fake_quant_with_min_max_args(
+            y, min=float(bounds[0]), max=float(bounds[1]), num_bits=8)
+            for y, bounds in zip(tf.nest.flatten(outputs), output_ranges, strict=True)]
         return tf.nest.pack_sequence_as(outputs, flat)
 
     return tf.function(serve, input_signature=input_signature(shape),

@@ -92,6 +92,7 @@ class TFLiteExport:
     ops: tuple
     kronecker_layers: int = 0  # layers whose execution was chosen (KroneckerConv2D)
     bias_corrected: bool = False  # int8: the weight-rounding bias correction was kept
+    output_range: str = None  # int8 of a Keras 3 model: "mse" or "minmax" (`output_range`)
 
     def __fspath__(self):
         return self.path
@@ -302,6 +303,7 @@ def prepared_converter(model, quantization=None, representative_data=None, batch
     Convert within the block: the converter reads the variables of a private, rewritten
     copy of ``model`` (the user's model is never touched). ``bias_correction`` is a bool
     here (`int8_bias_correction` applied or not); "auto" is `convert_tflite`'s.
+    ``output_range``: as `to_tflite`'s.
     """
     with _prepared_converter(model, None, quantization, representative_data, batch_size,
                              input_shape, execution, bias_correction,
@@ -357,11 +359,17 @@ def _prepared_converter(model, copy, quantization, representative_data, batch_si
 def _output_ranges(model, batches, output_range):
     """The int8 ranges `_converter` puts on the outputs of ``model`` (a Keras 3 model; a
     tf_keras QAT twin keeps the ranges it learnt): `mse_range` over the calibration
-    images for "mse", none (the converter's min/max) for "minmax"."""
+    images for "mse" (None for an output that is always 0), none (the converter's
+    min/max) for "minmax". ``model`` runs eagerly, as the file is about to be traced
+    (rewritten, bias-corrected: a cached ``predict`` function would miss the changes)."""
     if output_range == "minmax" or not isinstance(model, keras.Model):
         return None
-    outputs = model.predict(np.concatenate(batches), verbose=0)
-    return [mse_range(values) for values in tf.nest.flatten(outputs)]
+    images = np.concatenate(batches)
+    chunks = [tf.nest.flatten(model(images[i:i + 64], training=False))
+              for i in range(0, len(images), 64)]
+    ranges = [mse_range(np.concatenate([np.asarray(chunk[k]) for chunk in chunks]))
+              for k in range(len(chunks[0]))]
+    return [None if low == high else (low, high) for low, high in ranges]
 
 
 def _configured_converter(model, shape, execution, quantization, batches,
@@ -463,6 +471,8 @@ def to_tflite(model, path, quantization=None, representative_data=None, batch_si
         ops=tuple(tflite_ops(content)),
         kronecker_layers=len(execution_layers(model)),
         bias_corrected=corrected,
+        output_range=(output_range if quantization == "int8" and isinstance(model, keras.Model)
+                      else None),
     )
 
 
