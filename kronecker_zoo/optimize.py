@@ -350,13 +350,12 @@ def initialize_ranges(qat_model, model, representative_data=None, batch_size=64)
     # every call of a layer (a shared layer quantizes them all with one range)
     calls = [(call.layer.name, output) for call in graph.layer_calls(model)
              if call.layer.name in targets for output in call.outputs]
-    probe = keras.Model(model.inputs[0], [output for _, output in calls] or model.inputs[0])
     images = np.concatenate(list(representative_batches(
         representative_data, (1,) + tuple(model.input_shape[1:]))))
     low, high = {}, {}
-    for start in range(0, len(images), batch_size):
-        batch = images[start:start + batch_size]
-        outputs = probe(batch, training=False) if calls else []
+    probe = keras.Model(model.inputs[0], [output for _, output in calls]) if calls else None
+    for start in range(0, len(images) if calls else 0, batch_size):
+        outputs = probe(images[start:start + batch_size], training=False)
         outputs = outputs if isinstance(outputs, (list, tuple)) else [outputs]
         for (name, _), values in zip(calls, outputs):
             values = keras.ops.convert_to_numpy(values)

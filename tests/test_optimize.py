@@ -22,6 +22,7 @@ import tf_keras
 
 from kronecker_zoo import data, models, optimize
 from kronecker_zoo.export import run_tflite, tflite_quantization, to_tflite, verify_tflite
+from kronecker_zoo.export.verify import sqnr_db
 from kronecker_zoo.layers import KroneckerConv2D
 from kronecker_zoo.tf_keras_bridge import (
     BridgedLayer,
@@ -416,8 +417,7 @@ def test_qat_int8_export_of_a_kronecker_layer_the_int8_planner_lowers_by_channel
     expected = qat.predict(x, verbose=0)
     got = run_tflite(exported, x)
     # the int8 rounding of what QAT leaves in float (the tensors inside the cascade)
-    sqnr_db = 10 * np.log10(np.sum(expected ** 2) / np.sum((expected - got) ** 2))
-    assert sqnr_db >= 35
+    assert sqnr_db(expected, got) >= 35
     assert np.mean(expected.argmax(-1) == got.argmax(-1)) >= 0.9
 
 
@@ -477,12 +477,7 @@ def test_quantize_aware_starts_its_ranges_where_the_float_tensors_are():
                                 wrapper.quantizer_vars["max_var"].numpy()],
                                [min(images.min(), 0), images.max()], rtol=1e-6)
 
-    def sqnr_db(twin):
-        expected = _np(model(images, training=False))
-        got = twin(images, training=False).numpy()
-        return 10 * np.log10(np.sum(expected ** 2) / np.sum((expected - got) ** 2))
-
-    assert sqnr_db(qat) >= 30
+    assert sqnr_db(_np(model(images, training=False)), qat(images, training=False)) >= 30
     with pytest.raises(ValueError, match=r"representative_data.*\(8, 8, 2\)"):
         optimize.quantize_aware(model, representative_data=np.zeros((4, 5, 5, 2)))
 
