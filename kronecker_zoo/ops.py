@@ -784,6 +784,35 @@ def kronecker_conv2d(x, factors, strides=(1, 1), padding="same", padding_mode="z
     return factored_conv2d(x, factors, strides, order, lowering=lowering)
 
 
+def kronecker_matmul_order(ins, outs):
+    """``(order, macs)``: the order in which `kronecker_matmul` contracts the factors
+    (factor indices, first contracted first; outermost is 0) and its MACs per input
+    vector and rank term, the least over all orders.
+
+    Contracting factor ``k`` while the other axes have sizes ``d_l`` (``out_l`` once
+    contracted, else ``in_l``) costs ``in_k * out_k * prod_{l != k} d_l``. Ties keep
+    innermost first. E.g. ``(in, 1) (x) (1, out)`` (a rank-r product ``U V``) costs
+    ``in + out`` outermost first, ``2 in out`` innermost first.
+    """
+    ins, outs = [int(d) for d in ins], [int(d) for d in outs]
+    best = None
+    for order in itertools.permutations(reversed(range(len(ins)))):  # innermost first first
+        sizes, macs = list(ins), 0
+        for k in order:
+            macs += math.prod(sizes[:k] + sizes[k + 1:]) * ins[k] * outs[k]
+            sizes[k] = outs[k]
+        if best is None or macs < best[1]:
+            best = (order, macs)
+    return best
+
+
+def kronecker_matmul_macs(factor_shapes, rank=1):
+    """MACs per input vector of `kronecker_matmul` with factors of shapes
+    ``(in_k, out_k)`` (outermost first) and ``rank`` terms."""
+    return rank * kronecker_matmul_order([s[0] for s in factor_shapes],
+                                         [s[1] for s in factor_shapes])[1]
+
+
 def kronecker_matmul(x, factors):
     """``x @ sum_r kron(F_0[r], ..., F_{m-1}[r])`` without forming the matrix.
 
@@ -793,20 +822,22 @@ def kronecker_matmul(x, factors):
 
     Returns:
         (..., prod out_k). Runs as m small contractions over the reshaped input
-        ``(B, in_0, ..., in_{m-1})``, the rank axis shared by all of them.
+        ``(B, in_0, ..., in_{m-1})``, in the order of least MACs
+        (`kronecker_matmul_order`), the rank axis shared by all of them.
     """
     m = len(factors)
     ins = [int(f.shape[1]) for f in factors]
     outs = [int(f.shape[2]) for f in factors]
+    order, _ = kronecker_matmul_order(ins, outs)
     lead = ops.shape(x)[:-1]
     t = ops.reshape(x, [-1] + ins)
     letters = "abcdefghijklmnopqrstuvwxyz"
     in_l, out_l = letters[:m], letters[m:2 * m]
     axes = list(in_l)
-    # contract the innermost axis first; the rank axis 'R' appears at the first step
-    for k in range(m - 1, -1, -1):
-        src = "Z" + ("R" if k < m - 1 else "") + "".join(axes)
+    # the rank axis 'R' appears at the first step and is summed at the last
+    for step, k in enumerate(order):
+        src = "Z" + ("R" if step > 0 else "") + "".join(axes)
         axes[k] = out_l[k]
-        dst = "Z" + ("R" if k > 0 else "") + "".join(axes)
+        dst = "Z" + ("R" if step < m - 1 else "") + "".join(axes)
         t = ops.einsum(f"{src},R{in_l[k]}{out_l[k]}->{dst}", t, factors[k])
     return ops.reshape(t, list(lead) + [math.prod(outs)])

@@ -352,8 +352,9 @@ def test_factorize_errors_name_the_problem():
     with pytest.raises(ValueError, match=r"out of reach .* at most ([\d.]+)x") as error:
         compress.plan_factorization(model, ratio=1000)
     reachable = float(error.value.args[0].split("at most ")[1].split("x")[0])
-    plan = compress.plan_factorization(model, ratio=reachable * 0.999)
-    assert plan.params_after <= model.count_params() / (reachable * 0.999)
+    plan = compress.plan_factorization(model, ratio=reachable)  # the ratio it names is reachable
+    assert plan.params_after <= model.count_params() / reachable
+    assert compress.plan_factorization(model, ratio=np.float32(1.5)).ratio == 1.5
     with pytest.raises(ValueError, match=r"No layers named \['nope'\]"):
         compress.plan_factorization(model, exclude=["nope"])
     with pytest.raises(ValueError, match="method must be one of"):
@@ -362,6 +363,75 @@ def test_factorize_errors_name_the_problem():
         compress.plan_factorization(model, ratio=0.5)
     with pytest.raises(ValueError, match="needs 'factors'"):
         compress.plan_factorization(model, ratio=None, layer_overrides={"a": {"rank": 2}})
+    with pytest.raises(ValueError, match="'lowrank' fixes them"):
+        compress.plan_factorization(model, ratio=None, method="lowrank", layer_overrides={
+            "a": {"rank": 2, "factors": [(3, 1, 8, 1), (1, 3, 1, 8)]}})
+    with pytest.raises(ValueError, match=r"\['a'\] are both excluded and in layer_overrides"):
+        compress.plan_factorization(model, exclude=["a"], layer_overrides={"a": {"rank": 1}})
+    sequential = _sequential()
+    depthwise = next(l.name for l in sequential.layers
+                     if isinstance(l, keras.layers.DepthwiseConv2D))
+    with pytest.raises(ValueError, match=f"{depthwise}.*cannot be factorized.*depthwise"):
+        compress.plan_factorization(sequential, layer_overrides={depthwise: {"rank": 1}})
+    # a plan made for another model whose layers have the same names
+    narrow = keras.Sequential([keras.Input((8, 8, 4)), keras.layers.Conv2D(8, 3, name="c")])
+    wide = keras.Sequential([keras.Input((8, 8, 4)), keras.layers.Conv2D(6, 3, name="c")])
+    with pytest.raises(ValueError, match="plan does not fit model .* layer 'c'"):
+        compress.factorize(wide, plan=compress.plan_factorization(narrow, ratio=2.0))
+
+
+def test_kept_layers_name_their_reason_and_channels_first_layers_can_be_excluded():
+    inputs = keras.Input((4, 8, 8, 3))
+    x = keras.layers.TimeDistributed(keras.layers.Conv2D(4, 3), name="wrapped")(inputs)
+    x = keras.layers.Reshape((4, 6 * 6 * 4))(x)
+    x = keras.layers.Dense(16, name="lora")(x)
+    x = keras.layers.Dense(16, name="int8")(x)
+    outputs = keras.layers.Dense(12, name="plain")(x)
+    model = _randomise(keras.Model(inputs, outputs))
+    model.get_layer("lora").enable_lora(2)
+    model.get_layer("int8").quantize("int8")
+    plan = compress.plan_factorization(model, ratio=1.05)
+    reasons = {s.name: s.reason for s in plan.skipped}
+    assert "wrapper" in reasons["wrapped"]
+    assert reasons["lora"] == "LoRA-enabled layer"
+    assert "quantized layer (int8)" in reasons["int8"]
+    assert [c.name for c in plan.layers] == ["plain"]
+    # a channels_first layer the caller excludes is kept; a single name is one name
+    first = keras.Sequential([keras.Input((3, 8, 8)),
+                              keras.layers.Conv2D(4, 3, data_format="channels_first",
+                                                  name="cf"),
+                              keras.layers.Flatten(), keras.layers.Dense(16, name="d")])
+    plan = compress.plan_factorization(first, ratio=1.05, exclude="cf")
+    assert [(s.name, s.reason) for s in plan.skipped] == [("cf", "excluded by the caller")]
+    assert [c.name for c in plan.layers] == ["d"]
+
+
+def test_adapted_normalization_is_copied_with_its_statistics():
+    """A copied Normalization layer keeps what adapt() computed (its mean and variance
+    are derived state, not weights): at full rank the student equals the original."""
+    x = np.random.default_rng(0).normal(3.0, 2.0, size=(16, 8, 8, 3)).astype("float32")
+    norm = keras.layers.Normalization()
+    norm.adapt(x)
+    model = keras.Sequential([keras.Input((8, 8, 3)), norm, keras.layers.Conv2D(6, 3, name="c")])
+    student = compress.factorize(model, ratio=None, layer_overrides={
+        "c": {"factors": [(1, 1, 1, 6), (3, 3, 3, 1)], "rank": 6}})
+    np.testing.assert_allclose(student(x), model(x), rtol=1e-4, atol=1e-4)
+
+
+def test_a_dense_layer_never_costs_more_macs_than_its_matrix():
+    """KroneckerDense runs factored, so the plan keeps only shapes whose factored MACs
+    are at most the matrix's, even where the budget would allow a dearer, closer one."""
+    model = _randomise(keras.Sequential([
+        keras.Input((24,)), keras.layers.Dense(24, name="a"), keras.layers.Dense(8, name="b"),
+        keras.layers.Dense(4, name="c")]))
+    plan = compress.plan_factorization(model, ratio=1.05)
+    assert plan.layers
+    for choice in plan.layers:
+        assert choice.macs_after <= choice.macs_before, choice
+    student = compress.factorize(model, plan=plan)
+    assert report.parameter_report(student).macs <= report.parameter_report(model).macs
+    for choice in plan.layers:
+        assert student.get_layer(choice.name).macs() == choice.macs_after
 
 
 def test_factorize_with_a_runtime_cost_cap_keeps_every_layer_within_it():

@@ -240,6 +240,34 @@ def test_macs_two_factor_hand_count():
     assert layer.dense_equivalent_params() == 20 * 6 + 6
 
 
+@pytest.mark.parametrize("factors, rank, per_rank", [
+    ([(36, 1), (1, 10)], 2, 36 + 10),             # a rank-r product U V: outermost first
+    ([(3, 4), (2, 5), (4, 1)], 1, 3 * 2 * 4 * 1 + 2 * 1 * 3 * 4 + 4 * 1 * 2 * 5),  # 2, 0, 1
+    ([(1, 8), (6, 1), (5, 5)], 3, 1 * 5 * 6 * 1 + 1 * 1 * 5 * 5 + 1 * 5 * 1 * 8),  # 1, 2, 0
+])
+def test_factors_run_in_the_cheapest_order(factors, rank, per_rank):
+    """The contraction order of least MACs (hand counts in the comments: the order and
+    each step's MACs) computes the same matrix product (np.kron reference)."""
+    rng = np.random.default_rng(0)
+    layer = make_layer(factors, rank=rank, lead=(4,), rng=rng)
+    assert layer.macs() == rank * per_rank
+    # no order is cheaper: brute force over every order, counted independently
+    ins, outs = [f[0] for f in factors], [f[1] for f in factors]
+    import itertools
+    costs = []
+    for order in itertools.permutations(range(len(factors))):
+        sizes, cost = list(ins), 0
+        for k in order:
+            cost += math.prod(sizes) // sizes[k] * ins[k] * outs[k]
+            sizes[k] = outs[k]
+        costs.append(cost)
+    assert per_rank == min(costs)
+    x = rng.standard_normal((4, math.prod(ins))).astype("float32")
+    weights = layer.get_weights()
+    ref = x.astype(np.float64) @ np_kernel(weights[:-1]) + weights[-1]
+    assert_close(layer(x), ref)
+
+
 def test_param_count():
     layer = KroneckerDense(24, factors=[(4, 3), (5, 2), (2, 4)], rank=3)
     layer.build((None, 40))

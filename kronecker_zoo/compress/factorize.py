@@ -130,18 +130,26 @@ def _input_shape(layer):
                          "model graph; its input shape is ambiguous") from None
 
 
-def _eligibility(layer):
-    """``None`` if ``layer`` can be factorized, else why not."""
+def _eligibility(layer, excluded=False):
+    """``None`` if ``layer`` can be factorized, else why not (``excluded``: the caller
+    keeps it, which a channels_first layer then needs)."""
+    if type(layer) in (keras.layers.Conv2D, keras.layers.Dense):
+        if excluded:
+            return "excluded by the caller"
+        if getattr(layer, "quantization_mode", None) is not None:
+            return (f"quantized layer ({layer.quantization_mode}): factorize the float model, "
+                    "then quantize")
+        if getattr(layer, "lora_enabled", False):
+            return "LoRA-enabled layer"
     if type(layer) is keras.layers.Conv2D:
         if layer.data_format != "channels_last":
             raise ValueError(f"Layer {layer.name!r} is channels_first; factorize supports "
-                             "channels_last models only (the Keras default)")
+                             "channels_last models only (the Keras default); exclude it "
+                             "to keep it as it is")
         if layer.groups != 1:
             return f"grouped convolution (groups={layer.groups})"
         if tuple(layer.dilation_rate) != (1, 1):
             return f"dilated convolution (dilation_rate={tuple(layer.dilation_rate)})"
-        if getattr(layer, "lora_enabled", False):
-            return "LoRA-enabled layer"
         kh, kw, cin, cout = layer.kernel.shape
         if kh * kw * cin == 1 or cout == 1:
             return "one input value or one output channel per position: nothing to factor"
@@ -155,6 +163,8 @@ def _eligibility(layer):
         return f"subclass {type(layer).__name__} of a Keras layer: its call may differ"
     if isinstance(layer, keras.layers.DepthwiseConv2D):
         return "depthwise convolution"
+    if isinstance(layer, keras.layers.Wrapper):
+        return f"{type(layer).__name__} wrapper: the layers it wraps are not factorized"
     if any(hasattr(layer, a) for a in ("kernel", "factor_weights", "depthwise_kernel")):
         return f"{type(layer).__name__}: only Conv2D and Dense layers are factorized"
     return NOT_A_KERNEL
@@ -197,6 +207,10 @@ def plan_factorization(model, ratio=5.0, method="kronecker", exclude=(), layer_o
     (found by bisection) for which the whole model meets the budget; within its share each
     layer takes the shape and rank of least relative approximation error (fewer MACs
     break ties). Copied layers (BatchNormalization, biases, skipped layers) count in full.
+    A Dense layer only takes shapes no dearer in MACs than its matrix (`KroneckerDense`
+    always runs factored; a `KroneckerConv2D` runs materialised where that is cheaper).
+    Kept with the reason in ``plan.skipped``: grouped, dilated, depthwise, quantized and
+    LoRA-enabled layers, wrappers, subclasses of Conv2D / Dense, excluded layers.
 
     Args:
         model: a built Sequential or functional Keras model (never modified).
@@ -228,9 +242,10 @@ def plan_factorization(model, ratio=5.0, method="kronecker", exclude=(), layer_o
         `FactorizationPlan`; ``str(plan)`` prints shapes, ranks, errors, params and MACs.
 
     Raises:
-        ValueError: subclassed or unbuilt model, channels_first layers, unknown method or
-            layer names, nothing eligible, or a ``ratio`` no choice reaches (the message
-            gives the largest reachable ratio).
+        ValueError: subclassed or unbuilt model, channels_first layers not excluded,
+            unknown method or layer names, overrides of excluded or ineligible layers,
+            nothing eligible, or a ``ratio`` no choice reaches (the message gives the
+            largest reachable ratio).
     """
     _check_model(model)
     if method not in METHODS:
@@ -239,7 +254,7 @@ def plan_factorization(model, ratio=5.0, method="kronecker", exclude=(), layer_o
         if not layer_overrides:
             raise ValueError("ratio=None factorizes only the layers of layer_overrides, "
                              "and none were given")
-    elif isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not ratio > 1:
+    elif isinstance(ratio, bool) or not isinstance(ratio, numbers.Real) or not ratio > 1:
         raise ValueError(f"ratio (parameters before / after) must be a number > 1, or None "
                          f"with layer_overrides. Received: ratio={ratio!r}")
     for cap_name, cap in (("max_relative_macs", max_relative_macs),
@@ -257,6 +272,8 @@ def plan_factorization(model, ratio=5.0, method="kronecker", exclude=(), layer_o
     if runtime is not None and max_relative_cost is None:
         raise ValueError(f"runtime={runtime!r} prices shapes for max_relative_cost, which "
                          "was not given")
+    if isinstance(exclude, str):  # one name
+        exclude = (exclude,)
     layer_overrides = dict(layer_overrides or {})
     paths = dict(_layers(model))
     by_name = collections.defaultdict(list)
@@ -277,11 +294,16 @@ def plan_factorization(model, ratio=5.0, method="kronecker", exclude=(), layer_o
     overrides = {names.get(n, n): v for n, v in layer_overrides.items()}
 
     targets, skipped = [], []
+    conflicting = sorted(set(overrides) & excluded)
+    if conflicting:
+        raise ValueError(f"Layers {conflicting} are both excluded and in layer_overrides: "
+                         "keep them or fix their factorisation, not both")
     for path, layer in paths.items():
-        reason = _eligibility(layer)
-        if reason is None and path in excluded:
-            reason = "excluded by the caller"
-        elif reason is None and ratio is None and path not in overrides:
+        reason = _eligibility(layer, excluded=path in excluded)
+        if reason is not None and path in overrides:
+            raise ValueError(f"layer_overrides[{path!r}]: this layer cannot be factorized "
+                             f"({'a layer without a kernel' if reason == NOT_A_KERNEL else reason})")
+        if reason is None and ratio is None and path not in overrides:
             reason = "not in layer_overrides (ratio=None)"
         if reason is not None:
             if reason != NOT_A_KERNEL:  # BatchNormalization & co. are simply copied
@@ -336,7 +358,7 @@ def plan_factorization(model, ratio=5.0, method="kronecker", exclude=(), layer_o
     if smallest > budget:
         raise ValueError(
             f"ratio={ratio:g} is out of reach for model {model.name!r} with "
-            f"method={method!r}: at most {params_before / smallest:.2f}x (every eligible "
+            f"method={method!r}: at most {_floor2(params_before / smallest):.2f}x (every eligible "
             f"layer at its smallest factorisation; {fixed:,} parameters are copied as they "
             "are). Choose a smaller ratio, or exclude fewer layers.")
     lo, hi = 1.0, 2.0
@@ -356,7 +378,9 @@ def plan_factorization(model, ratio=5.0, method="kronecker", exclude=(), layer_o
     for t, c in zip(targets, chosen):
         if c is None:
             skipped.append(Skipped(t.path, "no shape within " + _cap_text(
-                max_relative_macs, max_relative_cost, runtime)))
+                max_relative_macs, max_relative_cost, runtime)
+                if max_relative_macs is not None or max_relative_cost is not None else
+                "no factorisation within the budget costs fewer MACs than the dense matrix"))
             continue
         bias = t.layer.bias.shape[0] if t.layer.use_bias else 0
         new_type = ("KroneckerDense" if t.kernel.ndim == 2 else
@@ -380,6 +404,11 @@ def plan_factorization(model, ratio=5.0, method="kronecker", exclude=(), layer_o
                              params_after, macs_total, macs_after)
 
 
+def _floor2(x):
+    """``x`` rounded down to two decimals (a reachable ratio must stay reachable)."""
+    return math.floor(x * 100) / 100
+
+
 def _cap_text(max_relative_macs, max_relative_cost, runtime):
     if max_relative_macs is not None:
         return f"max_relative_macs={max_relative_macs}"
@@ -395,7 +424,8 @@ def _cost_cap(target, method, max_relative_macs, max_relative_cost, runtime):
     if max_relative_macs is not None:
         return max_relative_macs * target.macs_before, None
     if max_relative_cost is None:
-        return None, None
+        # KroneckerDense always runs factored: never dearer than the dense matrix
+        return (target.macs_before, None) if target.kernel.ndim == 2 else (None, None)
     if target.kernel.ndim != 4:  # a Dense layer: its MACs
         return max_relative_cost * target.macs_before, None
     layer = target.layer
@@ -421,6 +451,9 @@ def _override_choice(target, override, method):
         raise ValueError(f"layer_overrides[{target.path!r}] must be a dict with 'rank' "
                          f"(and 'factors' for method='kronecker'). Received: {override!r}")
     kernel = target.kernel
+    if method == "lowrank" and "factors" in override:
+        raise ValueError(f"layer_overrides[{target.path!r}] gives 'factors', but "
+                         "method='lowrank' fixes them: give only 'rank'")
     if method == "lowrank" or "factors" not in override:
         if method == "kronecker":
             raise ValueError(f"layer_overrides[{target.path!r}] needs 'factors' with "
@@ -487,6 +520,13 @@ def factorize(model, ratio=5.0, method="kronecker", exclude=(), layer_overrides=
     missing = [c.name for c in plan.layers if c.name not in paths]
     if missing:
         raise ValueError(f"The plan names layers {missing} that model {model.name!r} lacks")
+    for c in plan.layers:
+        shape = tuple(paths[c.name].kernel.shape) if hasattr(paths[c.name], "kernel") else None
+        product = tuple(math.prod(f[a] for f in c.factors) for a in range(len(c.factors[0])))
+        if shape != product:
+            raise ValueError(f"The plan does not fit model {model.name!r}: its factors for "
+                             f"layer {c.name!r} multiply to {product}, the layer's kernel is "
+                             f"{shape}. Plan this model with plan_factorization(model, ...)")
     new_model = replace_layers(model, {c.name: {"layer": c.layer_type, "factors": c.factors,
                                                 "rank": c.rank} for c in plan.layers})
     for path, layer in paths.items():
@@ -496,6 +536,8 @@ def factorize(model, ratio=5.0, method="kronecker", exclude=(), layer_overrides=
         choice = next((c for c in plan.layers if c.name == path), None)
         if choice is None:
             target.set_weights(layer.get_weights())
+            if hasattr(target, "finalize_state"):  # an adapted layer: state derived from
+                target.finalize_state()            # its weights (Normalization's mean)
             continue
         kernel = np.asarray(keras.ops.convert_to_numpy(layer.kernel))
         factors = nearest_kronecker(kernel, choice.factors, choice.rank).factors

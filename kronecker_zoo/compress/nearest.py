@@ -41,7 +41,7 @@ def check_factor_shapes(kernel_shape, factor_shapes):
     kernel_shape = tuple(int(d) for d in kernel_shape)
     try:
         shapes = [tuple(int(d) for d in s) for s in factor_shapes]
-    except TypeError:
+    except (TypeError, ValueError):  # not a sequence of sequences of ints
         shapes = None
     if not shapes or len(shapes) < 2 or any(len(s) != len(kernel_shape) for s in shapes) or (
             min(min(s) for s in shapes) < 1):

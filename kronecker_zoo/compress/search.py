@@ -73,12 +73,8 @@ def spectra(kernel, shapes=None):
 def conv_macs(factors, rank, input_hw, strides, padding):
     """MACs per example of the factored `KroneckerConv2D` with the lowering it will choose
     (``None`` without an input size)."""
-    if len(factors[0]) == 2:
-        total = 0
-        for k, (cin, cout) in enumerate(factors):
-            others = math.prod(s[0] for s in factors[:k]) * math.prod(s[1] for s in factors[k + 1:])
-            total += others * cin * cout
-        return rank * total
+    if len(factors[0]) == 2:  # a KroneckerDense: per input vector
+        return kz_ops.kronecker_matmul_macs(factors, rank)
     if input_hw is None or None in tuple(input_hw):
         return None
     lowering = kz_ops.choose_lowering(tuple(input_hw), factors, rank, tuple(strides), padding)

@@ -126,15 +126,11 @@ class KroneckerDense(WeightArgsMixin, keras.layers.Layer):
     def macs(self, input_hw=None):
         """Multiply-accumulates per input vector of the factored execution.
 
-        Step ``k`` (innermost first) contracts ``in_k -> out_k`` for every
-        combination of the other axes: ``prod_{l<k} in_l * prod_{l>k} out_l``.
+        Each step contracts one factor's ``in_k -> out_k`` for every combination of
+        the other axes, in the cheapest order (`kronecker_zoo.ops.kronecker_matmul_order`;
+        innermost first: ``sum_k prod_{l<k} in_l * prod_{l>k} out_l * in_k * out_k``).
         """
-        total = 0
-        for k, (cin, cout) in enumerate(self.factors):
-            others = math.prod(s[0] for s in self.factors[:k]) * math.prod(
-                s[1] for s in self.factors[k + 1:])
-            total += others * cin * cout
-        return self.rank * total
+        return kz_ops.kronecker_matmul_macs(self.factors, self.rank)
 
     def get_config(self):
         config = super().get_config()
