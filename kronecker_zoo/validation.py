@@ -1,15 +1,18 @@
 """Argument checks shared across the package: errors that name the argument."""
 
+import numbers
+
 import numpy as np
 
 __all__ = ["positive_int", "positive_pair"]
 
 
 def positive_int(value, name):
-    """Return ``value`` if it is a positive int, else raise a ValueError naming it."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+    """``int(value)`` if it is a positive integer (Python or NumPy), else raise a
+    ValueError naming it."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
         raise ValueError(f"`{name}` must be a positive int. Received: {name}={value!r}")
-    return value
+    return int(value)
 
 
 def positive_pair(value, name):

@@ -45,6 +45,7 @@ from kronecker_zoo.export import (
 )
 from kronecker_zoo.export.int8_noise import ROUNDING_FLOOR_STEPS, int8_float_op_gain
 from kronecker_zoo.export.runner import run_tflite
+from kronecker_zoo.export.verify import sqnr_db
 from kronecker_zoo.layers import KroneckerConv2D, LowRankConv2D
 from tests import reference as ref
 from tests import zoo_cases
@@ -330,14 +331,75 @@ def test_representative_batches_fixed_batch_and_free_sizes():
     channel-less batch gains its axis; too few examples repeat; wrong shapes are named."""
     images = np.arange(5 * 10 * 12, dtype="float32").reshape(5, 10, 12)
     batches = list(representative_batches([images[:3], (images[3:], None)], (2, None, None, 1)))
-    assert [b.shape for b in batches] == [(2, 10, 12, 1)] * 2  # the fifth image: no full batch
-    np.testing.assert_array_equal(np.concatenate(batches)[..., 0], images[:4])
+    assert [b.shape for b in batches] == [(2, 10, 12, 1)] * 3  # the fifth image repeated
+    np.testing.assert_array_equal(np.concatenate(batches)[..., 0], images[[0, 1, 2, 3, 4, 4]])
     (single,) = representative_batches(images[0], (4, 10, 12, 1))
     np.testing.assert_array_equal(single[..., 0], np.stack([images[0]] * 4))
     with pytest.raises(ValueError, match=r"shape \(10, 12, 3\)"):
         list(representative_batches(images, (2, 10, 12, 3)))
     with pytest.raises(ValueError, match="empty"):
         list(representative_batches([], (2, 10, 12, 1)))
+    # (images, labels) as fit takes them: the labels are not a batch
+    labels = np.arange(5)
+    for got, want in zip(representative_batches((images, labels), (2, 10, 12, 1)), batches):
+        np.testing.assert_array_equal(got, want)
+    broken = images.copy()
+    broken[3, 4, 5] = np.nan
+    with pytest.raises(ValueError, match=r"NaN or inf \(batch 1\)"):
+        list(representative_batches([images[:3], broken[3:]], (2, 10, 12, 1)))
+
+
+def _two_head_model():
+    inputs = keras.Input((12, 12, 1))
+    x = keras.layers.Rescaling(1 / 255)(inputs)
+    x = keras.layers.Conv2D(8, 3, activation="relu")(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    # dict keys out of sorted order: the file's outputs follow tf.nest (sorted keys)
+    return keras.Model(inputs, {"zz": keras.layers.Dense(3)(x), "aa": keras.layers.Dense(4)(x)})
+
+
+def test_int8_export_of_dict_outputs_in_sorted_key_order(tmp_path):
+    """The default int8 export ("auto" bias correction, "mse" output ranges) of a model
+    with dict outputs: one file output per key, by sorted key, each close to Keras'."""
+    model = _two_head_model()
+    rng = np.random.default_rng(0)
+    images = rng.uniform(0, 255, (64, 12, 12, 1)).astype("float32")
+    info = to_tflite(model, tmp_path / "dict.tflite", quantization="int8",
+                     representative_data=images)
+    assert info.quantization == "int8"
+    got = run_tflite(info, images[:16])
+    expected = model(images[:16])
+    assert [g.shape for g in got] == [(16, 4), (16, 3)]  # "aa", then "zz"
+    for key, outputs in zip(sorted(expected), got):
+        assert sqnr_db(np.asarray(expected[key]), outputs) > 25.0, key
+
+
+def test_non_finite_calibration_data_is_refused_before_conversion(tmp_path):
+    model = _two_head_model()
+    images = np.full((8, 12, 12, 1), 100.0, "float32")
+    images[0, 0, 0, 0] = np.nan
+    for output_range in ("minmax", "mse"):
+        for correction in (False, True, "auto"):
+            with pytest.raises(ValueError, match="NaN or inf"):
+                to_tflite(model, tmp_path / "nan.tflite", quantization="int8",
+                          representative_data=images, output_range=output_range,
+                          bias_correction=correction)
+    assert not (tmp_path / "nan.tflite").exists()
+
+
+def test_dynamic_range_on_a_model_too_small_to_quantize_says_so(tmp_path):
+    """The converter leaves weight tensors under 1,024 elements in float: the export
+    says the file is float32, and warns."""
+    model = keras.Sequential([keras.Input((6,)), keras.layers.Dense(4)])
+    with pytest.warns(UserWarning, match="asked for 'dynamic'.*'float32'"):
+        info = to_tflite(model, tmp_path / "small.tflite", quantization="dynamic",
+                         batch_size=np.int64(2))
+    assert info.quantization == tflite_quantization(info) == "float32"
+    assert info.input_shape == (2, 6)
+    with pytest.raises(ValueError, match="`quantization` must be one of"):
+        verify_tflite(model, info, np.zeros((2, 6), "float32"), quantization="int4")
+    with pytest.raises(FileNotFoundError, match="No .tflite file at"):
+        verify_tflite(model, tmp_path / "missing.tflite", np.zeros((2, 6), "float32"))
 
 
 def test_int8_with_pretraining_calibration_and_user_batches(test_sets, tmp_path):

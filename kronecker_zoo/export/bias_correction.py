@@ -207,7 +207,7 @@ def has_bias_correction_targets(model):
 def _input_means(model, layers, batches):
     """Per layer, the mean of its input over the calibration images (over the batch axis
     only: ``(H, W, C)`` for a convolution's input, ``(C,)`` for a Dense layer's)."""
-    probe = keras.Model(model.inputs, [layer.input for layer in layers])
+    probe = keras.Model(model.inputs[0], [layer.input for layer in layers])  # one input
     sums, count = None, 0
     for batch in batches:
         for start in range(0, len(batch), _CHUNK):

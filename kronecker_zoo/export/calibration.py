@@ -49,7 +49,7 @@ def calibration_images(dataset, count=DEFAULT_CALIBRATION_EXAMPLES, seed=CALIBRA
                          f"{', '.join(repr(d) for d in DATASETS)}")
     if split not in SPLITS:
         raise ValueError(f"Unknown split {split!r}. Valid: {', '.join(map(repr, SPLITS))}")
-    positive_int(count, "count")
+    count = positive_int(count, "count")
     return _split_images(dataset, split, count, seed).copy()
 
 

@@ -24,7 +24,7 @@ class TFLiteRunner:
     """
 
     def __init__(self, path, num_threads=1):
-        positive_int(num_threads, "num_threads")
+        num_threads = positive_int(num_threads, "num_threads")
         self.path = os.fspath(path)
         if not os.path.isfile(self.path):
             raise FileNotFoundError(f"No .tflite file at {self.path!r}")

@@ -29,7 +29,7 @@ def static_input_shape(model, batch_size=1, input_shape=None):
     ``input_shape`` ``(H, W, C)`` fills in (or must agree with) the model's own
     shape; it is needed when the model was built with ``None`` height/width.
     """
-    positive_int(batch_size, "batch_size")
+    batch_size = positive_int(batch_size, "batch_size")
     shape = getattr(model, "input_shape", None)
     if isinstance(shape, list):
         if len(shape) != 1:

@@ -43,6 +43,7 @@ import contextlib
 import dataclasses
 import os
 import tempfile
+import warnings
 
 import keras
 import numpy as np
@@ -61,7 +62,8 @@ from kronecker_zoo.export.execution import (
     private_copy,
     resolve_execution,
 )
-from kronecker_zoo.export.inspect_tflite import check_tflite_ops, tflite_ops
+from kronecker_zoo.export.inspect_tflite import (check_tflite_ops, tflite_ops,
+                                                 tflite_quantization)
 from kronecker_zoo.export.output_range import check_output_range, mse_range
 from kronecker_zoo.export.runner import run_tflite
 from kronecker_zoo.export.verify import sqnr_db
@@ -163,13 +165,18 @@ def representative_batches(representative_data, shape):
     """Yield float32 arrays of exactly ``shape`` (the file's fixed batch; a ``None`` in
     ``shape[1:]`` takes the data's size) from ``representative_data``: an array of
     images, an iterable of batches or of ``(images, labels)`` tuples, or a callable
-    returning one, as `to_tflite` takes it. Fewer examples than a batch are repeated.
+    returning one, as `to_tflite` takes it (also ``(images, labels)``, as ``fit``
+    takes them). The last examples, short of a batch, are repeated to fill one.
 
     Raises:
-        ValueError: naming what does not fit (no examples, a wrong shape, dicts).
+        ValueError: naming what does not fit (no examples, a wrong shape, dicts, NaN or
+            inf values).
     """
     batch_size, sample_shape = shape[0], tuple(shape[1:])
     source = representative_data() if callable(representative_data) else representative_data
+    if (isinstance(source, tuple) and len(source) == 2
+            and np.ndim(source[1]) < np.ndim(source[0])):  # (images, labels), as fit takes
+        source = source[0]
     if isinstance(source, np.ndarray):
         source = [source]
     try:
@@ -180,14 +187,17 @@ def representative_batches(representative_data, shape):
             f"(images, labels) tuples), or a callable returning one. Received: {source!r}"
         ) from None
     pending, emitted = [], 0
-    for batch in source:
+    for number, batch in enumerate(source):
         images = _as_images(batch, sample_shape)
+        if not np.all(np.isfinite(images)):
+            raise ValueError(f"representative_data holds NaN or inf (batch {number}): int8 "
+                             "calibration needs finite images")
         pending.extend(images)
         while len(pending) >= batch_size:
             yield np.stack(pending[:batch_size])
             pending = pending[batch_size:]
             emitted += 1
-    if pending and not emitted:  # fewer examples than one batch: repeat them
+    if pending:  # the last examples, short of a batch: repeat them to fill one
         reps = -(-batch_size // len(pending))
         yield np.stack((pending * reps)[:batch_size])
         emitted += 1
@@ -258,7 +268,7 @@ def _convert(model, quantization, representative_data, batch_size, input_shape, 
                                   execution, choice, output_range, copy)[0]
                          for choice in (False, True)]
                 images = np.concatenate(batches)
-                reference = model.predict(images, verbose=0)
+                reference = model_outputs(model, images)
                 best = int(np.argmax([_file_sqnr_db(content, images, reference)
                                       for content in files]))
                 return files[best], shape, bool(best)
@@ -281,17 +291,27 @@ def _has_targets(copy, execution):
         return has_bias_correction_targets(copy)
 
 
+def model_outputs(model, images, chunk=64):
+    """``model``'s outputs on ``images`` as a list of arrays, flattened as the file's
+    outputs are (`tf.nest.flatten`: a list in order, a dict by sorted key). Eager calls
+    in chunks of ``chunk``: no ``predict`` function is cached on the model, and a
+    rewritten copy runs as it is now."""
+    chunks = [tf.nest.flatten(model(images[i:i + chunk], training=False))
+              for i in range(0, len(images), chunk)]
+    return [np.concatenate([np.asarray(c[k]) for c in chunks]) for k in range(len(chunks[0]))]
+
+
 def _file_sqnr_db(content, images, reference):
-    """SQNR (dB) of the .tflite bytes ``content`` on ``images`` against ``reference``."""
+    """SQNR (dB) of the .tflite bytes ``content`` on ``images`` against ``reference``
+    (a list of arrays, `model_outputs`), all outputs at once."""
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "candidate.tflite")
         with open(path, "wb") as f:
             f.write(content)
         got = run_tflite(path, images)
-        if isinstance(reference, (list, tuple)):  # several outputs: all of them at once
-            reference = np.concatenate([np.ravel(r) for r in reference])
-            got = np.concatenate([np.ravel(g) for g in got])
-        return sqnr_db(reference, got)
+        got = got if isinstance(got, list) else [got]
+        return sqnr_db(np.concatenate([np.ravel(r) for r in reference]),
+                       np.concatenate([np.ravel(g) for g in got]))
 
 
 @contextlib.contextmanager
@@ -364,11 +384,7 @@ def _output_ranges(model, batches, output_range):
     (rewritten, bias-corrected: a cached ``predict`` function would miss the changes)."""
     if output_range == "minmax" or not isinstance(model, keras.Model):
         return None
-    images = np.concatenate(batches)
-    chunks = [tf.nest.flatten(model(images[i:i + 64], training=False))
-              for i in range(0, len(images), 64)]
-    ranges = [mse_range(np.concatenate([np.asarray(chunk[k]) for chunk in chunks]))
-              for k in range(len(chunks[0]))]
+    ranges = [mse_range(values) for values in model_outputs(model, np.concatenate(batches))]
     return [None if low == high else (low, high) for low, high in ranges]
 
 
@@ -445,9 +461,13 @@ def to_tflite(model, path, quantization=None, representative_data=None, batch_si
             the grid coarse for the rest. A tf_keras QAT twin keeps the ranges it learnt.
 
     Returns:
-        `TFLiteExport` (``path``, ``size_bytes``, ``quantization``, ``input_shape``,
-        ``params``, ``execution``, ``ops``, ``kronecker_layers``, ``bias_corrected``);
-        ``os.fspath()`` of it is the path.
+        `TFLiteExport` (``path``, ``size_bytes``, ``quantization`` (as read from the
+        file: "dynamic" gives a float32 file, with a warning, where no weight tensor is
+        large enough for the converter to quantize), ``input_shape``, ``params``,
+        ``execution``, ``ops``, ``kronecker_layers``, ``bias_corrected``,
+        ``output_range``); ``os.fspath()`` of it is the path. A model with several
+        outputs gives a file with several, in `tf.nest.flatten` order (a list's order;
+        a dict's by sorted key), which `run_tflite` returns.
 
     Raises:
         ValueError: bad arguments (naming the valid choices), missing or
@@ -461,10 +481,19 @@ def to_tflite(model, path, quantization=None, representative_data=None, batch_si
                                          output_range)
     executed = resolve_execution(model, execution, _runtime(quantization))
     write_atomically(path, content)
+    asked = _check_quantization(quantization) or "float32"
+    written = tflite_quantization(path)
+    if written != asked:
+        warnings.warn(f"to_tflite: asked for {asked!r}, the converter wrote a {written!r} "
+                      f"file ({os.fspath(path)}): " + (
+                          "dynamic-range quantization leaves weight tensors under 1,024 "
+                          "elements in float, and this model has no larger one"
+                          if asked == "dynamic" else "see the converter's log"),
+                      stacklevel=2)
     return TFLiteExport(
         path=path,
         size_bytes=len(content),
-        quantization=_check_quantization(quantization) or "float32",
+        quantization=written,
         input_shape=shape,
         params=int(model.count_params()),
         execution=dict(executed) if isinstance(executed, dict) else executed,

@@ -29,6 +29,7 @@ from kronecker_zoo.models.registry import TASKS
 # (top-1, or per pixel) for quantized ones.
 MAX_REL_ERROR = {"float32": 1e-4, "float16": 1e-2}
 MIN_AGREEMENT = {"classification": 0.99, "segmentation": 0.98}
+QUANTIZATION_KINDS = ("float32", "float16", "dynamic", "int8")  # as `tflite_quantization` reads
 
 
 
@@ -153,8 +154,11 @@ def verify_tflite(model, path, images, labels=None, quantization=None, task=None
     check_tensorflow_model(model, "verify_tflite")
     if task is not None and task not in TASKS:
         raise ValueError(f"`task` must be one of {TASKS} or None. Received: task={task!r}")
+    runner = TFLiteRunner(path, num_threads=num_threads)  # a missing file: a clear error
+    if quantization is not None and quantization not in QUANTIZATION_KINDS:
+        raise ValueError(f"`quantization` must be one of {QUANTIZATION_KINDS} or None (read "
+                         f"from the file). Received: quantization={quantization!r}")
     quantization = quantization or tflite_quantization(path)
-    runner = TFLiteRunner(path, num_threads=num_threads)
     if len(runner.output_shapes) != 1:
         raise ValueError(f"verify_tflite compares files with one output; {os.fspath(path)!r} "
                          f"has {len(runner.output_shapes)}. run_tflite(path, images) returns "

@@ -91,7 +91,7 @@ class ContextModule(keras.layers.Layer):
         **kwargs,
     ):
         super().__init__(**kwargs)
-        positive_int(channels, "channels")
+        channels = positive_int(channels, "channels")
         if variant not in VARIANTS:
             raise ValueError(f"`variant` must be one of {VARIANTS}. Received: variant={variant!r}")
         dilations = tuple(dilations)

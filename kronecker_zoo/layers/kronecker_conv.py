@@ -155,8 +155,8 @@ class KroneckerConv2D(WeightArgsMixin, keras.layers.Layer):
         **kwargs,
     ):
         super().__init__(**kwargs)
-        positive_int(filters, "filters")
-        positive_int(rank, "rank")
+        filters = positive_int(filters, "filters")
+        rank = positive_int(rank, "rank")
         if execution not in EXECUTIONS:
             raise ValueError(
                 f"`execution` must be one of {EXECUTIONS}. Received: execution={execution!r}"

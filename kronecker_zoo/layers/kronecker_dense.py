@@ -57,8 +57,8 @@ class KroneckerDense(WeightArgsMixin, keras.layers.Layer):
         **kwargs,
     ):
         super().__init__(**kwargs)
-        positive_int(units, "units")
-        positive_int(rank, "rank")
+        units = positive_int(units, "units")
+        rank = positive_int(rank, "rank")
         self.units = units
         self.factors = normalize_factors(factors, 2)
         self.rank = rank

@@ -55,8 +55,8 @@ class LowRankConv2D(WeightArgsMixin, keras.layers.Layer):
         **kwargs,
     ):
         super().__init__(**kwargs)
-        positive_int(filters, "filters")
-        positive_int(rank, "rank")
+        filters = positive_int(filters, "filters")
+        rank = positive_int(rank, "rank")
         self.filters = filters
         self.kernel_size = positive_pair(kernel_size, "kernel_size")
         self.rank = rank

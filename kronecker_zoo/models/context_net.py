@@ -83,7 +83,7 @@ def context_net(variant="basic", front_channels=32, dilations=YU_KOLTUN_DILATION
     ``variant``: "frontend" (no module), "basic" or "large".
     """
     _check_variant(variant, (FRONTEND,) + VARIANTS)
-    positive_int(num_classes, "num_classes")
+    num_classes = positive_int(num_classes, "num_classes")
     inputs = model_input(input_shape)
     x = front_end(normalize_pixels(inputs), front_channels, num_classes)
     if variant != FRONTEND:
@@ -129,7 +129,7 @@ def kron_context_net(variant="basic", front_channels=32, layer_factors=KRON_CONT
                      execution="factored", name=None):
     """Kronecker ContextNet: `context_net` with Kronecker-factored context layers."""
     _check_variant(variant, VARIANTS)
-    positive_int(num_classes, "num_classes")
+    num_classes = positive_int(num_classes, "num_classes")
     inputs = model_input(input_shape)
     x = front_end(normalize_pixels(inputs), front_channels, num_classes)
     x = kronecker_context(x, num_classes, variant, layer_factors, execution=execution)
