@@ -1309,3 +1309,23 @@ def test_per_layer_execution_materialises_only_the_named_layers(tmp_path):
     with pytest.raises(ValueError, match="'factored' or 'materialized'"):
         to_tflite(model, tmp_path / "y.tflite", execution={"a": "as_built"})
     assert not (tmp_path / "z.tflite").exists() and not (tmp_path / "y.tflite").exists()
+
+
+def test_a_file_that_appears_during_the_export_is_kept(tmp_path, monkeypatch):
+    """overwrite=False holds at the moment of writing, not only when the export starts."""
+    from kronecker_zoo.export import tflite as tflite_module
+
+    model = keras.Sequential([keras.Input((6,)), keras.layers.Dense(4)])
+    path = tmp_path / "late.tflite"
+    convert = tflite_module._convert
+
+    def convert_while_someone_writes(*args, **kwargs):
+        result = convert(*args, **kwargs)
+        path.write_bytes(b"the user's file")
+        return result
+
+    monkeypatch.setattr(tflite_module, "_convert", convert_while_someone_writes)
+    with pytest.raises(FileExistsError, match="appeared while exporting"):
+        to_tflite(model, path)
+    assert path.read_bytes() == b"the user's file"
+    assert [p.name for p in tmp_path.iterdir()] == ["late.tflite"]  # no temporary left

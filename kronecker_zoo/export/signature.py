@@ -106,13 +106,27 @@ def check_output_file(path, overwrite):
     return path
 
 
-def write_atomically(path, content):
-    """Write bytes to ``path`` through a temporary file, so a failure leaves no stub."""
+def write_atomically(path, content, overwrite=True):
+    """Write bytes to ``path`` through a temporary file, so a failure leaves no stub.
+    With ``overwrite=False`` a file that appeared at ``path`` meanwhile is kept
+    (`FileExistsError`): the new one is linked in only where nothing is."""
     tmp = f"{path}.tmp-{os.getpid()}"
     try:
         with open(tmp, "wb") as f:
             f.write(content)
-        os.replace(tmp, path)
+        if overwrite:
+            os.replace(tmp, path)
+        else:
+            try:
+                os.link(tmp, path)  # fails if path exists, unlike a rename
+            except FileExistsError:
+                raise FileExistsError(f"{os.fspath(path)!r} appeared while exporting; it is "
+                                      "kept. Pass overwrite=True to replace it.") from None
+            except OSError:  # a file system without hard links: check, then rename
+                if os.path.exists(path):
+                    raise FileExistsError(f"{os.fspath(path)!r} appeared while exporting; "
+                                          "it is kept.") from None
+                os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)

@@ -480,7 +480,7 @@ def to_tflite(model, path, quantization=None, representative_data=None, batch_si
                                          batch_size, input_shape, execution, bias_correction,
                                          output_range)
     executed = resolve_execution(model, execution, _runtime(quantization))
-    write_atomically(path, content)
+    write_atomically(path, content, overwrite)
     asked = _check_quantization(quantization) or "float32"
     written = tflite_quantization(path)
     if written != asked:
