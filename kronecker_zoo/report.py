@@ -278,7 +278,11 @@ def _at_input_shape(model, input_shape):
                 "width, channels) to count MACs and receptive fields at a size."
             )
         return model, own
-    input_shape = tuple(int(d) for d in input_shape)
+    try:
+        input_shape = tuple(int(d) for d in input_shape)
+    except (TypeError, ValueError):
+        raise ValueError(f"input_shape must be a full size (height, width, channels) of ints "
+                         f"to count MACs at. Received: input_shape={input_shape!r}") from None
     if len(input_shape) != len(own) or any(
             o is not None and o != d for o, d in zip(own, input_shape)):
         raise ValueError(f"input_shape={input_shape} does not fit {model.name}, which takes "
@@ -287,6 +291,12 @@ def _at_input_shape(model, input_shape):
         return model, own
     clone = keras.models.clone_model(model, input_tensors=keras.Input(shape=input_shape))
     return clone, input_shape
+
+
+def _all_sublayers(layer):
+    for sub in graph.sublayers(layer):
+        yield sub
+        yield from _all_sublayers(sub)
 
 
 def parameter_report(model, input_shape=None):
@@ -306,6 +316,11 @@ def parameter_report(model, input_shape=None):
     if len(model.inputs) != 1:
         raise ValueError(f"parameter_report supports single-input models; {model.name} has "
                          f"{len(model.inputs)} inputs")
+    first = next((layer.name for layer in _all_sublayers(model)
+                  if getattr(layer, "data_format", "channels_last") == "channels_first"), None)
+    if first is not None:
+        raise ValueError(f"parameter_report counts channels_last models (the Keras default); "
+                         f"layer {first!r} of {model.name} is channels_first")
     shaped, input_shape = _at_input_shape(model, input_shape)
     originals = {layer.name: layer for layer in model.layers}
     # Per tensor: (rf_h, rf_w) or GLOBAL, and (stride_h, stride_w) in input pixels.

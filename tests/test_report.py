@@ -744,3 +744,19 @@ def test_subclassed_model_raises_type_error():
         report.parameter_report(model)
     with pytest.raises(TypeError):
         report.parameter_report(keras.layers.Dense(3))
+
+
+def test_channels_first_models_and_open_sizes_are_refused_by_name():
+    """The counts read channels from the last axis: a channels_first layer, anywhere in
+    the model, is an error naming it rather than a wrong MAC count."""
+    inputs = keras.Input((4, 20, 20))
+    x = keras.layers.Conv2D(6, 3, padding="same", data_format="channels_first",
+                            name="first")(inputs)
+    with pytest.raises(ValueError, match="layer 'first' .* is channels_first"):
+        report.parameter_report(keras.Model(inputs, x))
+    outer_inputs = keras.Input((4, 20, 20))
+    nested = keras.Model(outer_inputs, keras.Model(inputs, x, name="inner")(outer_inputs))
+    with pytest.raises(ValueError, match="layer 'first' .* is channels_first"):
+        report.parameter_report(nested)
+    with pytest.raises(ValueError, match=r"input_shape must be a full size"):
+        report.parameter_report(any_size_fcn(), input_shape=(None, None, 1))

@@ -129,13 +129,34 @@ def test_a_file_of_another_model_names_the_file_and_the_model(tmp_path):
     assert repr(own) in message and "Was it saved from another model" in message
 
 
-@pytest.mark.parametrize("damage", ["truncated", "not_hdf5", "damaged_header"])
+def test_a_fine_tuned_file_with_its_own_head_loads_headless_or_into_another_head(tmp_path):
+    """A file saved after fine-tuning with num_classes=5 gives its backbone to a model
+    built without a head, or with 3 classes (the file's head found from its shapes)."""
+    five = models.get(NAME, num_classes=5)
+    rng = np.random.default_rng(1)
+    five.set_weights([w + rng.normal(0, 0.1, w.shape).astype("float32")
+                      for w in five.get_weights()])
+    path = str(tmp_path / "five.weights.h5")
+    five.save_weights(path)
+    headless = models.get(NAME, weights=path, include_top=False)
+    _assert_same(headless.get_weights(), _backbone(five))
+    three = models.get(NAME, weights=path, num_classes=3)
+    _assert_same(_backbone(three), _backbone(five))
+    assert _head(three)[0].shape == (64, 3)
+
+
+@pytest.mark.parametrize("damage", ["truncated", "not_hdf5", "damaged_header",
+                                    "damaged_message"])
 def test_an_unreadable_file_given_by_path_is_named(tmp_path, damage):
     content = open(_published_file(), "rb").read()
     path = tmp_path / f"{damage}.weights.h5"
     if damage == "damaged_header":  # h5py raises RuntimeError, not OSError, on this one
         content = bytearray(content)
         content[800:864] = bytes(b ^ 0xFF for b in content[800:864])
+        path.write_bytes(bytes(content))
+    elif damage == "damaged_message":  # and KeyError ("bad version number") on this one
+        content = bytearray(content)
+        content[len(content) - 5000] ^= 0xFF
         path.write_bytes(bytes(content))
     else:
         path.write_bytes(content[: len(content) // 2] if damage == "truncated" else b"hello")

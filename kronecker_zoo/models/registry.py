@@ -4,6 +4,7 @@ Names are API: ``resnet_8`` and ``kron_resnet_8`` share a topology and differ on
 in the convolution. Weights live in `kronecker_zoo.weights` (a manifest), never here.
 """
 
+import collections
 import dataclasses
 import difflib
 import inspect
@@ -21,6 +22,7 @@ from kronecker_zoo.models.transfer import is_head_layer, transfer_weights
 from kronecker_zoo.models.pool_segnet import pool_segnet
 from kronecker_zoo.models.resnet import drn, kron_resnet, lowrank_resnet, resnet, separable_resnet
 from kronecker_zoo.models.students import STUDENTS, student_builder
+from kronecker_zoo.validation import positive_int
 
 TASKS = ("classification", "segmentation")
 # Arguments `get` sets itself; never size-defining overrides.
@@ -175,8 +177,10 @@ def get(name, weights=None, input_shape=None, num_classes=None, include_top=True
         why = (f" {_choices(fixed)} is fixed by the name {name!r}: pick another size of "
                f"{s.family!r} or call kronecker_zoo.models.{s.builder.__name__}() directly."
                if fixed else "")
-        raise ValueError(f"Invalid override(s) {_choices(bad)} for {name!r}.{why} "
-                         f"Valid overrides: {_choices(valid_overrides(name))}")
+        valid = valid_overrides(name)
+        raise ValueError(f"Invalid override(s) {_choices(bad)} for {name!r}.{why} " + (
+            f"Valid overrides: {_choices(valid)}" if valid else
+            f"{name!r} takes none (its architecture is fixed by its plan)"))
     if not include_top and num_classes is not None:
         raise ValueError("`num_classes` sets the size of the head, but include_top=False "
                          f"builds no head. Received: num_classes={num_classes!r}")
@@ -186,9 +190,7 @@ def get(name, weights=None, input_shape=None, num_classes=None, include_top=True
     if input_shape is not None:
         kwargs["input_shape"] = tuple(input_shape)
     if num_classes is not None:
-        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
-            raise ValueError(f"`num_classes` must be a positive int. Received: {num_classes!r}")
-        kwargs["num_classes"] = num_classes
+        kwargs["num_classes"] = positive_int(num_classes, "num_classes")
     if weights is None:
         if weights_sha256 is not None:
             raise ValueError("`weights_sha256` checks a weights file given by path; "
@@ -220,7 +222,7 @@ def _float_shapes(shapes_and_dtypes):
 
 
 # What h5py raises for a file it cannot read: OSError, or RuntimeError where its object
-# headers are damaged.
+# headers are damaged (`_file_shapes` turns the KeyError of a damaged message into OSError).
 _UNREADABLE = (OSError, RuntimeError)
 
 
@@ -231,9 +233,12 @@ def _file_shapes(path):
     import h5py
 
     found = []
-    with h5py.File(path, "r") as f:
-        f.visititems(lambda key, item: found.append((item.shape, item.dtype))
-                     if isinstance(item, h5py.Dataset) and "vars/" in f"/{key}" else None)
+    try:
+        with h5py.File(path, "r") as f:
+            f.visititems(lambda key, item: found.append((item.shape, item.dtype))
+                         if isinstance(item, h5py.Dataset) and "vars/" in f"/{key}" else None)
+    except KeyError as error:  # h5py: a damaged object message ("bad version number ...")
+        raise OSError(str(error)) from error
     return _float_shapes(found)
 
 
@@ -252,13 +257,17 @@ def _load_weights(model, s, path, entry, kwargs, include_top, fresh_head):
     """
     defaults = _defaults(s.builder)
     user = {k: v for k, v in kwargs.items() if k not in s.size_args}
+    if not include_top:
+        user["include_top"] = False
+    file_shapes = None
     if entry is not None:
         as_built = include_top and all(_same(kwargs.get(k, d), d) for k, d in defaults.items())
     else:
         try:
-            as_built = _file_shapes(path) == _model_shapes(model)
+            file_shapes = _file_shapes(path)
         except _UNREADABLE as error:
             raise _mismatch(s.name, path, entry, user, [("the file", error)]) from None
+        as_built = file_shapes == _model_shapes(model)
     if as_built:
         target, what = model, f"the model built ({_describe(user)})"
         head = {layer.name: layer.get_weights() for layer in model.layers
@@ -267,6 +276,11 @@ def _load_weights(model, s, path, entry, kwargs, include_top, fresh_head):
         file_kwargs = {k: v for k, v in kwargs.items() if k not in defaults}
         target = s.builder(include_top=True, name=s.name, **file_kwargs)
         what, head = "the default head and input", {}
+        if file_shapes is not None and file_shapes != _model_shapes(target):
+            found = _file_head(s, file_kwargs, file_shapes, target)
+            if found is not None:  # a user's fine-tuned file: its own number of classes
+                target, classes = found
+                what = f"num_classes={classes} (the file's head)"
     error = _try_load(target, path)
     if error is not None:
         raise _mismatch(s.name, path, entry, user, [(what, error)])
@@ -274,6 +288,21 @@ def _load_weights(model, s, path, entry, kwargs, include_top, fresh_head):
         transfer_weights(target, model, fresh_head=fresh_head)
     for layer_name, values in head.items():
         model.get_layer(layer_name).set_weights(values)
+
+
+def _file_head(s, file_kwargs, file_shapes, default):
+    """``(model, num_classes)``: ``s``'s model with the head of a file saved with another
+    ``num_classes`` (e.g. after fine-tuning with ``num_classes=5``), found from the
+    variable shapes the file has and the default head lacks; ``None`` if none fits."""
+    if "num_classes" not in _defaults(s.builder):
+        return None
+    extra = collections.Counter(file_shapes) - collections.Counter(_model_shapes(default))
+    for classes in sorted({shape[-1] for shape in extra if shape}):
+        candidate = s.builder(include_top=True, name=s.name, num_classes=classes,
+                              **file_kwargs)
+        if _model_shapes(candidate) == file_shapes:
+            return candidate, classes
+    return None
 
 
 def _try_load(model, path):
