@@ -378,9 +378,7 @@ def plan_factorization(model, ratio=5.0, method="kronecker", exclude=(), layer_o
     for t, c in zip(targets, chosen):
         if c is None:
             skipped.append(Skipped(t.path, "no shape within " + _cap_text(
-                max_relative_macs, max_relative_cost, runtime)
-                if max_relative_macs is not None or max_relative_cost is not None else
-                "no factorisation within the budget costs fewer MACs than the dense matrix"))
+                max_relative_macs, max_relative_cost, runtime)))
             continue
         bias = t.layer.bias.shape[0] if t.layer.use_bias else 0
         new_type = ("KroneckerDense" if t.kernel.ndim == 2 else
@@ -410,6 +408,8 @@ def _floor2(x):
 
 
 def _cap_text(max_relative_macs, max_relative_cost, runtime):
+    if max_relative_macs is None and max_relative_cost is None:
+        return "the Dense rule (no KroneckerDense dearer in MACs than its matrix)"
     if max_relative_macs is not None:
         return f"max_relative_macs={max_relative_macs}"
     runtime = runtime or keras.backend.backend()
