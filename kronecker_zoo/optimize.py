@@ -54,7 +54,9 @@ factors run; on CPU, fine-tune a model built with ``execution="materialized"``
 (about twice as fast on 28x28 inputs): the export traces it factored anyway.
 """
 
+import functools
 import os
+import re
 
 import numpy as np
 
@@ -106,6 +108,7 @@ from kronecker_zoo.tf_keras_bridge import (  # noqa: E402
     UnsupportedLayerError,
     check_tensorflow_backend,
     copy_weights,
+    layer_weights,
     to_tf_keras,
     unwrap,
 )
@@ -213,8 +216,10 @@ def _quantize_annotation(layer, consumers, registry):
     if name == "BatchNormalization":
         producers = _producers(layer)
         if (len(producers) == 1 and _class_name(producers[0]) in _TFMOT_BN_FOLDED_INTO
-                and producers[0].get_config().get("activation") == "linear"):
+                and producers[0].get_config().get("activation") == "linear"
+                and len(consumers.get(producers[0].name, [])) == 1):
             return annotate(layer)  # tfmot's Conv-BN(-ReLU) transforms handle it
+        # (they match a convolution read by the BatchNormalization alone)
         return annotate(layer, default_8bit_quantize_configs.Default8BitOutputQuantizeConfig())
     if name == "Rescaling":
         return annotate(layer, default_8bit_quantize_configs.Default8BitOutputQuantizeConfig())
@@ -223,6 +228,29 @@ def _quantize_annotation(layer, consumers, registry):
     raise UnsupportedLayerError(
         f"Cannot quantize layer {layer.name!r} ({type(layer).__module__}.{name}): tfmot's "
         "default 8-bit scheme does not support it and kronecker_zoo has no config for it.")
+
+
+def _skip_taken_auto_names(model):
+    """Advance tf_keras' automatic layer names past the names ``model`` uses.
+
+    tfmot splits each SeparableConv2D into a new DepthwiseConv2D and Conv2D named by
+    tf_keras' counters (``conv2d``, ``conv2d_1``, ...), which know nothing of the names
+    the twin took from the Keras 3 model: a clash makes ``quantize_apply`` set one
+    layer's weights into the other (a wrong model, or a shape error). Creating throwaway
+    layers until each counter is past every taken ``<prefix>_<n>`` fixes that."""
+    if not any(_class_name(getattr(layer, "layer", layer)) == "SeparableConv2D"
+               for layer in model.layers):  # (annotated: the wrapped layer)
+        return
+    taken = {name for layer in model.layers  # annotated: the wrapped layer's name too
+             for name in (layer.name, getattr(getattr(layer, "layer", None), "name", ""))}
+    for prefix, make in (("depthwise_conv2d", lambda: tf_keras.layers.DepthwiseConv2D(1)),
+                         ("conv2d", lambda: tf_keras.layers.Conv2D(1, 1))):
+        pattern = re.compile(rf"^{prefix}(?:_(\d+))?$")
+        used = [int(m.group(1) or 0) for m in map(pattern.match, taken) if m]
+        while used:
+            match = pattern.match(make().name)
+            if match is None or int(match.group(1) or 0) >= max(used):
+                break
 
 
 def quantize_aware(model, custom_layers=(), representative_data=None):
@@ -269,6 +297,7 @@ def quantize_aware(model, custom_layers=(), representative_data=None):
     custom = keras.saving.custom_object_scope({c.__name__: c for c in custom_layers})
     with quantize_scope(), custom:
         annotated = tf_keras.models.clone_model(twin, clone_function=annotate)
+        _skip_taken_auto_names(annotated)
         qat = tfmot.quantization.keras.quantize_apply(annotated)
     initialize_ranges(qat, model, representative_data)
     return qat
@@ -302,8 +331,8 @@ def initialize_ranges(qat_model, model, representative_data=None, batch_size=64)
     one of those images (all calls of a shared layer), the ranges a post-training
     calibration would find (zero inside; a layer is matched by name). Kept at tfmot's
     start: the pre-activation ranges of softmax, sigmoid, tanh and gelu layers, which
-    ``model`` does not expose, and the layers tfmot renames (a SeparableConv2D becomes a
-    DepthwiseConv2D and a Conv2D of its own names).
+    ``model`` does not expose. The DepthwiseConv2D and Conv2D tfmot makes of a
+    SeparableConv2D take the ranges of its depthwise step and of its output.
 
     Args:
         qat_model: the tf_keras twin `quantize_aware` built from ``model``.
@@ -347,18 +376,26 @@ def initialize_ranges(qat_model, model, representative_data=None, batch_size=64)
         found = [(v, q) for v, q in found if _has_range(v)]
         if found:
             targets[wrapper.layer.name] = found
-    # every call of a layer (a shared layer quantizes them all with one range)
-    calls = [(call.layer.name, output) for call in graph.layer_calls(model)
+    # every call of a layer (a shared layer quantizes them all with one range):
+    # (QAT layer name, tensor of ``model``, what to compute from it or None)
+    layer_calls = graph.layer_calls(model)
+    calls = [(call.layer.name, output, None) for call in layer_calls
              if call.layer.name in targets for output in call.outputs]
+    for name, (separable, part) in _separable_parts(qat_model, layer_calls).items():
+        if name in targets:
+            calls += [(name, output, None) for call in layer_calls if call.layer is separable
+                      for output in call.outputs] if part == "pointwise" else [
+                (name, call.inputs[0], functools.partial(_depthwise_part, separable))
+                for call in layer_calls if call.layer is separable]
     images = np.concatenate(list(representative_batches(
         representative_data, (1,) + tuple(model.input_shape[1:]))))
     low, high = {}, {}
-    probe = keras.Model(model.inputs[0], [output for _, output in calls]) if calls else None
+    probe = keras.Model(model.inputs[0], [t for _, t, _ in calls]) if calls else None
     for start in range(0, len(images) if calls else 0, batch_size):
         outputs = probe(images[start:start + batch_size], training=False)
         outputs = outputs if isinstance(outputs, (list, tuple)) else [outputs]
-        for (name, _), values in zip(calls, outputs):
-            values = keras.ops.convert_to_numpy(values)
+        for (name, _, compute), values in zip(calls, outputs):
+            values = keras.ops.convert_to_numpy(values if compute is None else compute(values))
             low[name] = min(low.get(name, np.inf), float(values.min()))
             high[name] = max(high.get(name, -np.inf), float(values.max()))
     for layer in qat_model.layers:
@@ -370,6 +407,39 @@ def initialize_ranges(qat_model, model, representative_data=None, batch_size=64)
             for variables, quantizer in found:
                 _assign_range(variables, low[name], high[name], quantizer)
     return qat_model
+
+
+def _separable_parts(qat_model, layer_calls):
+    """``{QAT layer name: (SeparableConv2D of the Keras 3 model, "depthwise" |
+    "pointwise")}`` for the DepthwiseConv2D and Conv2D tfmot made of each one (names of
+    their own, in the separable layers' order; matched by kernel shapes)."""
+    separables = list(dict.fromkeys(call.layer for call in layer_calls
+                                    if type(call.layer) is keras.layers.SeparableConv2D))
+    if not separables:
+        return {}
+    known = {call.layer.name for call in layer_calls}
+    new = [getattr(layer, "layer", layer) for layer in qat_model.layers
+           if getattr(layer, "layer", layer).name not in known]
+    parts = {}
+    for part, kind, kernel in (("depthwise", "DepthwiseConv2D", "depthwise_kernel"),
+                               ("pointwise", "Conv2D", "pointwise_kernel")):
+        made = [layer for layer in new if _class_name(layer) == kind]
+        for separable in separables:
+            shape = tuple(getattr(separable, kernel).shape)
+            match = next((layer for layer in made if tuple(
+                (layer.depthwise_kernel if kind == "DepthwiseConv2D" else layer.kernel).shape)
+                == shape), None)
+            if match is not None:
+                made.remove(match)
+                parts[match.name] = (separable, part)
+    return parts
+
+
+def _depthwise_part(separable, inputs):
+    """The depthwise step of a Keras 3 SeparableConv2D on its ``inputs``."""
+    return keras.ops.depthwise_conv(inputs, separable.depthwise_kernel, separable.strides,
+                                    separable.padding, separable.data_format,
+                                    separable.dilation_rate)
 
 
 def _has_range(variables):
@@ -549,9 +619,26 @@ def restore_weights(tf_keras_model, model):
 
     Layer by layer, by name. Only the layers' own weights travel (not pruning
     masks or fake-quant ranges); after `strip_pruning` the kernels are the sparse
-    ones. Returns ``model``.
+    ones. A SeparableConv2D takes the weights of the DepthwiseConv2D and Conv2D that
+    tfmot's QAT made of it. Returns ``model``.
     """
-    return copy_weights(tf_keras_model, model)
+    split = {}  # separable layer -> {"depthwise": QAT layer, "pointwise": QAT layer}
+    try:
+        calls = graph.layer_calls(model)
+    except ValueError:  # no graph (copy_weights still copies by name)
+        calls = []
+    if calls:
+        for name, (separable, part) in _separable_parts(tf_keras_model, calls).items():
+            wrapper = next(layer for layer in tf_keras_model.layers
+                           if unwrap(layer).name == name)
+            split.setdefault(separable, {})[part] = layer_weights(wrapper)
+    copy_weights(tf_keras_model, model, skip={separable.name for separable in split})
+    for separable, parts in split.items():
+        if set(parts) != {"depthwise", "pointwise"}:
+            raise ValueError(f"restore_weights: found only the {sorted(parts)} part of "
+                             f"SeparableConv2D {separable.name!r} in {tf_keras_model.name!r}")
+        separable.set_weights(parts["depthwise"] + parts["pointwise"])  # dw, pw(, bias)
+    return model
 
 
 # -- training --------------------------------------------------------------------------

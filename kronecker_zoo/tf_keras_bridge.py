@@ -237,8 +237,12 @@ class BridgedLayer(tf_keras.layers.Layer):
         return outputs
 
     def compute_output_shape(self, input_shape):
-        shape = self._source.compute_output_shape(_as_shape(input_shape))
-        return tf.TensorShape(shape)
+        shape = _as_shape(input_shape)
+        try:
+            out = self._source.compute_output_shape(shape)
+        except NotImplementedError:  # a custom layer without it: Keras 3 traces its call
+            out = self._source.compute_output_spec(keras.KerasTensor(shape)).shape
+        return tf.TensorShape(out)
 
     def get_config(self):
         config = super().get_config()
@@ -418,6 +422,12 @@ def to_tf_keras(model, copy=True, custom_layers=()):
 # -- weights ---------------------------------------------------------------------------
 
 
+def layer_weights(layer):
+    """A layer's own weights as NumPy arrays, a tfmot wrapper's wrapped layer's (see
+    `_layer_variables`)."""
+    return [np.asarray(keras.ops.convert_to_numpy(v)) for v in _layer_variables(layer)]
+
+
 def _layer_variables(layer):
     """A layer's own weights, in the order the twins share.
 
@@ -437,7 +447,7 @@ def _layer_variables(layer):
     return quantized + [w for w in layer.weights if all(w is not q for q in quantized)]
 
 
-def copy_weights(source, target, strict=True):
+def copy_weights(source, target, strict=True, skip=()):
     """Copies weights layer by layer (by name) from ``source`` into ``target``.
 
     Either model may be Keras 3 or tf_keras; tf_keras layers may be wrapped by
@@ -450,6 +460,7 @@ def copy_weights(source, target, strict=True):
         source, target: models with the same layer names.
         strict: raise if a ``target`` layer with weights has no counterpart in
             ``source``. Defaults to `True`.
+        skip: names of ``target`` layers to leave as they are.
 
     Returns:
         ``target``.
@@ -464,14 +475,14 @@ def copy_weights(source, target, strict=True):
     for layer in target.layers:
         inner = unwrap(layer)
         variables = _layer_variables(layer)
-        if not variables:
+        if not variables or inner.name in skip:
             continue
         src = by_name.get(inner.name)
         if src is None:
             if strict:
                 raise ValueError(f"Source model {source.name!r} has no layer {inner.name!r}")
             continue
-        values = [np.asarray(keras.ops.convert_to_numpy(v)) for v in _layer_variables(src)]
+        values = layer_weights(src)
         shapes = [tuple(v.shape) for v in values]
         want = [tuple(v.shape) for v in variables]
         if shapes != want:

@@ -364,6 +364,84 @@ def test_quantize_aware_takes_unregistered_custom_layers():
     assert twin(_pixels((2, 8, 8, 2))).shape == (2, 3)
 
 
+def test_quantize_aware_of_a_custom_layer_without_compute_output_shape():
+    """Keras 3 does not require compute_output_shape of a custom layer: the bridge traces
+    its call instead (tfmot's wrapper asks for the shape). Its twin computes what the
+    twin of the same layer with compute_output_shape computes."""
+
+    class Scale(keras.layers.Layer):
+        def build(self, shape):
+            self.w = self.add_weight(shape=(shape[-1],), initializer="ones")
+
+        def call(self, x):
+            return x * self.w
+
+    class ShapedScale(Scale):
+        def compute_output_shape(self, shape):
+            return shape
+
+    def build(layer_class):
+        inputs = keras.Input((8, 8, 2))
+        x = layer_class(name="scale")(keras.layers.Conv2D(4, 3, name="conv")(inputs))
+        return keras.Model(inputs, keras.layers.Dense(3, name="head")(
+            keras.layers.GlobalAveragePooling2D()(x)))
+
+    model = _randomize(build(Scale))
+    shaped = build(ShapedScale)
+    shaped.set_weights(model.get_weights())
+    images = _pixels((32, 8, 8, 2)) / 255.0
+    twin = optimize.quantize_aware(model, custom_layers=[Scale], representative_data=images)
+    reference = optimize.quantize_aware(shaped, custom_layers=[ShapedScale],
+                                        representative_data=images)
+    np.testing.assert_allclose(_np(twin(images)), _np(reference(images)), rtol=0, atol=1e-6)
+    assert _rel_error(model(images), twin(images)) < 0.2  # and near the float model
+
+
+def _separable_after_a_conv(kernel_size):
+    """A Conv2D auto-named ``conv2d...`` before a SeparableConv2D: tfmot's split of the
+    separable layer names its Conv2D from the same counter."""
+    inputs = keras.Input((8, 8, 4))
+    x = keras.layers.Conv2D(4, kernel_size)(inputs)
+    x = keras.layers.SeparableConv2D(4, 3, activation="relu", name="sep")(x)
+    return _randomize(keras.Model(inputs, keras.layers.Dense(3)(
+        keras.layers.GlobalAveragePooling2D()(x))))
+
+
+@pytest.mark.parametrize("kernel_size", [1, 3])
+def test_quantize_aware_of_a_separable_conv_next_to_auto_named_convs(kernel_size):
+    """The DepthwiseConv2D and Conv2D tfmot makes of a SeparableConv2D never take the name
+    of one of the model's layers (a clash set one layer's weights into the other: a
+    wrong model, or a shape error), start at the separable layer's ranges, and give
+    their weights back to it (restore_weights)."""
+    keras.utils.clear_session()  # auto names from conv2d on, as in a fresh process
+    keras.utils.set_random_seed(0)
+    model = _separable_after_a_conv(kernel_size)
+    images = _pixels((32, 8, 8, 4)) / 255.0
+    twin = optimize.quantize_aware(model, representative_data=images)
+    names = [unwrap(layer).name for layer in twin.layers]
+    assert len(names) == len(set(names)), names
+    assert _rel_error(model(images), twin(images)) < 0.2  # a clash: about 1 (wrong kernel)
+    copy = _randomize(keras.models.clone_model(model), seed=1)
+    optimize.restore_weights(twin, copy)
+    for a, b in zip(copy.get_weights(), model.get_weights()):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_quantize_aware_of_a_conv_read_by_a_batchnorm_and_another_layer():
+    """tfmot folds a BatchNormalization into the conv before it only where the conv has no
+    other reader; elsewhere the BatchNormalization is quantized on its own."""
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((8, 8, 4))
+    conv = keras.layers.Conv2D(4, 3)(inputs)
+    x = keras.layers.Concatenate()([keras.layers.ReLU()(keras.layers.BatchNormalization()(
+        conv)), conv])
+    model = _randomize(keras.Model(inputs, keras.layers.Dense(3)(
+        keras.layers.GlobalAveragePooling2D()(x))))
+    images = _pixels((32, 8, 8, 4)) / 255.0
+    twin = optimize.quantize_aware(model, representative_data=images)
+    assert _rel_error(model(images), twin(images)) < 0.2
+
+
 @pytest.mark.training
 def test_weights_trained_under_quantize_aware_go_back_into_the_keras3_model():
     """tfmot's QuantizeWrapper holds a built-in layer's kernel itself (its call puts the
