@@ -201,6 +201,11 @@ def _class_name(layer):
     return type(layer).__name__
 
 
+# The activations tfmot's default 8-bit scheme quantizes (before or after them).
+_TFMOT_ACTIVATIONS = frozenset({"linear", "relu", "swish", "gelu", "softmax", "sigmoid",
+                                "tanh"})
+
+
 def _quantize_annotation(layer, consumers, registry):
     """The ``quantize_annotate_layer`` of one twin layer (see module docstring)."""
     annotate = tfmot.quantization.keras.quantize_annotate_layer
@@ -224,6 +229,14 @@ def _quantize_annotation(layer, consumers, registry):
     if name == "Rescaling":
         return annotate(layer, default_8bit_quantize_configs.Default8BitOutputQuantizeConfig())
     if name == "SeparableConv2D" or registry.supports(layer):
+        activation = layer.get_config().get("activation")
+        activation = activation.get("config", {}).get("name", activation) if isinstance(
+            activation, dict) else activation
+        if activation is not None and activation not in _TFMOT_ACTIVATIONS:
+            raise UnsupportedLayerError(
+                f"Cannot quantize layer {layer.name!r} ({name}): tfmot's default 8-bit "
+                f"scheme supports the activations {sorted(_TFMOT_ACTIVATIONS)}, not "
+                f"{activation!r}. Use one of those, or a separate activation layer.")
         return annotate(layer)
     raise UnsupportedLayerError(
         f"Cannot quantize layer {layer.name!r} ({type(layer).__module__}.{name}): tfmot's "
@@ -506,9 +519,11 @@ def prune(model, target_sparsity, begin_step=0, end_step=None, initial_sparsity=
             applies from ``begin_step`` on (``ConstantSparsity``).
         initial_sparsity: float. Start of the ramp. Defaults to `0.0`.
         frequency: int. The masks are updated every ``frequency`` steps (and the
-            schedule only acts on those steps). Defaults to `100` (tfmot's); use
-            a fraction of the ramp's length for short fine-tunings.
-        layers: `None`, or the names of the layers to prune.
+            schedule only acts on those steps; the first update comes ``frequency``
+            steps after ``begin_step``, so a fine-tune shorter than that prunes
+            nothing). Defaults to `100` (tfmot's); use a fraction of the ramp's
+            length for short fine-tunings.
+        layers: `None`, or the names of the layers to prune (a str: one name).
         keep_first_and_last: with ``layers=None``, leave the first and last
             weighted layers (those with no weighted layer before / after them:
             the stem convolution and the classifier) dense. Defaults to `True`.
@@ -534,6 +549,10 @@ def prune(model, target_sparsity, begin_step=0, end_step=None, initial_sparsity=
         if end_step <= begin_step:
             raise ValueError(f"`end_step` ({end_step}) must be after `begin_step` "
                              f"({begin_step}).")
+        if not 0.0 <= initial_sparsity <= target_sparsity:
+            raise ValueError(f"`initial_sparsity` must be in [0, target_sparsity="
+                             f"{target_sparsity}]: the ramp prunes more, never less. "
+                             f"Received: {initial_sparsity!r}")
         schedule = api.PolynomialDecay(initial_sparsity, target_sparsity, begin_step,
                                        end_step, frequency=frequency)
     twin = to_tf_keras(model, custom_layers=custom_layers)
@@ -542,7 +561,7 @@ def prune(model, target_sparsity, begin_step=0, end_step=None, initial_sparsity=
         selected = {layer.name for layer in twin.layers
                     if prunable_weights(layer) and layer.name not in skip}
     else:
-        selected = set(layers)
+        selected = {layers} if isinstance(layers, str) else set(layers)
         by_name = {layer.name: layer for layer in twin.layers}
         unknown = sorted(selected - set(by_name))
         if unknown:
@@ -580,6 +599,10 @@ def pruning_callbacks(log_dir=None):
 
 def strip_pruning(model):
     """The plain tf_keras model of a pruned one: wrappers removed, kernels sparse."""
+    if not isinstance(model, tf_keras.Model):
+        raise ValueError(f"strip_pruning takes the tf_keras twin that `prune` returned (after "
+                         f"training it). Received: {type(model).__module__}."
+                         f"{type(model).__name__}")
     return tfmot.sparsity.keras.strip_pruning(model)
 
 

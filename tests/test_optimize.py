@@ -584,6 +584,9 @@ def test_quantize_aware_unsupported_layer():
     out = keras.layers.Multiply(name="gate")([a, inputs])
     with pytest.raises(UnsupportedLayerError, match=r"quantize layer 'gate'.*Multiply"):
         optimize.quantize_aware(keras.Model(inputs, out))
+    elu = keras.layers.Conv2D(2, 3, activation="elu", name="elu_conv")(inputs)
+    with pytest.raises(UnsupportedLayerError, match=r"layer 'elu_conv'.*not 'elu'"):
+        optimize.quantize_aware(keras.Model(inputs, elu))
 
 
 # -- pruning (structure) ----------------------------------------------------------------
@@ -623,6 +626,12 @@ def test_prune_arguments():
         optimize.prune(model, 0.5, layers=["nope"])
     with pytest.raises(ValueError, match="stem_bn"):
         optimize.prune(model, 0.5, layers=["stem_bn"])
+    with pytest.raises(ValueError, match="initial_sparsity"):
+        optimize.prune(model, 0.5, end_step=10, initial_sparsity=0.9)
+    assert optimize.pruned_layers(optimize.prune(model, 0.5, layers="stem_conv")) == [
+        "stem_conv"]
+    with pytest.raises(ValueError, match="strip_pruning takes the tf_keras twin"):
+        optimize.strip_pruning(model)
     every = optimize.prune(model, 0.5, keep_first_and_last=False)
     assert {"stem_conv", "predictions"} <= set(optimize.pruned_layers(every))
 
