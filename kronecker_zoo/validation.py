@@ -4,7 +4,7 @@ import numbers
 
 import numpy as np
 
-__all__ = ["positive_int", "positive_pair"]
+__all__ = ["check_image_input", "positive_int", "positive_pair"]
 
 
 def positive_int(value, name):
@@ -35,3 +35,23 @@ def positive_pair(value, name):
             f"Received: {name}={value!r}"
         )
     return pair
+
+
+def check_image_input(layer, input_shape, known_channels=True):
+    """ValueError unless ``input_shape`` is a 4-D channels_last image batch (with known
+    channels when ``known_channels``): the zoo's image layers are channels_last, whatever
+    ``keras.config.image_data_format()`` says."""
+    import keras
+
+    name = type(layer).__name__
+    if len(input_shape) != 4:
+        raise ValueError(f"{name} expects a 4-D input (batch, height, width, channels). "
+                         f"Received input_shape={tuple(input_shape)}")
+    if keras.config.image_data_format() != "channels_last":
+        raise ValueError(f"{name} works on channels_last images (batch, height, width, "
+                         "channels), but keras.config.image_data_format() is "
+                         f"{keras.config.image_data_format()!r}: set it to 'channels_last' "
+                         "(keras.config.set_image_data_format) and transpose the images")
+    if known_channels and input_shape[-1] is None:
+        raise ValueError(f"{name} needs the input's channels to build its weights. Received "
+                         f"input_shape={tuple(input_shape)}")

@@ -8,6 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from kronecker_zoo import layers as kz_layers
 from kronecker_zoo.layers import KroneckerConv2D
 from tests import reference as ref
 from tests.layer_checks import (
@@ -518,6 +519,28 @@ def test_error_input_channels_mismatch():
     layer = KroneckerConv2D(4, 9, [(3, 3, 2, 2), (3, 3, 2, 2)])
     with pytest.raises(ValueError, match=r"multiply to 2 x 2 = 4, but the input has 3 channels"):
         layer(np.zeros((1, 9, 9, 3), "float32"))
+
+
+@pytest.mark.parametrize("make", [
+    lambda: KroneckerConv2D(4, 9, [(3, 3, 2, 2), (3, 3, 2, 2)]),
+    lambda: kz_layers.LowRankConv2D(4, 3, rank=2),
+    lambda: kz_layers.DilatedStack(4, 3, [1, 2]),
+    lambda: kz_layers.ContextModule(4),
+], ids=["kronecker", "lowrank", "dilated_stack", "context_module"])
+def test_image_layers_refuse_a_channels_first_configuration(make):
+    """The image layers are channels_last: under a global channels_first setting they
+    refuse to build instead of reading the last axis as channels."""
+    before = keras.config.image_data_format()
+    keras.config.set_image_data_format("channels_first")
+    try:
+        with pytest.raises(ValueError, match="channels_last images .* 'channels_first'"):
+            make()(np.zeros((1, 4, 9, 9), "float32"))
+    finally:
+        keras.config.set_image_data_format(before)
+    with pytest.raises(ValueError, match="needs the input's channels"):
+        KroneckerConv2D(4, 9, [(3, 3, 2, 2), (3, 3, 2, 2)]).build((None, 9, 9, None))
+    with pytest.raises(ValueError, match="needs the input's channels"):
+        kz_layers.LowRankConv2D(4, 3, rank=2).build((None, 9, 9, None))
 
 
 def test_error_input_channels_mismatch_after_build():

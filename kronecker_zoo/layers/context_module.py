@@ -4,7 +4,7 @@ import keras
 import numpy as np
 
 from kronecker_zoo import kernels as kernel_math
-from kronecker_zoo.validation import positive_int
+from kronecker_zoo.validation import check_image_input, positive_int
 
 VARIANTS = ("basic", "large")
 YU_KOLTUN_DILATIONS = (1, 1, 2, 4, 8, 16, 1)
@@ -140,11 +140,7 @@ class ContextModule(keras.layers.Layer):
                                            list(self.dilations) + [1])
 
     def build(self, input_shape):
-        if len(input_shape) != 4:
-            raise ValueError(
-                "ContextModule expects a 4-D input (batch, height, width, channels). "
-                f"Received input_shape={tuple(input_shape)}"
-            )
+        check_image_input(self, input_shape, known_channels=False)
         if input_shape[-1] is not None and input_shape[-1] != self.channels:
             raise ValueError(
                 f"ContextModule({self.channels}) maps {self.channels} channels to "

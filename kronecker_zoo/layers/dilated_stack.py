@@ -6,8 +6,7 @@ from keras import ops
 
 from kronecker_zoo import kernels as kernel_math
 from kronecker_zoo import ops as kz_ops
-from kronecker_zoo.validation import positive_pair
-from kronecker_zoo.validation import positive_int
+from kronecker_zoo.validation import check_image_input, positive_int, positive_pair
 
 
 def _filters(value, n):
@@ -146,11 +145,7 @@ class DilatedStack(keras.layers.Layer):
         return kernel_math.receptive_field(self.kernel_size, self.dilation_rates)
 
     def build(self, input_shape):
-        if len(input_shape) != 4:
-            raise ValueError(
-                "DilatedStack expects a 4-D input (batch, height, width, channels). "
-                f"Received input_shape={tuple(input_shape)}"
-            )
+        check_image_input(self, input_shape, known_channels=False)
         shape = tuple(input_shape)
         if self.padding == "same" and self.pad_once:
             rf = self.receptive_field

@@ -7,10 +7,9 @@ from keras import ops
 
 from kronecker_zoo import kernels as kernel_math
 from kronecker_zoo import ops as kz_ops
-from kronecker_zoo.validation import positive_pair
+from kronecker_zoo.validation import check_image_input, positive_int, positive_pair
 from kronecker_zoo.layers.factor_init import factor_initializers
 from kronecker_zoo.layers.weight_args import WeightArgsMixin
-from kronecker_zoo.validation import positive_int
 
 EXECUTIONS = ("auto", "factored", "materialized")
 LOWERINGS = ("auto",) + kz_ops.LOWERINGS
@@ -210,11 +209,7 @@ class KroneckerConv2D(WeightArgsMixin, keras.layers.Layer):
 
     # -- weights -----------------------------------------------------------------
     def build(self, input_shape):
-        if len(input_shape) != 4:
-            raise ValueError(
-                f"{self.__class__.__name__} expects a 4-D input (batch, height, width, "
-                f"channels). Received input_shape={tuple(input_shape)}"
-            )
+        check_image_input(self, input_shape)
         in_channels = input_shape[-1]
         want = math.prod(s[2] for s in self.factors)
         if in_channels != want:

@@ -4,11 +4,10 @@ import keras
 from keras import ops
 
 from kronecker_zoo import ops as kz_ops
-from kronecker_zoo.validation import positive_pair
+from kronecker_zoo.validation import check_image_input, positive_int, positive_pair
 from kronecker_zoo.layers.factor_init import factor_initializers
 from kronecker_zoo.layers.kronecker_conv import check_valid_extent
 from kronecker_zoo.layers.weight_args import WeightArgsMixin
-from kronecker_zoo.validation import positive_int
 
 
 @keras.saving.register_keras_serializable(package="kronecker_zoo")
@@ -75,11 +74,7 @@ class LowRankConv2D(WeightArgsMixin, keras.layers.Layer):
         self.input_spec = keras.layers.InputSpec(ndim=4)
 
     def build(self, input_shape):
-        if len(input_shape) != 4:
-            raise ValueError(
-                "LowRankConv2D expects a 4-D input (batch, height, width, channels). "
-                f"Received input_shape={tuple(input_shape)}"
-            )
+        check_image_input(self, input_shape)
         check_valid_extent(self, input_shape, self.kernel_size)
         in_channels = input_shape[-1]
         kh, kw = self.kernel_size
