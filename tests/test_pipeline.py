@@ -58,3 +58,23 @@ def test_bad_augmentation_arguments_name_the_problem():
         data.pixel_dataset(images, np.zeros((2, 4, 4)), 2, augment="crop_flip")
     with pytest.raises(ValueError, match="crop_padding"):
         data.pixel_dataset(images, np.zeros(2), 2, augment="crop_flip", crop_padding=-1)
+
+
+def test_shuffle_and_augmentation_are_the_same_on_every_run_with_the_seed():
+    """Two datasets built alike give the same epochs, each epoch a new order and new crops
+    (the augmentation's draws come one element after another, not in thread order); another
+    seed gives others."""
+    rng = np.random.default_rng(0)
+    images = rng.integers(1, 256, (256, 10, 10)).astype("uint8")
+    labels = np.arange(256) % 10
+
+    def epochs(seed):
+        ds = data.pixel_dataset(images, labels, 32, shuffle=True, seed=seed,
+                                augment="crop_flip", crop_padding=2)
+        return [np.concatenate([x.numpy() for x, _ in ds]) for _ in range(3)]
+
+    first, second, other = epochs(1), epochs(1), epochs(2)
+    for a, b in zip(first, second):
+        np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(first[0], first[1])
+    assert not np.array_equal(first[0], other[0])

@@ -117,6 +117,54 @@ def test_resume_without_an_interrupted_run_says_so(tmp_path):
         train_script.train(None, str(tmp_path / "r1"), verbose=0, resume=True)
 
 
+def test_resume_refuses_a_run_without_checkpoint_or_finished_and_deletes_nothing(
+        tmp_path, monkeypatch):
+    """--resume never starts over in (or deletes) a working directory it did not make:
+    one whose checkpoint is gone, or whose run finished but was not moved to --out."""
+    monkeypatch.setattr(train_script, "load_data", _tiny_data)
+    work = tmp_path / "r1.partial"
+    work.mkdir()
+    (work / "config.json").write_text(json.dumps({**train_script.DEFAULTS, **RECIPE}))
+    (work / "resnet_8.weights.h5").write_bytes(b"the finished weights")
+    with pytest.raises(FileNotFoundError, match="holds no checkpoint"):
+        train_script.train(None, str(tmp_path / "r1"), verbose=0, resume=True)
+    (work / "result.json").write_text("{}")
+    with pytest.raises(FileExistsError, match="has finished"):
+        train_script.train(None, str(tmp_path / "r1"), verbose=0, resume=True)
+    assert sorted(os.listdir(work)) == ["config.json", "resnet_8.weights.h5", "result.json"]
+    assert (work / "resnet_8.weights.h5").read_bytes() == b"the finished weights"
+
+
+def test_resume_drops_the_log_row_of_an_epoch_the_checkpoint_lacks(tmp_path, monkeypatch):
+    """A kill between an epoch's log row and its checkpoint: the epoch is trained again
+    and logged once."""
+    monkeypatch.setattr(train_script, "load_data", _tiny_data)
+    recipe = {**RECIPE, "epochs": 3}
+
+    class Interrupt(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            if epoch == 1:
+                raise KeyboardInterrupt
+
+    fit = keras.Model.fit
+
+    def interrupted_fit(self, *args, callbacks=(), **kwargs):
+        return fit(self, *args, callbacks=[*callbacks, Interrupt()], **kwargs)
+
+    monkeypatch.setattr(keras.Model, "fit", interrupted_fit)
+    with pytest.raises(KeyboardInterrupt):
+        train_script.train(recipe, str(tmp_path / "cut"), verbose=0)
+    monkeypatch.setattr(keras.Model, "fit", fit)
+    log = tmp_path / "cut.partial" / "log.csv"
+    with open(tmp_path / "cut.partial" / "checkpoint" / "training_metadata.json") as f:
+        assert json.load(f)["epoch"] == 2
+    with open(log, "a") as f:
+        f.write("2,0.5,1.0,1.0,NA,NA,NA\n")  # epoch 2's row, its checkpoint never written
+    train_script.train(None, str(tmp_path / "cut"), verbose=0, resume=True)
+    with open(tmp_path / "cut" / "log.csv") as f:
+        assert [row.split(",")[0] for row in f.read().splitlines()] == ["epoch", "0", "1", "2"]
+
+
 def test_recipe_keys_and_values_are_checked(tmp_path):
     with pytest.raises(ValueError, match="unknown recipe keys \\['epoch'\\]"):
         train_script.train({**RECIPE, "epoch": 2}, str(tmp_path / "a"), verbose=0)
@@ -262,3 +310,14 @@ def test_published_weights_carry_no_optimizer_state(tmp_path):
         np.testing.assert_array_equal(a, b)
     assert (os.path.getsize(tmp_path / "pub.weights.h5")
             < 0.5 * os.path.getsize(tmp_path / "run.weights.h5"))
+
+
+def test_publish_refuses_shortened_and_unfinished_runs(tmp_path):
+    from training.publish import check_publishable
+
+    for key, value in (("subset", 2000), ("test_subset", 1000), ("steps_per_epoch", 5)):
+        with pytest.raises(ValueError, match=f"not a full run .*'{key}'"):
+            check_publishable(str(tmp_path / "run"), {key: value})
+    with pytest.raises(ValueError, match="unfinished run"):
+        check_publishable(str(tmp_path / "run.partial"), {})
+    check_publishable(str(tmp_path / "run"), {"subset": None, "test_subset": None})

@@ -53,6 +53,8 @@ def parity_rows(names, calibrations, examples=None, seed=0, directory=None,
     """One dict per (model, calibration set, bias correction, output range): agreement,
     SQNR, accuracies, passed."""
     rows = []
+    if directory is not None:
+        os.makedirs(directory, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
         for name in names:
             task = models.spec(name).task
@@ -65,7 +67,8 @@ def parity_rows(names, calibrations, examples=None, seed=0, directory=None,
                                     f"{name}_int8_{split}{count}{suffix}_{output_range}.tflite")
                 calibration = pretraining_calibration_data(
                     name, zoo.default_weights(name), count=count, seed=seed, split=split)
-                info = to_tflite(model, path, quantization="int8", overwrite=True,
+                info = to_tflite(model, path, quantization="int8",
+                                 overwrite=directory is None,  # never a --keep file
                                  bias_correction=corrected, representative_data=calibration,
                                  output_range=output_range)
                 r = verify_tflite(model, path, images, labels)
@@ -96,7 +99,9 @@ def main(argv=None):
     parser.add_argument("--examples", type=int, default=None,
                         help="first N test images (default: the whole test split)")
     parser.add_argument("--seed", type=int, default=0, help="which calibration images")
-    parser.add_argument("--keep", default=None, help="directory to keep the .tflite files in")
+    parser.add_argument("--keep", default=None,
+                        help="directory to keep the .tflite files in (created if missing; "
+                             "existing files are never replaced)")
     parser.add_argument("--bias-correction", choices=sorted(BIAS_CORRECTION), default="auto",
                         help="to_tflite's int8 bias correction: auto (default), on, off, "
                              "or both")

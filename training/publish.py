@@ -64,11 +64,26 @@ def weights_only(name, overrides, source, target):
     model.save_weights(target)
 
 
+def check_publishable(run_dir, config):
+    """ValueError for a run that is not a full recipe run: unfinished (a ``.partial``
+    directory), trained or tested on a subset, or with a cap on the steps per epoch."""
+    if os.path.abspath(run_dir).rstrip(os.sep).endswith(".partial"):
+        raise ValueError(f"{run_dir} is an unfinished run's working directory; publish the "
+                         "finished run")
+    shortened = {k: config[k] for k in ("subset", "test_subset", "steps_per_epoch")
+                 if config.get(k)}
+    if shortened:
+        raise ValueError(f"{run_dir} is not a full run ({shortened}): "
+                         "published weights come from the whole recipe, tested on the "
+                         "whole test split")
+
+
 def publish(run_dir, recipe=None):
     with open(os.path.join(run_dir, "result.json")) as f:
         result = json.load(f)
     with open(os.path.join(run_dir, "config.json")) as f:
         config = json.load(f)
+    check_publishable(run_dir, config)
     student = "teacher" in result  # a training/distill.py run
     model = _run_name(run_dir) if student else result["model"]
     tag = config["dataset"] if student else result["dataset"]
@@ -87,7 +102,11 @@ def publish(run_dir, recipe=None):
         if os.path.exists(target) and weight_registry.sha256_of(target) != digest:
             raise FileExistsError(f"{target} exists with different contents; remove it first "
                                   "if you really mean to replace the published weights")
-        shutil.copyfile(source, target)
+        shutil.copyfile(source, target + ".tmp")
+        if weight_registry.sha256_of(target + ".tmp") != digest:
+            os.remove(target + ".tmp")
+            raise OSError(f"copying {name} into the package changed it; nothing published")
+        os.replace(target + ".tmp", target)
     entry = {
         "file": name,
         "sha256": digest,
@@ -167,9 +186,10 @@ def record_check(model, tag):
 def _write_entry(model, tag, entry):
     manifest = weight_registry.manifest()
     manifest.setdefault(model, {})[tag] = entry
-    with open(weight_registry.MANIFEST, "w") as f:
+    with open(weight_registry.MANIFEST + ".tmp", "w") as f:  # then renamed: never half-written
         json.dump(manifest, f, indent=2, sort_keys=True)
         f.write("\n")
+    os.replace(weight_registry.MANIFEST + ".tmp", weight_registry.MANIFEST)
 
 
 def main(argv=None):

@@ -14,8 +14,9 @@ only when it succeeds, so ``--out`` is never half-written. While it trains,
 last finished epoch (``keras.callbacks.BackupAndRestore``); an interrupted or failed run
 continues from there with the same command plus ``--resume`` (the recipe is read back from
 ``<out>.partial/config.json``; a different one is refused). A run that fails before its
-first epoch ends leaves nothing. A resumed run reshuffles from the seed, so its example
-order differs from an uninterrupted run's.
+first epoch ends leaves nothing. An uninterrupted run is deterministic (the data order
+and the augmentation follow the seed); a resumed run restarts them from the seed, so its
+later epochs see other orders and crops than an uninterrupted run's.
 Imports only the public kronecker_zoo API.
 """
 
@@ -187,6 +188,9 @@ def train(config, out, strategy_name="default", verbose=1, resume=False):
         segmentation = models.spec(config["model"]).task == "segmentation"
         config["dataset"] = config["dataset"] or ("fashion_scenes" if segmentation
                                                   else "fashion_mnist")
+        if config["label_smoothing"]:  # the sparse loss of integer labels has none
+            raise ValueError(f"label_smoothing={config['label_smoothing']!r} is not "
+                             "supported (the recipes train on integer labels); leave it 0")
         if config["augment"] is not None and segmentation:
             raise ValueError(f"augment={config['augment']!r} is for classification recipes "
                              "(it would move the pixels but not the per-pixel labels)")
@@ -211,6 +215,13 @@ def managed_run(config, out, resume, defaults, prepare, run):
     work = partial_dir(out)
     if resume:
         config = _resumed_config(work, config, defaults)
+        if os.path.isfile(os.path.join(work, "result.json")):
+            raise FileExistsError(f"--resume: the run in {work} has finished (result.json); "
+                                  f"move its files to {out} instead of training again")
+        if not os.path.isdir(os.path.join(work, CHECKPOINT)):
+            raise FileNotFoundError(f"--resume: {work} holds no checkpoint (no epoch of it "
+                                    "finished): run without --resume to start afresh, after "
+                                    "deleting that directory")
     elif os.path.exists(work):
         raise FileExistsError(f"{work} holds an interrupted run of {out}: continue it with "
                               "--resume, or delete that directory to start afresh")
@@ -223,11 +234,12 @@ def managed_run(config, out, resume, defaults, prepare, run):
         raise ValueError(f"unknown recipe keys {unknown}; known: {sorted(defaults)}")
     config = prepare(config)
     _check_out(out)
+    created = not os.path.exists(work)
     os.makedirs(work, exist_ok=True)
     try:
         result = run(config, work)
     except BaseException:
-        if not os.path.isdir(os.path.join(work, CHECKPOINT)):
+        if created and not os.path.isdir(os.path.join(work, CHECKPOINT)):
             shutil.rmtree(work, ignore_errors=True)  # no epoch finished: nothing to resume
         raise
     shutil.rmtree(os.path.join(work, CHECKPOINT), ignore_errors=True)
@@ -285,17 +297,66 @@ class _EpochSeconds(keras.callbacks.Callback):
             logs["seconds"] = round(time.time() - self._start, 1)
 
 
+def _restored_epochs(checkpoint):
+    """The epochs a resumed run has finished: the ``epoch`` of the checkpoint that
+    ``BackupAndRestore`` will restore (its previous one when the latest weights file is
+    unreadable, e.g. cut by a kill while written), 0 without a checkpoint."""
+    import h5py
+
+    latest = os.path.join(checkpoint, "latest.weights.h5")
+    metadata = os.path.join(checkpoint, "training_metadata.json")
+    if not os.path.isfile(latest):
+        return 0
+    try:
+        with h5py.File(latest, "r") as f:
+            f.visit(lambda name: None)
+    except (OSError, RuntimeError, KeyError):
+        metadata += ".bkp"  # BackupAndRestore falls back to the previous checkpoint
+    if not os.path.isfile(metadata):
+        return 0
+    with open(metadata) as f:
+        return int(json.load(f)["epoch"])
+
+
+class _TrimLog(keras.callbacks.Callback):
+    """First of the callbacks: on a resumed run, drops the log rows of the epochs the
+    restored checkpoint does not hold (a row written just before a kill cut the
+    checkpoint: that epoch is trained again)."""
+
+    def __init__(self, checkpoint, log):
+        super().__init__()
+        self.checkpoint, self.log = checkpoint, log
+
+    def on_train_begin(self, logs=None):
+        done = _restored_epochs(self.checkpoint)
+        if not done or not os.path.isfile(self.log):
+            return
+        import csv
+
+        with open(self.log, newline="") as f:
+            rows = list(csv.reader(f))
+        kept = rows[:1] + [row for row in rows[1:] if row and int(row[0]) < done]
+        with open(self.log + ".tmp", "w", newline="") as f:
+            csv.writer(f, lineterminator="\n").writerows(kept)
+        os.replace(self.log + ".tmp", self.log)
+
+
 def fit_with_checkpoints(model, train_ds, config, out, verbose):
     """``model.fit`` for ``config["epochs"]``, logging every epoch to ``out/log.csv`` and
     checkpointing weights, optimizer state and epoch in ``out/checkpoint`` (restored from
     there first when it exists: a resumed run)."""
+    checkpoint = os.path.join(out, CHECKPOINT)
     callbacks = [
+        _TrimLog(checkpoint, os.path.join(out, "log.csv")),
         _EpochSeconds(),  # before CSVLogger, which writes the logs it leaves
         keras.callbacks.CSVLogger(os.path.join(out, "log.csv"), append=True),
         # restores weights, optimizer state and epoch when a checkpoint exists (--resume)
-        # and saves them after every epoch; managed_run deletes them once the run is complete
-        keras.callbacks.BackupAndRestore(os.path.join(out, CHECKPOINT),
-                                         delete_checkpoint=False),
+        # and saves them after every epoch (after the log row: a kill between the two
+        # repeats the epoch, whose row _TrimLog drops), keeping the previous checkpoint
+        # for a latest one cut while written; managed_run deletes them once the run is
+        # complete
+        keras.callbacks.BackupAndRestore(checkpoint, delete_checkpoint=False,
+                                         double_checkpoint=True),
     ]
     model.fit(train_ds, epochs=config["epochs"], steps_per_epoch=config["steps_per_epoch"],
               callbacks=callbacks, shuffle=False, verbose=verbose)
@@ -391,7 +452,7 @@ def main(argv=None):
         if isinstance(value, dict):
             continue
         kind = (_flag if isinstance(value, bool) else type(value) if value is not None
-                else str if key in ("model", "dataset", "augment") else int)
+                else str if key in ("model", "dataset", "augment", "init_from") else int)
         parser.add_argument("--" + key.replace("_", "-"), type=kind, default=None)
     args = parser.parse_args(argv)
     config = recipe_from_args(args, DEFAULTS)

@@ -7,7 +7,8 @@ def pixel_dataset(images, labels, batch_size, shuffle=False, seed=0, augment=Non
                   crop_padding=4):
     """`tf.data.Dataset` of ``(float32 images 0..255, int32 labels)`` batches.
 
-    Shuffles all examples (with ``seed``, reshuffled every epoch) when asked.
+    Shuffles all examples (with ``seed``, reshuffled every epoch) when asked. The order
+    and the augmentation are the same on every run with the same ``seed``.
     ``augment="crop_flip"`` (classification: labels are one class per image) applies the
     standard small-image augmentation to every training example: zero-pad by
     ``crop_padding`` pixels on each side, crop a random ``(H, W)`` window, flip
@@ -41,27 +42,35 @@ def pixel_dataset(images, labels, batch_size, shuffle=False, seed=0, augment=Non
     ds = ds.map(lambda x, y: (tf.cast(x, tf.float32), tf.cast(y, tf.int32)),
                 num_parallel_calls=tf.data.AUTOTUNE)
     if augment == "crop_flip":
-        ds = ds.map(_crop_flip(tf, crop_padding, seed), num_parallel_calls=tf.data.AUTOTUNE)
+        draw, apply = _crop_flip(tf, crop_padding, seed)
+        # the random draws one element after another (deterministic: the same stream on
+        # every run; drawn in a parallel map they came in thread order); the crops in
+        # parallel
+        ds = ds.map(draw).map(apply, num_parallel_calls=tf.data.AUTOTUNE)
     options = tf.data.Options()
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
     return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE).with_options(options)
 
 
 def _crop_flip(tf, padding, seed):
-    """``(image, label) -> (image', label)``: random crop of the zero-padded image, random
-    left-right flip (a `tf.random.Generator` seeded by ``seed``)."""
+    """``(draw, apply)``: ``draw(image, label)`` adds a random crop offset and flip (a
+    `tf.random.Generator` seeded by ``seed``); ``apply`` crops the zero-padded image
+    there and flips it left-right, returning ``(image', label)``."""
     generator = tf.random.Generator.from_seed(seed)
 
-    def augment(image, label):
+    def draw(image, label):
+        offset = generator.uniform([2], 0, 2 * padding + 1, dtype=tf.int32)
+        flip = generator.uniform([], 0, 2, dtype=tf.int32) > 0
+        return image, label, offset, flip
+
+    def apply(image, label, offset, flip):
         squeeze = image.shape.rank == 2
         if squeeze:
             image = image[..., None]
         size = tf.shape(image)
         padded = tf.pad(image, [[padding, padding], [padding, padding], [0, 0]])
-        offset = generator.uniform([2], 0, 2 * padding + 1, dtype=tf.int32)
         image = tf.slice(padded, [offset[0], offset[1], 0], size)
-        flip = generator.uniform([], 0, 2, dtype=tf.int32) > 0
         image = tf.cond(flip, lambda: tf.reverse(image, [1]), lambda: image)
         return (image[..., 0] if squeeze else image), label
 
-    return augment
+    return draw, apply
