@@ -76,15 +76,8 @@ def test_failure_after_an_epoch_keeps_the_checkpoint_and_resume_finishes(tmp_pat
     assert sorted(os.listdir(out)) == RUN_FILES
 
 
-def test_resume_continues_from_the_interrupted_epoch_with_the_optimizer_state(tmp_path,
-                                                                             monkeypatch):
-    """A run killed after epoch 2 of 3 and resumed ends with the weights of the run that
-    was never interrupted (same seed; batch order equal because nothing is shuffled
-    between sessions here: one batch per epoch)."""
-    monkeypatch.setattr(train_script, "load_data", _tiny_data)
-    recipe = {**RECIPE, "epochs": 3, "batch_size": 16, "optimizer": "sgd",
-              "learning_rate": 0.05}
-    whole = train_script.train(recipe, str(tmp_path / "whole"), verbose=0)
+def _interrupted_after_epoch_2(recipe, out, monkeypatch):
+    """Run ``recipe`` into ``out`` and cut it (KeyboardInterrupt) when epoch 2 ends."""
 
     class Interrupt(keras.callbacks.Callback):
         def on_epoch_end(self, epoch, logs=None):
@@ -98,8 +91,21 @@ def test_resume_continues_from_the_interrupted_epoch_with_the_optimizer_state(tm
 
     monkeypatch.setattr(keras.Model, "fit", interrupted_fit)
     with pytest.raises(KeyboardInterrupt):
-        train_script.train(recipe, str(tmp_path / "cut"), verbose=0)
+        train_script.train(recipe, str(out), verbose=0)
     monkeypatch.setattr(keras.Model, "fit", fit)
+
+
+def test_resume_continues_from_the_interrupted_epoch_with_the_optimizer_state(tmp_path,
+                                                                             monkeypatch):
+    """A run killed after epoch 2 of 3 and resumed ends with the weights of the run that
+    was never interrupted (same seed; batch order equal because nothing is shuffled
+    between sessions here: one batch per epoch)."""
+    monkeypatch.setattr(train_script, "load_data", _tiny_data)
+    recipe = {**RECIPE, "epochs": 3, "batch_size": 16, "optimizer": "sgd",
+              "learning_rate": 0.05}
+    whole = train_script.train(recipe, str(tmp_path / "whole"), verbose=0)
+
+    _interrupted_after_epoch_2(recipe, tmp_path / "cut", monkeypatch)
     resumed = train_script.train(None, str(tmp_path / "cut"), verbose=0, resume=True)
     with open(tmp_path / "cut" / "log.csv") as f:
         assert [row.split(",")[0] for row in f.read().splitlines()] == ["epoch", "0", "1", "2"]
@@ -141,20 +147,7 @@ def test_resume_drops_the_log_row_of_an_epoch_the_checkpoint_lacks(tmp_path, mon
     monkeypatch.setattr(train_script, "load_data", _tiny_data)
     recipe = {**RECIPE, "epochs": 3}
 
-    class Interrupt(keras.callbacks.Callback):
-        def on_epoch_end(self, epoch, logs=None):
-            if epoch == 1:
-                raise KeyboardInterrupt
-
-    fit = keras.Model.fit
-
-    def interrupted_fit(self, *args, callbacks=(), **kwargs):
-        return fit(self, *args, callbacks=[*callbacks, Interrupt()], **kwargs)
-
-    monkeypatch.setattr(keras.Model, "fit", interrupted_fit)
-    with pytest.raises(KeyboardInterrupt):
-        train_script.train(recipe, str(tmp_path / "cut"), verbose=0)
-    monkeypatch.setattr(keras.Model, "fit", fit)
+    _interrupted_after_epoch_2(recipe, tmp_path / "cut", monkeypatch)
     log = tmp_path / "cut.partial" / "log.csv"
     with open(tmp_path / "cut.partial" / "checkpoint" / "training_metadata.json") as f:
         assert json.load(f)["epoch"] == 2
