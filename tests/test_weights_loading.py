@@ -67,13 +67,19 @@ def test_head_is_copied_unless_fresh_head(published, input_shape):
         models.get(NAME, weights=TAG, fresh_head="yes")
 
 
-def test_fresh_head_with_a_fine_tuned_file_of_the_same_configuration(tmp_path):
+def _fine_tuned_five_class_file(tmp_path, seed):
+    """``(model, path)``: a 5-class model with perturbed weights, saved as a user's file."""
     five = models.get(NAME, num_classes=5)
-    rng = np.random.default_rng(0)
+    rng = np.random.default_rng(seed)
     five.set_weights([w + rng.normal(0, 0.1, w.shape).astype("float32")
                       for w in five.get_weights()])
     path = str(tmp_path / "five.weights.h5")
     five.save_weights(path)
+    return five, path
+
+
+def test_fresh_head_with_a_fine_tuned_file_of_the_same_configuration(tmp_path):
+    five, path = _fine_tuned_five_class_file(tmp_path, seed=0)
     _assert_same(models.get(NAME, weights=path, num_classes=5).get_weights(),
                  five.get_weights())
     keras.utils.set_random_seed(3)
@@ -132,12 +138,7 @@ def test_a_file_of_another_model_names_the_file_and_the_model(tmp_path):
 def test_a_fine_tuned_file_with_its_own_head_loads_headless_or_into_another_head(tmp_path):
     """A file saved after fine-tuning with num_classes=5 gives its backbone to a model
     built without a head, or with 3 classes (the file's head found from its shapes)."""
-    five = models.get(NAME, num_classes=5)
-    rng = np.random.default_rng(1)
-    five.set_weights([w + rng.normal(0, 0.1, w.shape).astype("float32")
-                      for w in five.get_weights()])
-    path = str(tmp_path / "five.weights.h5")
-    five.save_weights(path)
+    five, path = _fine_tuned_five_class_file(tmp_path, seed=1)
     headless = models.get(NAME, weights=path, include_top=False)
     _assert_same(headless.get_weights(), _backbone(five))
     three = models.get(NAME, weights=path, num_classes=3)
