@@ -817,12 +817,34 @@ def test_command_line_tools(tmp_path, capsys):
     assert "CONV_2D" in capsys.readouterr().out
     assert _tool("benchmark").main(["--tflite", out, "--runs", "3", "--warmup", "1"]) == 0
     assert "| r8.tflite | int8 |" in capsys.readouterr().out
-    assert _tool("benchmark").main(["--compare", "resnet_8", "lowrank_resnet_8",
-                                    "--examples", "64", "--runs", "3", "--warmup", "1"]) == 0
-    table = capsys.readouterr().out
+    status = _tool("benchmark").main(["--compare", "resnet_8", "lowrank_resnet_8",
+                                      "--examples", "64", "--runs", "3", "--warmup", "1"])
+    table, err = capsys.readouterr()
+    # 64 images: one int8 flip is 98.4%, under the 99% bar; the status says so
+    assert status == (1 if "(64 images, FAILED)" in table else 0)
+    assert ("parity with Keras FAILED" in err) == (status == 1)
     assert "| | `resnet_8` | `lowrank_resnet_8` |" in table
     for row in ("float32 file size", "int8 latency, 2 threads", "int8 accuracy (LiteRT)"):
         assert f"| {row} |" in table
+
+
+def test_benchmark_compare_exits_1_naming_an_export_that_fails_parity(monkeypatch, capsys):
+    tool = _tool("benchmark")
+    rows = [{"model": m, "column": m, "weights": "fashion_mnist", "params": 10,
+             "quantization": q, "size_bytes": 100, "latency_ms": {1: 0.1},
+             "keras_accuracy": 0.9, "tflite_accuracy": 0.9, "agreement": a,
+             "passed": a >= 0.99}
+            for m, q, a in [("resnet_8", "float32", 1.0), ("resnet_8", "int8", 0.985),
+                            ("lowrank_resnet_8", "int8", 0.995)]]
+    monkeypatch.setattr(tool.zoo, "compare_litert", lambda names, **kw: rows)
+    assert tool.main(["--compare", "resnet_8", "lowrank_resnet_8"]) == 1
+    out, err = capsys.readouterr()
+    assert "| | `resnet_8` | `lowrank_resnet_8` |" in out
+    assert "FAILED" in err and "resnet_8 int8 (98.50% agreement)" in err
+    assert "lowrank_resnet_8" not in err and "float32" not in err
+    rows[1]["passed"] = True
+    assert tool.main(["--compare", "resnet_8", "lowrank_resnet_8"]) == 0
+    assert capsys.readouterr().err == ""
 
 
 def test_convert_tool_materialises_the_named_layers(tmp_path, capsys):

@@ -10,7 +10,8 @@ Latency: median over --runs invokes (after --warmup untimed ones) of the LiteRT
 interpreter with its default XNNPACK delegate, at each of --threads (default 1 and 2).
 --compare exports every model in float32 and int8 (published weights where there are),
 verifies both against Keras on the test set and prints a Markdown table: file size,
-latency per thread count, accuracy of the Keras model and of each export.
+latency per thread count, accuracy of the Keras model and of each export; exit status 1
+when an export fails its parity check with Keras (the failures named on stderr).
 Timings are wall-clock on this machine: other busy processes inflate them.
 """
 
@@ -80,6 +81,11 @@ def main(argv=None):
                               execution=args.execution)
     print()
     print(zoo.litert_table(rows))
+    failed = [f"{r.get('column', r['model'])} {r['quantization']} "
+              f"({100 * r['agreement']:.2f}% agreement)" for r in rows if not r["passed"]]
+    if failed:
+        print("parity with Keras FAILED: " + ", ".join(failed), file=sys.stderr)
+        return 1
     return 0
 
 
