@@ -16,6 +16,9 @@ layers' math is not duplicated) and apply tfmot to the twin:
     optimize.compile_for_finetuning(qat, learning_rate=1e-4)   # or qat.compile(...)
     qat.fit(x, y, epochs=1)
     to_tflite(qat, "kron_int8.tflite", quantization="int8", representative_data=x[:256])
+    qat.save("kron_qat.h5")            # to go on later (not ".keras": see below)
+    with optimize.quantize_scope():
+        qat = tf_keras.models.load_model("kron_qat.h5")
 
     # Magnitude pruning to 50% -> sparse kernels, back into the Keras 3 model. Pruned
     # at once (no ramp), every step recovers; the learning rate decays to 0.
@@ -40,6 +43,12 @@ representative images, at the float model's tensors' (`initialize_ranges`). A fa
 Kronecker layer exports with its "batch" lowering. The tensors inside a factored
 convolution have no fake-quant op; the int8 export's calibration data give
 them ranges, and the file is then int8 from its QUANTIZE to its DEQUANTIZE.
+
+Saving a QAT model: ``.h5`` or a SavedModel directory, loaded under `quantize_scope()`
+(it knows the bridged zoo layers and their quantize config). tf_keras' ``.keras`` format
+saves but cannot load tfmot's QuantizeLayer ("expected 5 variables, but received 3";
+tensorflow/model-optimization#1123); `restore_weights` takes the trained float weights back
+into the Keras 3 model, which saves as ``.keras``.
 
 Pruning: the kernels of Conv2D, Dense, SeparableConv2D (pointwise) and every
 zoo layer's kernels and factors, by magnitude, except (by default) the first
@@ -185,7 +194,8 @@ def quantize_scope():
     """Context in which tf_keras can deserialize quantization-aware zoo models.
 
     Use it around ``tf_keras.models.load_model`` / ``clone_model`` of a model from
-    `quantize_aware`.
+    `quantize_aware` saved as ``.h5`` or a SavedModel (tf_keras' ``.keras`` format does not
+    reload tfmot's QuantizeLayer: tensorflow/model-optimization#1123).
     """
     return tfmot.quantization.keras.quantize_scope({
         "BridgedLayer": BridgedLayer,

@@ -283,6 +283,27 @@ def test_quantize_aware_structure_and_step():
     assert np.isfinite(history.history["loss"][-1])
 
 
+def test_quantize_aware_model_saved_as_h5_reloads_under_quantize_scope(tmp_path):
+    """The documented way to keep a QAT fine-tune between sessions: ``.h5`` (tf_keras'
+    ``.keras`` cannot reload tfmot's QuantizeLayer) loaded under `quantize_scope`, which
+    knows the bridged zoo layers and their quantize config: same outputs, same ranges."""
+    model = _randomize(models.get("kron_resnet_8", execution="materialized"))
+    x = _pixels((16, 28, 28, 1))
+    qat = optimize.quantize_aware(model, representative_data=x)
+    optimize.compile_for_finetuning(qat)
+    qat.fit(x, np.arange(16) % 10, batch_size=8, epochs=1, verbose=0)
+    path = str(tmp_path / "qat.h5")
+    qat.save(path)
+    with optimize.quantize_scope():
+        loaded = tf_keras.models.load_model(path)
+    kron = next(layer for layer in loaded.layers if unwrap(layer).name == "stage1_block1_conv1")
+    assert isinstance(kron.quantize_config, optimize.BridgedQuantizeConfig)
+    assert len(loaded.weights) == len(qat.weights)  # (names gain a "quant_" scope)
+    for saved, original in zip(loaded.weights, qat.weights):
+        np.testing.assert_array_equal(saved.numpy(), original.numpy())
+    np.testing.assert_array_equal(loaded.predict(x, verbose=0), qat.predict(x, verbose=0))
+
+
 @pytest.mark.training
 def test_quantize_aware_and_prune_never_touch_the_users_model():
     """Building, training and stripping the twins, and calls that fail, leave the user's
