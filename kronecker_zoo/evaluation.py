@@ -2,7 +2,8 @@
 
 import numpy as np
 
-from kronecker_zoo.metrics import confusion_matrix, mean_iou  # noqa: F401 (public here too)
+from kronecker_zoo.metrics import class_ids, confusion_matrix, mean_iou  # noqa: F401
+from kronecker_zoo.pixel_range import pixel_range_problem
 
 def _known_shape(model, attribute):
     """``model.input_shape`` / ``output_shape`` as a tuple, or `None` if not one known."""
@@ -58,16 +59,31 @@ def _class_ids(labels, predictions_shape):
 def evaluate(model, images, labels, batch_size=256):
     """``{"accuracy"}`` (and ``"miou"`` for per-pixel outputs) of ``model`` on raw pixels.
 
-    ``labels``: class ids, one per image ``(N,)`` or per pixel ``(N, H, W)`` (a
-    trailing axis of size 1 is dropped). Lengths and shapes are checked first;
-    ``(N, H, W)`` images get the channel axis of a one-channel model.
+    ``labels``: class ids in ``[0, num_classes)``, one per image ``(N,)`` or per pixel
+    ``(N, H, W)`` (a trailing axis of size 1 is dropped). Lengths and shapes are checked
+    first; ``(N, H, W)`` images get the channel axis of a one-channel model; images outside
+    a zoo model's raw pixel range (e.g. scaled to [0, 1]) are refused.
     """
     images, labels = np.asarray(images), np.asarray(labels)
     images, labels = _check_inputs(model, images, labels)
+    problem = pixel_range_problem(model, [images])
+    if problem is not None:
+        raise ValueError(f"images cannot be what the model sees: {problem}. Pass the "
+                         "images exactly as the model was trained on them (unscaled pixels).")
+    class_ids(labels)  # whole numbers, before predicting
     logits = np.asarray(model.predict(images.astype("float32"), batch_size=batch_size,
                                       verbose=0))
+    num_classes = logits.shape[-1]
+    if num_classes < 2:
+        raise ValueError(f"the model gives {num_classes} score per example: evaluate takes "
+                         "one logit or probability per class (argmax), not a single sigmoid "
+                         "output")
     predictions = np.argmax(logits, axis=-1)
     labels = _class_ids(labels, predictions.shape)  # (model shapes unknown before)
+    ids = class_ids(labels)
+    if ids.min() < 0 or ids.max() >= num_classes:
+        raise ValueError(f"labels must lie in [0, {num_classes}) for a model with "
+                         f"{num_classes} classes; got [{ids.min()}, {ids.max()}]")
     result = {"accuracy": float((predictions == labels).mean())}
     if predictions.ndim > 1:
         result["miou"] = mean_iou(labels, predictions, logits.shape[-1])
@@ -89,7 +105,12 @@ def trivial_segmentation_baselines(images, masks, num_classes, threshold=32):
     if images.shape != masks.shape:
         raise ValueError(f"images {images.shape} and masks {masks.shape} must have the same "
                          "(N, H, W) shape")
-    counts = np.bincount(masks.reshape(-1).astype(np.int64), minlength=num_classes)
+    if threshold >= 1 and images.size and not np.issubdtype(images.dtype, np.integer) \
+            and images.max() <= 1.0:
+        raise ValueError(f"images lie in [{images.min():g}, {images.max():g}], as if scaled "
+                         f"to [0, 1], but threshold={threshold!r} is on raw pixels 0..255: "
+                         "pass raw pixels, or a threshold on the images' scale")
+    counts = np.bincount(class_ids(masks, "masks"), minlength=num_classes)
     if counts.size > num_classes:
         raise ValueError(f"masks hold class ids up to {counts.size - 1}, more than "
                          f"num_classes={num_classes} allows")

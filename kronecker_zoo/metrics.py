@@ -8,22 +8,36 @@ labels or the predictions. Sum `confusion_matrix` over batches and call
 
 import numpy as np
 
-__all__ = ["confusion_matrix", "mean_iou", "mean_iou_from_confusion"]
+__all__ = ["class_ids", "confusion_matrix", "mean_iou", "mean_iou_from_confusion"]
 
 
 def confusion_matrix(labels, predictions, num_classes):
     """``(num_classes, num_classes)`` int64 counts, rows = true class, columns = predicted."""
-    labels = np.asarray(labels).reshape(-1).astype(np.int64)
-    predictions = np.asarray(predictions).reshape(-1).astype(np.int64)
+    labels, predictions = np.asarray(labels), np.asarray(predictions)
     if labels.shape != predictions.shape:
-        raise ValueError(f"labels and predictions differ in size: {labels.size} vs "
-                         f"{predictions.size}")
+        raise ValueError(f"labels and predictions differ in shape: {labels.shape} vs "
+                         f"{predictions.shape}")
+    labels, predictions = class_ids(labels, "labels"), class_ids(predictions, "predictions")
     for what, values in (("labels", labels), ("predictions", predictions)):
         if values.size and (values.min() < 0 or values.max() >= num_classes):
             raise ValueError(f"{what} must lie in [0, {num_classes}); got "
                              f"[{values.min()}, {values.max()}]")
     counts = np.bincount(labels * num_classes + predictions, minlength=num_classes ** 2)
     return counts.reshape(num_classes, num_classes)
+
+
+def class_ids(values, what="labels"):
+    """``values`` flattened to int64 class ids; a ValueError naming ``what`` if they are
+    not whole numbers (soft or one-hot scores are not class ids)."""
+    values = np.asarray(values)
+    if values.dtype == bool or not (np.issubdtype(values.dtype, np.integer)
+                                    or np.issubdtype(values.dtype, np.floating)):
+        raise ValueError(f"{what} must be integer class ids; got dtype {values.dtype}")
+    if np.issubdtype(values.dtype, np.floating):
+        if not np.all(np.isfinite(values)) or np.any(values != np.round(values)):
+            raise ValueError(f"{what} must be integer class ids; got non-integer values "
+                             "(scores or soft labels? take their argmax)")
+    return values.reshape(-1).astype(np.int64)
 
 
 def mean_iou(labels, predictions, num_classes):

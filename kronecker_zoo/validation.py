@@ -16,25 +16,22 @@ def positive_int(value, name):
 
 
 def positive_pair(value, name):
-    """``(h, w)``: an int ``n`` as ``(n, n)``, or a pair of ints; each must be positive,
-    else a ValueError naming ``name``."""
-    if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
-        value = (int(value), int(value))
+    """``(h, w)``: a positive int ``n`` as ``(n, n)``, or a pair of positive ints (Python
+    or NumPy; not floats or bools, as `positive_int`), else a ValueError naming ``name``."""
+    message = (f"`{name}` must be a positive int or a pair of positive ints. "
+               f"Received: {name}={value!r}")
+    if isinstance(value, numbers.Number) or isinstance(value, (np.generic, np.ndarray)) and \
+            np.ndim(value) == 0:
+        value = (value, value)
     try:
-        pair = tuple(int(v) for v in value)
-    except (TypeError, ValueError):
-        raise ValueError(
-            f"`{name}` must be a positive int or a pair of positive ints. "
-            f"Received: {name}={value!r}"
-        ) from None
-    if len(pair) != 2 or min(pair) < 1 or any(
-        isinstance(v, bool) or int(v) != v for v in value
-    ):
-        raise ValueError(
-            f"`{name}` must be a positive int or a pair of positive ints. "
-            f"Received: {name}={value!r}"
-        )
-    return pair
+        pair = tuple(value)
+    except TypeError:
+        raise ValueError(message) from None
+    if len(pair) != 2 or not all(
+            isinstance(v, numbers.Integral) and not isinstance(v, (bool, np.bool_)) and v >= 1
+            for v in pair):
+        raise ValueError(message)
+    return tuple(int(v) for v in pair)
 
 
 def check_image_input(layer, input_shape, known_channels=True):

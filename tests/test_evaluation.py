@@ -39,8 +39,17 @@ def test_mean_iou_matches_keras_mean_iou(seed):
 
 
 def test_metric_inputs_are_checked():
-    with pytest.raises(ValueError, match="differ in size"):
+    with pytest.raises(ValueError, match=r"differ in shape: \(3,\) vs \(4,\)"):
         metrics.confusion_matrix(np.zeros(3, int), np.zeros(4, int), 2)
+    # same size, other layout (e.g. transposed masks): not flattened into a wrong score
+    with pytest.raises(ValueError, match=r"differ in shape: \(1, 2, 3\) vs \(1, 3, 2\)"):
+        metrics.mean_iou(np.zeros((1, 2, 3), int), np.zeros((1, 3, 2), int), 2)
+    # soft labels or scores are not class ids (they were truncated: 1.7 scored as 1)
+    for bad in (np.array([0.0, 1.7]), np.array([0.0, np.nan]), np.array(["a", "b"])):
+        with pytest.raises(ValueError, match="labels must be integer class ids"):
+            metrics.confusion_matrix(bad, np.zeros(2, int), 2)
+    assert metrics.confusion_matrix(np.array([0.0, 1.0]), np.array([1, 1]), 2).tolist() == [
+        [0, 1], [0, 1]]  # whole-number floats are class ids
     with pytest.raises(ValueError, match=r"predictions must lie in \[0, 2\)"):
         metrics.confusion_matrix(np.zeros(3, int), np.array([0, 1, 2]), 2)
     with pytest.raises(ValueError, match="No test set known"):
@@ -119,6 +128,55 @@ def test_evaluate_accepts_column_labels_and_channelless_images():
     seg_y = (x[..., 0] > 127).astype(int)
     result = evaluation.evaluate(_pixel_model(), x, seg_y[..., None])
     assert result["accuracy"] == 1.0 and result["miou"] == 1.0
+
+
+def test_evaluate_refuses_labels_a_model_cannot_predict(monkeypatch):
+    x = np.random.default_rng(3).integers(0, 256, (20, 8, 8, 1)).astype("uint8")
+    y = (x.mean(axis=(1, 2, 3)) > 127).astype(int)
+    with pytest.raises(ValueError, match=r"labels must lie in \[0, 2\) for a model with 2 "
+                                         r"classes; got \[1, 2\]"):
+        evaluation.evaluate(_class_model(), x, y + 1)  # 1-based ids
+    with pytest.raises(ValueError, match="labels must be integer class ids"):
+        evaluation.evaluate(_no_predict(monkeypatch, _class_model()), x, y + 0.3)
+    inputs = keras.Input((8, 8, 1))
+    sigmoid = keras.Model(inputs, keras.layers.Dense(1, activation="sigmoid")(
+        keras.layers.GlobalAveragePooling2D()(inputs)))
+    with pytest.raises(ValueError, match="1 score per example.*not a single sigmoid"):
+        evaluation.evaluate(sigmoid, x, y)
+
+
+def test_evaluate_refuses_images_scaled_for_a_zoo_model(monkeypatch):
+    """A zoo model normalises raw pixels itself: [0, 1] images gave a near-chance
+    accuracy without a word."""
+    from kronecker_zoo import models
+
+    model = _no_predict(monkeypatch, models.get("resnet_8", weights=None))
+    x = np.random.default_rng(4).integers(0, 256, (8, 28, 28, 1)).astype("float32")
+    for scaled, shown in ((x / 255.0, r"\[0, 1\]"), (x / 127.5 - 1, r"\[-1, 1\]")):
+        with pytest.raises(ValueError, match=r"images cannot be what the model sees: they lie "
+                                             r"in .*as if scaled to .*raw pixels in \[0, 255\]"):
+            evaluation.evaluate(model, scaled, np.zeros(8, int))
+    with pytest.raises(ValueError, match=r"outside the \[0, 255\] raw pixels"):
+        evaluation.evaluate(model, x * 4, np.zeros(8, int))
+    monkeypatch.undo()
+    result = evaluation.evaluate(model, x, np.zeros(8, int))  # raw pixels: evaluated
+    assert 0.0 <= result["accuracy"] <= 1.0
+    # a user's model without the zoo's Rescaling: its range is unknown, nothing refused
+    assert evaluation.evaluate(_class_model(), x[:, :8, :8] / 255.0, np.zeros(8, int))[
+        "accuracy"] == 1.0
+
+
+def test_trivial_baselines_refuse_scaled_images_for_a_raw_pixel_threshold():
+    masks = np.zeros((2, 4, 4), np.uint8)
+    masks[:, :2] = 3
+    images = np.where(masks > 0, 200, 0).astype(np.uint8)
+    raw = evaluation.trivial_segmentation_baselines(images, masks, 4)
+    assert raw["threshold"] == 1.0  # the bright pixels are exactly class 3
+    with pytest.raises(ValueError, match=r"as if scaled to \[0, 1\], but threshold=32"):
+        evaluation.trivial_segmentation_baselines(images / 255.0, masks, 4)
+    scaled = evaluation.trivial_segmentation_baselines(images / 255.0, masks, 4,
+                                                       threshold=32 / 255)
+    assert scaled == raw
 
 
 def test_foreground_iou_by_hand():

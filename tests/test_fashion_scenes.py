@@ -100,3 +100,23 @@ def test_dataset_batches():
 def test_bad_arguments(kwargs, match):
     with pytest.raises(ValueError, match=match):
         data.fashion_scenes(**{"split": "test", **kwargs})
+
+
+def test_compose_scenes_refuses_items_and_labels_off_their_scale(test_items):
+    items, labels = test_items
+    with pytest.raises(ValueError, match=r"items must be raw pixels, integers 0..255 .*float"
+                                         r".*values in \[0, 1\]"):
+        compose_scenes(items[:20] / 255.0, labels[:20], 2)  # all background before
+    with pytest.raises(ValueError, match="labels must be integer class ids 0..254"):
+        compose_scenes(items[:20], labels[:20] - 1.0, 2)
+    wide = compose_scenes(items[:20].astype(np.int64), labels[:20], 2)  # ints 0..255: fine
+    for a, b in zip(wide, compose_scenes(items[:20], labels[:20], 2)):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_a_named_local_source_that_is_empty_says_where_it_looked(tmp_path, monkeypatch):
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path))
+    with pytest.raises(FileNotFoundError, match=r"Fashion-MNIST \(test\) is not in .*"
+                                                r"datasets.fashion-mnist \(source='keras_cache'\)"
+                                                r"\. Install it"):
+        data.fashion_mnist("test", source="keras_cache")

@@ -54,8 +54,12 @@ def test_bad_augmentation_arguments_name_the_problem():
     images = np.zeros((2, 4, 4), np.uint8)
     with pytest.raises(ValueError, match="augment must be one of"):
         data.pixel_dataset(images, np.zeros(2), 2, augment="mixup")
-    with pytest.raises(ValueError, match="per-pixel labels"):
-        data.pixel_dataset(images, np.zeros((2, 4, 4)), 2, augment="crop_flip")
+    for labels in (np.zeros((2, 4, 4)), np.eye(2)):  # masks, one-hot rows
+        with pytest.raises(ValueError, match=r"one class id per image, labels \(N,\) or "
+                                             r"\(N, 1\); got labels of shape"):
+            data.pixel_dataset(images, labels, 2, augment="crop_flip")
+    with pytest.raises(ValueError, match="labels must be integer class ids"):
+        data.pixel_dataset(images, np.array([0.1, 0.9]), 2)  # soft labels: cast to 0, 0
     with pytest.raises(ValueError, match="crop_padding"):
         data.pixel_dataset(images, np.zeros(2), 2, augment="crop_flip", crop_padding=-1)
 
@@ -78,3 +82,11 @@ def test_shuffle_and_augmentation_are_the_same_on_every_run_with_the_seed():
         np.testing.assert_array_equal(a, b)
     assert not np.array_equal(first[0], first[1])
     assert not np.array_equal(first[0], other[0])
+
+
+def test_column_labels_as_keras_datasets_give_them_are_augmented():
+    """``(N, 1)`` labels (keras.datasets.cifar10's) go through crop_flip as ``(N,)``."""
+    images = np.arange(3 * 4 * 4, dtype=np.uint8).reshape(3, 4, 4)
+    labels = np.array([[2], [0], [1]])
+    (x, y), = data.pixel_dataset(images, labels, 3, augment="crop_flip", crop_padding=1)
+    assert y.numpy().tolist() == [2, 0, 1] and x.shape == (3, 4, 4)

@@ -20,6 +20,7 @@ def test_positive_pair():
     assert positive_pair((1, 4), "strides") == (1, 4)
     assert positive_pair([2, 5], "strides") == (2, 5)
     assert all(type(v) is int for v in positive_pair(np.array([2, 3]), "strides"))
-    for bad in (0, (0, 1), (1, 2, 3), (1.5, 2), (True, 1), "ab", None, (2,)):
+    for bad in (0, (0, 1), (1, 2, 3), (1.5, 2), (True, 1), "ab", None, (2,), (2.0, 3),
+                (np.True_, 2), np.True_, 2.0, (2, None)):
         with pytest.raises(ValueError, match=r"`strides` must be a positive int or a pair"):
             positive_pair(bad, "strides")

@@ -106,4 +106,8 @@ def fashion_mnist(split="train", source=None):
             x, y = loaded
             _verify(x, y, split, name)
             return x, y
+    if source in ("debian", "keras_cache"):
+        where = DEBIAN_DIR if source == "debian" else _keras_cache_dir()
+        raise FileNotFoundError(f"Fashion-MNIST ({split}) is not in {where} (source="
+                                f"{source!r}). " + INSTALL_HINT.split(". ", 1)[1])
     raise FileNotFoundError(INSTALL_HINT)

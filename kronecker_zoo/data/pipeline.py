@@ -7,8 +7,12 @@ def pixel_dataset(images, labels, batch_size, shuffle=False, seed=0, augment=Non
                   crop_padding=4):
     """`tf.data.Dataset` of ``(float32 images 0..255, int32 labels)`` batches.
 
+    ``labels``: whole numbers (class ids, per image or per pixel, or one-hot rows); they
+    are cast to int32, so soft or smoothed labels are refused.
     Shuffles all examples (with ``seed``, reshuffled every epoch) when asked. The order
-    and the augmentation are the same on every run with the same ``seed``.
+    and the augmentation are the same on every run with the same ``seed`` (the order
+    also depends on TensorFlow's global seed, e.g. `keras.utils.set_random_seed`, when
+    one is set; the augmentation does not).
     ``augment="crop_flip"`` (classification: labels are one class per image) applies the
     standard small-image augmentation to every training example: zero-pad by
     ``crop_padding`` pixels on each side, crop a random ``(H, W)`` window, flip
@@ -19,17 +23,22 @@ def pixel_dataset(images, labels, batch_size, shuffle=False, seed=0, augment=Non
     import numpy as np
 
     from kronecker_zoo import runtime
+    from kronecker_zoo.metrics import class_ids
 
     runtime.require_extra("tensorflow", "kronecker_zoo.data.pipeline (tf.data)")
     import tensorflow as tf
 
     if augment not in AUGMENTATIONS:
         raise ValueError(f"augment must be one of {AUGMENTATIONS}. Received: {augment!r}")
+    class_ids(labels, "labels")  # whole numbers: the int32 cast below keeps them
     if augment is not None:
+        if np.ndim(labels) == 2 and np.shape(labels)[1] == 1:
+            labels = np.reshape(labels, (-1,))  # (N, 1), as keras.datasets.cifar10 gives
         if np.ndim(labels) != 1:
-            raise ValueError(f"augment={augment!r} moves pixels but not per-pixel labels: it "
-                             f"is for one label per image; got labels of shape "
-                             f"{np.shape(labels)}")
+            raise ValueError(f"augment={augment!r} is for one class id per image, labels "
+                             f"(N,) or (N, 1); got labels of shape {np.shape(labels)} "
+                             "(per-pixel masks would not move with the pixels; one-hot "
+                             "rows: pass their argmax)")
         if np.ndim(images) not in (3, 4):
             raise ValueError(f"augment={augment!r} needs images (N, H, W) or (N, H, W, C); "
                              f"got shape {np.shape(images)}")

@@ -14,6 +14,7 @@ import functools
 
 import numpy as np
 
+from kronecker_zoo.pixel_range import model_input_range, pixel_range_problem  # noqa: F401
 from kronecker_zoo.validation import positive_int
 
 DEFAULT_CALIBRATION_EXAMPLES = 256
@@ -81,57 +82,12 @@ def pretraining_calibration_data(name, tag=None, count=DEFAULT_CALIBRATION_EXAMP
     return calibration_images(dataset, count, seed, split=split)
 
 
-def _unwrap(layer):
-    while hasattr(layer, "layer") and not hasattr(layer, "scale"):
-        layer = layer.layer  # tfmot wrappers (tf_keras)
-    return layer
-
-
-def model_input_range(model):
-    """``(min, max)`` raw pixel values ``model`` takes, or `None` if it cannot tell.
-
-    A model built by the zoo (Keras 3, or its tf_keras twin from
-    `kronecker_zoo.optimize`) normalises its input with a ``Rescaling`` by the
-    zoo's pixel scale and offset; its range is then ``ModelSpec.input_range``.
-    """
-    from kronecker_zoo.models import blocks
-
-    for layer in getattr(model, "layers", ()):
-        layer = _unwrap(layer)
-        if type(layer).__name__ != "Rescaling":
-            continue
-        config = layer.get_config()
-        try:
-            scale, offset = (float(np.asarray(config.get(k))) for k in ("scale", "offset"))
-        except (TypeError, ValueError):  # per-channel or serialized values: not the zoo's
-            continue
-        if np.isclose(scale, blocks.PIXEL_SCALE) and np.isclose(offset, blocks.PIXEL_OFFSET):
-            return blocks.PIXEL_RANGE
-    return None
-
-
 def check_calibration_range(model, batches):
-    """ValueError when the values of ``batches`` cannot be inputs of ``model``.
-
-    For a model with a known input range (`model_input_range`): data that lie
-    outside it, or that all lie in [-1, 1] while the range reaches 255 (images
-    scaled to [0, 1] or [-1, 1]).
-    """
-    expected = model_input_range(model)
-    if expected is None or not batches:
-        return
-    low = float(min(np.min(b) for b in batches))
-    high = float(max(np.max(b) for b in batches))
-    lo, hi = expected
-    tolerance = 1e-3 * (hi - lo)
-    name = getattr(model, "name", "the model")
-    if hi > 1.0 and -1.0 <= low and high <= 1.0:
-        problem = (f"they lie in [{low:g}, {high:g}], as if scaled to [0, 1] or [-1, 1], but "
-                   f"{name!r} takes raw pixels in [{lo:g}, {hi:g}] and normalises them itself")
-    elif low < lo - tolerance or high > hi + tolerance:
-        problem = (f"they lie in [{low:g}, {high:g}], outside the [{lo:g}, {hi:g}] raw pixels "
-                   f"{name!r} takes")
-    else:
+    """ValueError when the values of ``batches`` cannot be inputs of ``model``
+    (`kronecker_zoo.pixel_range.pixel_range_problem`: outside its known raw pixel range,
+    or all in [-1, 1] while that range reaches 255)."""
+    problem = pixel_range_problem(model, batches)
+    if problem is None:
         return
     raise ValueError(
         f"representative_data cannot be what the model sees: {problem}. Pass the images "
