@@ -115,3 +115,26 @@ def test_missing_layers_raise_or_keep_their_initialisation():
             np.testing.assert_array_equal(a, b)
     with pytest.raises(ValueError, match="missing must be"):
         models.transfer_weights(front, basic, missing="skip")
+
+
+@pytest.mark.parametrize("c_old", [1, 2, 3, 4])
+@pytest.mark.parametrize("c_new", [1, 2, 3, 4])
+def test_adapted_first_convolution_is_exact_on_images_with_equal_channels(c_old, c_new):
+    """Any channel count to any other (3 -> 1 took channel 0 three times; 2 -> 3 scaled by
+    2/3): a Conv2D with the adapted kernel on an image whose channels are all equal gives
+    what the original gives on that image with its own channel count."""
+    from kronecker_zoo.models.transfer import _adapt_input_channels
+
+    rng = np.random.default_rng(c_old * 10 + c_new)
+    old = rng.normal(size=(3, 3, c_old, 5)).astype("float32")
+    new = _adapt_input_channels(old, (3, 3, c_new, 5))
+    assert new.shape == (3, 3, c_new, 5) and new.dtype == old.dtype
+    grey = rng.uniform(0, 255, (2, 8, 8, 1)).astype("float32")
+
+    def conv(kernel, channels):
+        layer = keras.layers.Conv2D(5, 3, use_bias=False)
+        layer.build((None, 8, 8, channels))
+        layer.set_weights([kernel])
+        return _np(layer(np.repeat(grey, channels, axis=-1)))
+
+    np.testing.assert_allclose(conv(new, c_new), conv(old, c_old), rtol=1e-4, atol=1e-3)

@@ -146,6 +146,73 @@ def test_a_fine_tuned_file_with_its_own_head_loads_headless_or_into_another_head
     assert _head(three)[0].shape == (64, 3)
 
 
+def _checkpoint_after_fit(tmp_path, **kwargs):
+    """``(model, path)``: a model fine-tuned one step with ``fit`` (Adam), saved by
+    ModelCheckpoint with its optimizer state, as a user's training run leaves it."""
+    model = models.get(NAME, weights=TAG, **kwargs)
+    channels = model.input_shape[-1]
+    model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    x = np.random.default_rng(0).integers(0, 256, (8, 28, 28, channels)).astype("float32")
+    path = str(tmp_path / "checkpoint.weights.h5")
+    model.fit(x, np.arange(8) % model.output_shape[-1], batch_size=8, epochs=1, verbose=0,
+              callbacks=[keras.callbacks.ModelCheckpoint(path, save_weights_only=True)])
+    return model, path
+
+
+@pytest.mark.parametrize("kwargs", [{"num_classes": 5}, {"input_shape": (28, 28, 3)},
+                                    {"num_classes": 4, "input_shape": (28, 28, 3)}])
+def test_a_checkpoint_saved_by_fit_reloads_into_its_configuration(tmp_path, kwargs):
+    """The file also holds the optimizer's state (``optimizer/vars``): only the model's
+    variables decide which architecture it was saved from."""
+    trained, path = _checkpoint_after_fit(tmp_path, **kwargs)
+    _assert_same(models.get(NAME, weights=path, **kwargs).get_weights(),
+                 trained.get_weights())
+
+
+def test_a_fine_tuned_three_channel_file_gives_its_backbone_to_other_heads(tmp_path):
+    """A file fine-tuned on RGB with 5 classes (its input channels and head found from its
+    shapes): into the same RGB backbone without a head or with 7 classes, and into the
+    default grey input (its first convolution adapted, as for published weights)."""
+    trained, path = _checkpoint_after_fit(tmp_path, num_classes=5, input_shape=(28, 28, 3))
+    rgb = models.get(NAME, weights=path, input_shape=(28, 28, 3), num_classes=7)
+    _assert_same(_backbone(rgb), _backbone(trained))
+    assert _head(rgb)[0].shape == (64, 7)
+    headless = models.get(NAME, weights=path, input_shape=(28, 28, 3), include_top=False)
+    _assert_same(headless.get_weights(), _backbone(trained))
+    grey = models.get(NAME, weights=path, include_top=False)
+    stem = trained.get_layer("stem_conv").get_weights()[0]
+    np.testing.assert_allclose(grey.get_layer("stem_conv").get_weights()[0],
+                               stem.sum(axis=2, keepdims=True), rtol=1e-6)
+    deeper = "stage3_block1_conv2"
+    _assert_same(grey.get_layer(deeper).get_weights(), trained.get_layer(deeper).get_weights())
+
+
+def test_get_arguments_are_checked_like_keras_applications(tmp_path):
+    two = [models.get(NAME, name=n) for n in ("teacher", "student")]
+    assert [m.name for m in two] == ["teacher", "student"]  # both fit in one model
+    inputs = keras.Input((28, 28, 1))
+    keras.Model(inputs, [m(inputs) for m in two])
+    assert models.get(NAME, weights=TAG, name="mine").name == "mine"
+    assert models.get(NAME).name == NAME
+    with pytest.raises(ValueError, match="`name` .* must be a non-empty str"):
+        models.get(NAME, name=3)
+    with pytest.raises(ValueError, match="`include_top` must be True or False"):
+        models.get(NAME, include_top="no")  # built a model with a head before
+    shape = models.get(NAME, input_shape=np.array([32, 32, 3])).input_shape
+    assert shape == (None, 32, 32, 3) and all(type(d) is int for d in shape[1:])
+    for bad in ((32, 32.0, 3), (32, 32, np.True_), 5):
+        with pytest.raises(ValueError, match="`input_shape` must be"):
+            models.get(NAME, input_shape=bad)
+    with pytest.raises(ValueError, match=r"Unknown weights \['fashion_mnist'\] for "
+                                         r"'resnet_8'\. Valid: None"):
+        models.get(NAME, weights=["fashion_mnist"])  # was TypeError: unhashable type
+    saved = str(tmp_path / "mine.keras")
+    models.get(NAME).save(saved)
+    with pytest.raises(ValueError, match=r"whole saved model \(\.keras\).*"
+                                         r"keras\.saving\.load_model"):
+        models.get(NAME, weights=saved)
+
+
 @pytest.mark.parametrize("damage", ["truncated", "not_hdf5", "damaged_header",
                                     "damaged_message"])
 def test_an_unreadable_file_given_by_path_is_named(tmp_path, damage):

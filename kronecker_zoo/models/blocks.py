@@ -5,8 +5,10 @@ files keep stable names.
 """
 
 import math
+import numbers
 
 import keras
+import numpy as np
 
 # Raw pixels in PIXEL_RANGE = [0, 255] -> [-1, 1], inside the model (no separate
 # preprocessing). Every registry model takes this range (`ModelSpec.input_range`).
@@ -17,14 +19,18 @@ PIXEL_OFFSET = -1.0 - PIXEL_RANGE[0] * PIXEL_SCALE
 
 def model_input(input_shape, name="pixels"):
     """`keras.Input` for raw pixels with a validated ``(height, width, channels)``."""
-    shape = tuple(input_shape)
+    message = ("`input_shape` must be (height, width, channels) with positive ints (height "
+               f"and width may be None for any size). Received: input_shape={input_shape!r}")
+    try:
+        shape = tuple(input_shape)
+    except TypeError:
+        raise ValueError(message) from None
     if len(shape) != 3 or any(
-            d is not None and (isinstance(d, bool) or not isinstance(d, int) or d < 1)
+            d is not None and (isinstance(d, (bool, np.bool_))
+                               or not isinstance(d, numbers.Integral) or d < 1)
             for d in shape) or shape[2] is None:
-        raise ValueError(
-            "`input_shape` must be (height, width, channels) with positive ints (height "
-            f"and width may be None for any size). Received: input_shape={input_shape!r}"
-        )
+        raise ValueError(message)
+    shape = tuple(None if d is None else int(d) for d in shape)  # NumPy ints as ints
     return keras.Input(shape=shape, name=name)
 
 

@@ -8,6 +8,7 @@ import collections
 import dataclasses
 import difflib
 import inspect
+import itertools
 import os
 import re
 import warnings
@@ -126,12 +127,14 @@ def valid_overrides(name):
     return sorted(p for p in params if p not in _GET_ARGS and p not in s.size_args)
 
 
-def get(name, weights=None, input_shape=None, num_classes=None, include_top=True,
+def get(name, /, weights=None, input_shape=None, num_classes=None, include_top=True,
         fresh_head=False, weights_sha256=None, **overrides):
     """Builds registered model ``name`` as a plain functional `keras.Model`.
 
     Args:
-        name: str. A name from `list_models()`, e.g. `"kron_resnet_8"`.
+        name: str (positional). A name from `list_models()`, e.g. `"kron_resnet_8"`.
+            The keyword ``name=`` is the Keras model's name, as in keras.applications
+            (default: the registry name), e.g. to use two of them in one model.
         weights: `None` (random init), a published tag (see
             `list_models(pretrained=True)`; SHA-256 checked, downloaded when the
             packaged file is missing or damaged and the manifest has a ``url``), or a
@@ -171,6 +174,10 @@ def get(name, weights=None, input_shape=None, num_classes=None, include_top=True
         class such as ``KroneckerConv2D``).
     """
     s = spec(name)
+    model_name = overrides.pop("name", name)
+    if not isinstance(model_name, str) or not model_name:
+        raise ValueError(f"`name` (the Keras model's name) must be a non-empty str. "
+                         f"Received: name={model_name!r}")
     bad = sorted(set(overrides) - set(valid_overrides(name)))
     if bad:
         fixed = [k for k in bad if k in s.size_args]
@@ -184,20 +191,23 @@ def get(name, weights=None, input_shape=None, num_classes=None, include_top=True
     if not include_top and num_classes is not None:
         raise ValueError("`num_classes` sets the size of the head, but include_top=False "
                          f"builds no head. Received: num_classes={num_classes!r}")
-    if not isinstance(fresh_head, bool):
-        raise ValueError(f"`fresh_head` must be True or False. Received: {fresh_head!r}")
+    for flag, value in (("include_top", include_top), ("fresh_head", fresh_head)):
+        if not isinstance(value, (bool, np.bool_)):
+            raise ValueError(f"`{flag}` must be True or False. Received: {flag}={value!r}")
+    include_top, fresh_head = bool(include_top), bool(fresh_head)
     kwargs = dict(s.size_args, **overrides)
     if input_shape is not None:
-        kwargs["input_shape"] = tuple(input_shape)
+        kwargs["input_shape"] = (tuple(input_shape) if np.ndim(input_shape) == 1
+                                 else input_shape)  # (others: the builder names the problem)
     if num_classes is not None:
         kwargs["num_classes"] = positive_int(num_classes, "num_classes")
     if weights is None:
         if weights_sha256 is not None:
             raise ValueError("`weights_sha256` checks a weights file given by path; "
                              "received weights=None.")
-        return s.builder(include_top=include_top, name=name, **kwargs)
+        return s.builder(include_top=include_top, name=model_name, **kwargs)
     path, entry = _weights_file(name, weights, weights_sha256)
-    model = s.builder(include_top=include_top, name=name, **kwargs)
+    model = s.builder(include_top=include_top, name=model_name, **kwargs)
     _load_weights(model, s, path, entry, kwargs, include_top, fresh_head)
     return model
 
@@ -226,9 +236,16 @@ def _float_shapes(shapes_and_dtypes):
 _UNREADABLE = (OSError, RuntimeError)
 
 
+def _is_model_variable(key):
+    """Whether the ``.weights.h5`` dataset ``key`` is a variable of the model: under
+    ``layers/`` (or the model's own ``vars/``), not the optimizer's state that a file
+    saved after ``fit`` also holds (``optimizer/vars/...``)."""
+    return key.startswith(("layers/", "vars/")) and "vars/" in f"/{key}"
+
+
 def _file_shapes(path):
-    """Sorted shapes of the floating-point variables stored in a ``.weights.h5`` file
-    (OSError if it is not a readable HDF5 file, RuntimeError from h5py where its
+    """Sorted shapes of the floating-point model variables stored in a ``.weights.h5``
+    file (OSError if it is not a readable HDF5 file, RuntimeError from h5py where its
     object headers are damaged)."""
     import h5py
 
@@ -236,7 +253,8 @@ def _file_shapes(path):
     try:
         with h5py.File(path, "r") as f:
             f.visititems(lambda key, item: found.append((item.shape, item.dtype))
-                         if isinstance(item, h5py.Dataset) and "vars/" in f"/{key}" else None)
+                         if isinstance(item, h5py.Dataset) and _is_model_variable(key)
+                         else None)
     except KeyError as error:  # h5py: a damaged object message ("bad version number ...")
         raise OSError(str(error)) from error
     return _float_shapes(found)
@@ -277,10 +295,9 @@ def _load_weights(model, s, path, entry, kwargs, include_top, fresh_head):
         target = s.builder(include_top=True, name=s.name, **file_kwargs)
         what, head = "the default head and input", {}
         if file_shapes is not None and file_shapes != _model_shapes(target):
-            found = _file_head(s, file_kwargs, file_shapes, target)
-            if found is not None:  # a user's fine-tuned file: its own number of classes
-                target, classes = found
-                what = f"num_classes={classes} (the file's head)"
+            found = _file_architecture(s, file_kwargs, file_shapes, target)
+            if found is not None:  # a user's fine-tuned file: its own head / input channels
+                target, what = found
     error = _try_load(target, path)
     if error is not None:
         raise _mismatch(s.name, path, entry, user, [(what, error)])
@@ -290,18 +307,30 @@ def _load_weights(model, s, path, entry, kwargs, include_top, fresh_head):
         model.get_layer(layer_name).set_weights(values)
 
 
-def _file_head(s, file_kwargs, file_shapes, default):
-    """``(model, num_classes)``: ``s``'s model with the head of a file saved with another
-    ``num_classes`` (e.g. after fine-tuning with ``num_classes=5``), found from the
-    variable shapes the file has and the default head lacks; ``None`` if none fits."""
-    if "num_classes" not in _defaults(s.builder):
-        return None
+def _file_architecture(s, file_kwargs, file_shapes, default):
+    """``(model, description)``: ``s``'s model built with the ``num_classes`` and input
+    channels of a file saved with others (e.g. after fine-tuning on 3-channel images with
+    ``num_classes=5``), found from the variable shapes the file has and the default model
+    lacks; ``None`` if none fits."""
+    defaults = _defaults(s.builder)
     extra = collections.Counter(file_shapes) - collections.Counter(_model_shapes(default))
-    for classes in sorted({shape[-1] for shape in extra if shape}):
-        candidate = s.builder(include_top=True, name=s.name, num_classes=classes,
-                              **file_kwargs)
+    extra = [shape for shape in extra if shape]
+    options = {}
+    if "num_classes" in defaults:
+        options["num_classes"] = [defaults["num_classes"]] + sorted(
+            {shape[-1] for shape in extra} - {defaults["num_classes"]})
+    image = defaults.get("input_shape")
+    if isinstance(image, tuple) and len(image) == 3:
+        options["input_shape"] = [image] + [
+            (*image[:2], c) for c in sorted({shape[-2] for shape in extra if len(shape) == 4})
+            if c != image[-1]]
+    for values in itertools.product(*options.values()):
+        changed = {k: v for k, v in zip(options, values) if not _same(v, defaults[k])}
+        if not changed:
+            continue
+        candidate = s.builder(include_top=True, name=s.name, **changed, **file_kwargs)
         if _model_shapes(candidate) == file_shapes:
-            return candidate, classes
+            return candidate, f"{_describe(changed)} (the file's)"
     return None
 
 
@@ -365,7 +394,12 @@ def _weights_file(name, weights, weights_sha256):
                 weights, weights_sha256,
                 advice="Check that it is the file you meant, or drop `weights_sha256`.")
         return weights, None
-    if weights not in tags:
+    if isinstance(weights, (str, os.PathLike)) and os.fspath(weights).endswith(".keras"):
+        raise ValueError(
+            f"weights={os.fspath(weights)!r} is a whole saved model (.keras), not a weights "
+            "file: load it with keras.saving.load_model (after `import kronecker_zoo`), or "
+            "pass a .weights.h5 file (model.save_weights).")
+    if not isinstance(weights, str) or weights not in tags:
         raise ValueError(
             f"Unknown weights {weights!r} for {name!r}. Valid: None, a path to a "
             f".weights.h5 file{', ' + _choices(tags) if tags else ''}"

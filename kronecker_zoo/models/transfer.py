@@ -23,9 +23,19 @@ def is_head_layer(name):
 
 
 def _adapt_input_channels(old, new_shape):
+    """A first convolution's kernel ``(kh, kw, c_old, out)`` for ``c_new`` input channels
+    that gives the same output on an image whose channels are all equal (e.g. a grey image
+    as RGB): more channels share each old one's weights (``new[j] = old[j % c_old] /
+    repeats``); fewer add them up (``new[j] = sum of old[i], i % c_new == j``)."""
     c_old, c_new = old.shape[2], new_shape[2]
-    index = np.arange(c_new) % c_old
-    return (old[:, :, index, :] * (c_old / c_new)).astype(old.dtype)
+    if c_new >= c_old:
+        index = np.arange(c_new) % c_old
+        repeats = np.bincount(index, minlength=c_old)[index]
+        return (old[:, :, index, :] / repeats[:, None]).astype(old.dtype)
+    new = np.zeros(old.shape[:2] + (c_new,) + old.shape[3:], np.float64)
+    for i in range(c_old):
+        new[:, :, i % c_new] += old[:, :, i]
+    return new.astype(old.dtype)
 
 
 def transfer_weights(source, target, fresh_head=False, missing="raise"):
