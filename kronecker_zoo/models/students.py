@@ -305,6 +305,9 @@ STUDENTS["resnet_20_kron5x_lowmac_plain"] = STUDENTS["resnet_20_kron5x_lowmac"]
 # (training/runs/resnet_20_kron10x_lowmac_plain_e45_lowwd/plan.json equals its plan).
 STUDENTS["resnet_20_kron10x_lowmac_plain_e45_lowwd"] = STUDENTS[
     "resnet_20_kron10x_lowmac_plain_e30_lowwd"]
+# resnet_20_kron10x's (uncapped) plan on the same 45-epoch recipe
+# (training/runs/resnet_20_kron10x_plain_e45_lowwd/plan.json equals resnet_20_kron10x's).
+STUDENTS["resnet_20_kron10x_plain_e45_lowwd"] = STUDENTS["resnet_20_kron10x"]
 # Its low-rank twin on the same 45-epoch recipe
 # (training/runs/resnet_20_lowrank10x_plain_e45_lowwd/plan.json equals resnet_20_lowrank10x's).
 STUDENTS["resnet_20_lowrank10x_plain_e45_lowwd"] = STUDENTS["resnet_20_lowrank10x"]
