@@ -314,3 +314,21 @@ def test_publish_refuses_shortened_and_unfinished_runs(tmp_path):
     with pytest.raises(ValueError, match="unfinished run"):
         check_publishable(str(tmp_path / "run.partial"), {})
     check_publishable(str(tmp_path / "run"), {"subset": None, "test_subset": None})
+
+
+@pytest.mark.parametrize("content, why", [(None, "No such file"), ("{not json", "Expecting"),
+                                          ("[1, 2]", "holds a JSON list, not an object")])
+def test_a_config_that_cannot_be_used_is_a_usage_error(tmp_path, capsys, content, why):
+    """train.py and distill.py: exit status 2 and one line naming the file, no traceback."""
+    from training import distill as distill_script
+
+    config = tmp_path / "recipe.json"
+    if content is not None:
+        config.write_text(content)
+    for script in (train_script, distill_script):
+        with pytest.raises(SystemExit) as exit_info:
+            script.main(["--config", str(config), "--out", str(tmp_path / "run")])
+        assert exit_info.value.code == 2
+        err = capsys.readouterr().err
+        assert f"cannot use --config {str(config)!r}: " in err and why in err
+        assert not (tmp_path / "run").exists()

@@ -191,7 +191,7 @@ def main(argv=None):
     parser.add_argument("--no-distillation", action="store_true",
                         help="plain fit on the labels instead of distillation")
     args = parser.parse_args(argv)
-    config = recipe_from_args(args, DEFAULTS)
+    config = recipe_from_args(args, DEFAULTS, parser)
     if args.no_distillation:
         config["distillation"] = None
     if not config.get("teacher") and not args.resume:

@@ -429,12 +429,24 @@ def _flag(text):
     return value[text.lower()]
 
 
-def recipe_from_args(args, defaults):
-    """The recipe of ``--config`` (if given) with every recipe flag given overriding it."""
+def recipe_from_args(args, defaults, parser=None):
+    """The recipe of ``--config`` (if given) with every recipe flag given overriding it.
+    A config that cannot be read, or is not a JSON object, is a usage error
+    (``parser.error``: the message and exit status 2; ValueError without a parser)."""
     config = {}
     if args.config:
-        with open(args.config) as f:
-            config.update(json.load(f))
+        try:
+            with open(args.config) as f:
+                loaded = json.load(f)
+            if not isinstance(loaded, dict):
+                raise ValueError(f"it holds a JSON {type(loaded).__name__}, not an object "
+                                 "of recipe keys")
+        except (OSError, ValueError) as error:  # (json.JSONDecodeError is a ValueError)
+            message = f"cannot use --config {args.config!r}: {error}"
+            if parser is None:
+                raise ValueError(message) from None
+            parser.error(message)
+        config.update(loaded)
     config.update({k: getattr(args, k) for k in defaults
                    if getattr(args, k, None) is not None})
     return config
@@ -455,7 +467,7 @@ def main(argv=None):
                 else str if key in ("model", "dataset", "augment", "init_from") else int)
         parser.add_argument("--" + key.replace("_", "-"), type=kind, default=None)
     args = parser.parse_args(argv)
-    config = recipe_from_args(args, DEFAULTS)
+    config = recipe_from_args(args, DEFAULTS, parser)
     if not config.get("model") and not args.resume:
         parser.error("give --model or a --config with a model")
     result = train(config, args.out, args.strategy, args.verbose, resume=args.resume)
