@@ -36,3 +36,30 @@ def test_any_size_segmentation_model_predicts_on_several_sizes(name):
         assert got.shape == (1, h, w, 11)
         np.testing.assert_allclose(got, model(x, training=False).numpy(), rtol=1e-4,
                                    atol=1e-4)
+
+
+@pytest.fixture
+def mixed_float16():
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    yield
+    keras.mixed_precision.set_global_policy("float32")
+
+
+@pytest.mark.parametrize("name", ["kron_context_net_basic", "pool_segnet_small"])
+def test_segmentation_models_train_in_mixed_precision_with_jit_compile(mixed_float16, name):
+    """XLA on CPU refused the float16 gradient of a bilinear resize inside a jit-compiled
+    train step ("mixed precision is disallowed"); the layer resizes in float32 and casts
+    back, so the values are the float32 resize's, rounded to float16."""
+    x = np.random.default_rng(1).normal(size=(2, 5, 7, 3)).astype("float16")
+    layer = BilinearUpSampling2D((2, 3))
+    got = layer(x)
+    assert got.dtype == "float16"
+    want = keras.layers.UpSampling2D((2, 3), interpolation="bilinear", dtype="float32")(
+        x.astype("float32")).numpy().astype("float16")
+    np.testing.assert_array_equal(np.asarray(got), want)
+    model = models.get(name)
+    model.compile("sgd", keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                  jit_compile=True)
+    images = np.random.default_rng(0).integers(0, 256, (4, 64, 64, 1)).astype("float32")
+    history = model.fit(images, np.zeros((4, 64, 64), "int32"), batch_size=2, verbose=0)
+    assert np.isfinite(history.history["loss"][-1])

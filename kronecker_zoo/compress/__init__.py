@@ -8,7 +8,8 @@
         teacher=model, student=student,
         distillation_losses=compress.logits_distillation(temperature=4.0),
         student_loss_weight=0.5)
-    distiller.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+    distiller.compile(optimizer="adam",                      # a student that outputs logits
+                      loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     distiller.fit(x, y, epochs=...)                          # then use `student`
 
 - `nearest_kronecker`: the factors whose Kronecker sum best approximates a kernel.

@@ -22,6 +22,16 @@ class BilinearUpSampling2D(keras.layers.UpSampling2D):
         super().__init__(size=size, interpolation=interpolation, **kwargs)
 
     def call(self, inputs):
+        if keras.backend.backend() == "tensorflow" and inputs.dtype in ("float16", "bfloat16"):
+            # float16 / bfloat16 (mixed precision) resized in float32: XLA on CPU rejects
+            # the float16 gradient of a bilinear resize ("Seen floating point types of
+            # different precisions ... mixed precision is disallowed") in a jit-compiled
+            # train step; the values are the same up to float16 rounding.
+            outputs = self._resize(keras.ops.cast(inputs, "float32"))
+            return keras.ops.cast(outputs, inputs.dtype)
+        return self._resize(inputs)
+
+    def _resize(self, inputs):
         dynamic = inputs.shape[1] is None or inputs.shape[2] is None
         if (keras.backend.backend() == "tensorflow" and dynamic
                 and self.data_format == "channels_last"):
