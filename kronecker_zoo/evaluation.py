@@ -2,8 +2,9 @@
 
 import numpy as np
 
-from kronecker_zoo.metrics import class_ids, confusion_matrix, mean_iou  # noqa: F401
-from kronecker_zoo.pixel_range import pixel_range_problem
+from kronecker_zoo.metrics import confusion_matrix, mean_iou  # noqa: F401 (public here too)
+from kronecker_zoo.models.pixel_range import pixel_range_problem
+from kronecker_zoo.validation import check_class_ids
 
 def _known_shape(model, attribute):
     """``model.input_shape`` / ``output_shape`` as a tuple, or `None` if not one known."""
@@ -41,11 +42,24 @@ def _check_inputs(model, images, labels):
                              f"shape {expected_in}")
     out = _known_shape(model, "output_shape")
     if out is not None:
-        labels = _class_ids(labels, (len(labels),) + tuple(out[1:-1]))
+        labels = _labels_like(labels, (len(labels),) + tuple(out[1:-1]))
+        if out[-1] is not None:
+            _check_class_range(labels, out[-1])
     return images, labels
 
 
-def _class_ids(labels, predictions_shape):
+def _check_class_range(labels, num_classes):
+    if num_classes < 2:
+        raise ValueError(f"the model gives {num_classes} score per example: evaluate takes "
+                         "one logit or probability per class (argmax), not a single sigmoid "
+                         "output")
+    low, high = int(np.min(labels)), int(np.max(labels))
+    if low < 0 or high >= num_classes:
+        raise ValueError(f"labels must lie in [0, {num_classes}) for a model with "
+                         f"{num_classes} classes; got [{low}, {high}]")
+
+
+def _labels_like(labels, predictions_shape):
     """``labels`` shaped like the predictions (class ids): a trailing axis of 1 dropped,
     then the shapes checked (``None`` in ``predictions_shape``: any size)."""
     if labels.ndim == len(predictions_shape) + 1 and labels.shape[-1] == 1:
@@ -65,25 +79,17 @@ def evaluate(model, images, labels, batch_size=256):
     a zoo model's raw pixel range (e.g. scaled to [0, 1]) are refused.
     """
     images, labels = np.asarray(images), np.asarray(labels)
+    check_class_ids(labels)  # whole numbers, before predicting
     images, labels = _check_inputs(model, images, labels)
     problem = pixel_range_problem(model, [images])
     if problem is not None:
         raise ValueError(f"images cannot be what the model sees: {problem}. Pass the "
                          "images exactly as the model was trained on them (unscaled pixels).")
-    class_ids(labels)  # whole numbers, before predicting
     logits = np.asarray(model.predict(images.astype("float32"), batch_size=batch_size,
                                       verbose=0))
-    num_classes = logits.shape[-1]
-    if num_classes < 2:
-        raise ValueError(f"the model gives {num_classes} score per example: evaluate takes "
-                         "one logit or probability per class (argmax), not a single sigmoid "
-                         "output")
     predictions = np.argmax(logits, axis=-1)
-    labels = _class_ids(labels, predictions.shape)  # (model shapes unknown before)
-    ids = class_ids(labels)
-    if ids.min() < 0 or ids.max() >= num_classes:
-        raise ValueError(f"labels must lie in [0, {num_classes}) for a model with "
-                         f"{num_classes} classes; got [{ids.min()}, {ids.max()}]")
+    labels = _labels_like(labels, predictions.shape)  # (model shapes unknown before)
+    _check_class_range(labels, logits.shape[-1])
     result = {"accuracy": float((predictions == labels).mean())}
     if predictions.ndim > 1:
         result["miou"] = mean_iou(labels, predictions, logits.shape[-1])
@@ -110,7 +116,8 @@ def trivial_segmentation_baselines(images, masks, num_classes, threshold=32):
         raise ValueError(f"images lie in [{images.min():g}, {images.max():g}], as if scaled "
                          f"to [0, 1], but threshold={threshold!r} is on raw pixels 0..255: "
                          "pass raw pixels, or a threshold on the images' scale")
-    counts = np.bincount(class_ids(masks, "masks"), minlength=num_classes)
+    check_class_ids(masks, "masks")
+    counts = np.bincount(masks.reshape(-1).astype(np.int64), minlength=num_classes)
     if counts.size > num_classes:
         raise ValueError(f"masks hold class ids up to {counts.size - 1}, more than "
                          f"num_classes={num_classes} allows")

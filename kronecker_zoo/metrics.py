@@ -8,6 +8,8 @@ labels or the predictions. Sum `confusion_matrix` over batches and call
 
 import numpy as np
 
+from kronecker_zoo.validation import check_class_ids
+
 __all__ = ["class_ids", "confusion_matrix", "mean_iou", "mean_iou_from_confusion"]
 
 
@@ -27,17 +29,10 @@ def confusion_matrix(labels, predictions, num_classes):
 
 
 def class_ids(values, what="labels"):
-    """``values`` flattened to int64 class ids; a ValueError naming ``what`` if they are
-    not whole numbers (soft or one-hot scores are not class ids)."""
-    values = np.asarray(values)
-    if values.dtype == bool or not (np.issubdtype(values.dtype, np.integer)
-                                    or np.issubdtype(values.dtype, np.floating)):
-        raise ValueError(f"{what} must be integer class ids; got dtype {values.dtype}")
-    if np.issubdtype(values.dtype, np.floating):
-        if not np.all(np.isfinite(values)) or np.any(values != np.round(values)):
-            raise ValueError(f"{what} must be integer class ids; got non-integer values "
-                             "(scores or soft labels? take their argmax)")
-    return values.reshape(-1).astype(np.int64)
+    """``values`` flattened to int64 class ids (booleans as 0 / 1); a ValueError naming
+    ``what`` if they are not whole numbers (`validation.check_class_ids`)."""
+    check_class_ids(values, what)
+    return np.asarray(values).reshape(-1).astype(np.int64)
 
 
 def mean_iou(labels, predictions, num_classes):

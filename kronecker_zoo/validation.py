@@ -4,7 +4,7 @@ import numbers
 
 import numpy as np
 
-__all__ = ["check_image_input", "positive_int", "positive_pair"]
+__all__ = ["check_class_ids", "check_image_input", "positive_int", "positive_pair"]
 
 
 def positive_int(value, name):
@@ -15,23 +15,53 @@ def positive_int(value, name):
     return int(value)
 
 
+def _integer_scalar(value):
+    """``int(value)`` for an integer scalar (Python, NumPy, or a 0-d integer array of any
+    backend), else `None` (floats and bools are not)."""
+    if isinstance(value, (bool, np.bool_)):
+        return None
+    if isinstance(value, numbers.Integral):
+        return int(value)
+    try:
+        array = np.asarray(value)
+    except Exception:  # noqa: BLE001 (anything NumPy cannot read is not an int)
+        return None
+    if array.ndim == 0 and np.issubdtype(array.dtype, np.integer):
+        return int(array)
+    return None
+
+
 def positive_pair(value, name):
-    """``(h, w)``: a positive int ``n`` as ``(n, n)``, or a pair of positive ints (Python
-    or NumPy; not floats or bools, as `positive_int`), else a ValueError naming ``name``."""
+    """``(h, w)``: a positive int ``n`` as ``(n, n)``, or a pair of positive ints (Python,
+    NumPy or a backend's integer arrays; not floats or bools, as `positive_int`), else a
+    ValueError naming ``name``."""
     message = (f"`{name}` must be a positive int or a pair of positive ints. "
                f"Received: {name}={value!r}")
-    if isinstance(value, numbers.Number) or isinstance(value, (np.generic, np.ndarray)) and \
-            np.ndim(value) == 0:
+    if _integer_scalar(value) is not None:
         value = (value, value)
     try:
-        pair = tuple(value)
+        pair = [_integer_scalar(v) for v in value] if not isinstance(value, str) else []
     except TypeError:
         raise ValueError(message) from None
-    if len(pair) != 2 or not all(
-            isinstance(v, numbers.Integral) and not isinstance(v, (bool, np.bool_)) and v >= 1
-            for v in pair):
+    if len(pair) != 2 or any(v is None or v < 1 for v in pair):
         raise ValueError(message)
-    return tuple(int(v) for v in pair)
+    return tuple(pair)
+
+
+def check_class_ids(values, what="labels"):
+    """ValueError naming ``what`` unless ``values`` (an array) are class ids: integers,
+    booleans (0 / 1) or whole-number floats (not soft labels or scores). Integer and
+    boolean arrays are not read (no copy)."""
+    dtype = np.asarray(values).dtype if not hasattr(values, "dtype") else np.dtype(
+        getattr(values.dtype, "as_numpy_dtype", values.dtype))
+    if dtype == bool or np.issubdtype(dtype, np.integer):
+        return
+    if not np.issubdtype(dtype, np.floating):
+        raise ValueError(f"{what} must be integer class ids; got dtype {dtype}")
+    values = np.asarray(values)
+    if not np.all(np.isfinite(values)) or np.any(values != np.round(values)):
+        raise ValueError(f"{what} must be integer class ids; got non-integer values "
+                         "(scores or soft labels? take their argmax)")
 
 
 def check_image_input(layer, input_shape, known_channels=True):

@@ -50,6 +50,8 @@ def test_metric_inputs_are_checked():
             metrics.confusion_matrix(bad, np.zeros(2, int), 2)
     assert metrics.confusion_matrix(np.array([0.0, 1.0]), np.array([1, 1]), 2).tolist() == [
         [0, 1], [0, 1]]  # whole-number floats are class ids
+    assert metrics.confusion_matrix(np.array([False, True]), np.array([1, 1]), 2).tolist() == [
+        [0, 1], [0, 1]]  # and booleans: 0 / 1 (masks of a one-object model)
     with pytest.raises(ValueError, match=r"predictions must lie in \[0, 2\)"):
         metrics.confusion_matrix(np.zeros(3, int), np.array([0, 1, 2]), 2)
     with pytest.raises(ValueError, match="No test set known"):

@@ -104,14 +104,20 @@ def test_bad_arguments(kwargs, match):
 
 def test_compose_scenes_refuses_items_and_labels_off_their_scale(test_items):
     items, labels = test_items
-    with pytest.raises(ValueError, match=r"items must be raw pixels, integers 0..255 .*float"
-                                         r".*values in \[0, 1\]"):
+    with pytest.raises(ValueError, match=r"items must be raw pixels 0..255 .*float.*values in "
+                                         r"\[0, 1\] \(scaled to \[0, 1\]\?\)"):
         compose_scenes(items[:20] / 255.0, labels[:20], 2)  # all background before
-    with pytest.raises(ValueError, match="labels must be integer class ids 0..254"):
-        compose_scenes(items[:20], labels[:20] - 1.0, 2)
-    wide = compose_scenes(items[:20].astype(np.int64), labels[:20], 2)  # ints 0..255: fine
-    for a, b in zip(wide, compose_scenes(items[:20], labels[:20], 2)):
-        np.testing.assert_array_equal(a, b)
+    with pytest.raises(ValueError, match=r"items must be raw pixels 0..255 .*\[-1, 254\]"):
+        compose_scenes(items[:20].astype(np.int64) - 1, labels[:20], 2)
+    with pytest.raises(ValueError, match=r"labels must be class ids 0..254 .*\[-1, 8\]"):
+        compose_scenes(items[:20], labels[:20].astype(np.int64) - 1, 2)
+    with pytest.raises(ValueError, match="labels must be integer class ids; got non-integer"):
+        compose_scenes(items[:20], labels[:20] + 0.5, 2)
+    reference = compose_scenes(items[:20], labels[:20], 2)
+    for same in (compose_scenes(items[:20].astype(np.int64), labels[:20], 2),  # ints, raw
+                 compose_scenes(items[:20].astype(np.float32), labels[:20] * 1.0, 2)):
+        for a, b in zip(same, reference):
+            np.testing.assert_array_equal(a, b)
 
 
 def test_a_named_local_source_that_is_empty_says_where_it_looked(tmp_path, monkeypatch):

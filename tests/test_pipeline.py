@@ -60,6 +60,8 @@ def test_bad_augmentation_arguments_name_the_problem():
             data.pixel_dataset(images, labels, 2, augment="crop_flip")
     with pytest.raises(ValueError, match="labels must be integer class ids"):
         data.pixel_dataset(images, np.array([0.1, 0.9]), 2)  # soft labels: cast to 0, 0
+    (_, y), = data.pixel_dataset(images, np.array([[True], [False]]), 2)  # bool masks: 1 / 0
+    assert y.numpy().tolist() == [[1], [0]]
     with pytest.raises(ValueError, match="crop_padding"):
         data.pixel_dataset(images, np.zeros(2), 2, augment="crop_flip", crop_padding=-1)
 

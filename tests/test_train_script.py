@@ -317,7 +317,7 @@ def test_publish_refuses_shortened_and_unfinished_runs(tmp_path):
 
 
 @pytest.mark.parametrize("content, why", [(None, "No such file"), ("{not json", "Expecting"),
-                                          ("[1, 2]", "holds a JSON list, not an object")])
+                                          ("[1, 2]", "holds a JSON array, not an object")])
 def test_a_config_that_cannot_be_used_is_a_usage_error(tmp_path, capsys, content, why):
     """train.py and distill.py: exit status 2 and one line naming the file, no traceback."""
     from training import distill as distill_script

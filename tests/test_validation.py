@@ -20,6 +20,10 @@ def test_positive_pair():
     assert positive_pair((1, 4), "strides") == (1, 4)
     assert positive_pair([2, 5], "strides") == (2, 5)
     assert all(type(v) is int for v in positive_pair(np.array([2, 3]), "strides"))
+    import keras
+
+    assert positive_pair(keras.ops.convert_to_tensor([2, 3]), "strides") == (2, 3)  # backend
+    assert positive_pair(np.array(4), "strides") == (4, 4)
     for bad in (0, (0, 1), (1, 2, 3), (1.5, 2), (True, 1), "ab", None, (2,), (2.0, 3),
                 (np.True_, 2), np.True_, 2.0, (2, None)):
         with pytest.raises(ValueError, match=r"`strides` must be a positive int or a pair"):

@@ -82,7 +82,8 @@ def main(argv=None):
     print()
     print(zoo.litert_table(rows))
     failed = [f"{r.get('column', r['model'])} {r['quantization']} "
-              f"({100 * r['agreement']:.2f}% agreement)" for r in rows if not r["passed"]]
+              f"({100 * r['agreement']:.2f}% agreement, relative error {r['rel_error']:.2g})"
+              for r in rows if not r["passed"]]
     if failed:
         print("parity with Keras FAILED: " + ", ".join(failed), file=sys.stderr)
         return 1

@@ -439,8 +439,9 @@ def recipe_from_args(args, defaults, parser=None):
             with open(args.config) as f:
                 loaded = json.load(f)
             if not isinstance(loaded, dict):
-                raise ValueError(f"it holds a JSON {type(loaded).__name__}, not an object "
-                                 "of recipe keys")
+                kind = {list: "array", str: "string", bool: "boolean", int: "number",
+                        float: "number", type(None): "null"}.get(type(loaded), "value")
+                raise ValueError(f"it holds a JSON {kind}, not an object of recipe keys")
         except (OSError, ValueError) as error:  # (json.JSONDecodeError is a ValueError)
             message = f"cannot use --config {args.config!r}: {error}"
             if parser is None:

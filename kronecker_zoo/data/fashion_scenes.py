@@ -16,6 +16,7 @@ import numpy as np
 
 from kronecker_zoo.data.fashion_mnist import fashion_mnist
 from kronecker_zoo.data.pipeline import pixel_dataset
+from kronecker_zoo.validation import check_class_ids
 
 ITEM_SIZE = 28
 NUM_CLASSES = 11  # background + 10 Fashion-MNIST classes
@@ -41,21 +42,24 @@ def compose_scenes(items, labels, num_scenes, canvas_size=64, items_per_scene=(2
     _check("items_per_scene[0]", lo, 1)
     _check("items_per_scene[1]", hi, lo)
     items = np.asarray(items)
-    if not np.issubdtype(items.dtype, np.integer) or items.size and (
-            items.min() < 0 or items.max() > 255):
-        raise ValueError("items must be raw pixels, integers 0..255 (uint8), as `threshold` "
-                         f"is; got dtype {items.dtype}"
-                         + (f", values in [{items.min():g}, {items.max():g}]" if items.size
-                            else ""))
+    if items.size and (items.min() < 0 or items.max() > 255 or (
+            not np.issubdtype(items.dtype, np.integer) and items.max() <= 1)):
+        raise ValueError("items must be raw pixels 0..255 (uint8), as `threshold` is; got "
+                         f"dtype {items.dtype}, values in [{items.min():g}, "
+                         f"{items.max():g}]" + (" (scaled to [0, 1]?)" if items.max() <= 1
+                                                 else ""))
+    if not np.issubdtype(items.dtype, np.integer):
+        items = np.round(items)
     items = items.astype(np.uint8).reshape(-1, ITEM_SIZE, ITEM_SIZE)
     labels = np.asarray(labels).reshape(-1)
     if len(items) != len(labels) or len(items) == 0:
         raise ValueError(f"Need as many labels as items (and at least one). Received "
                          f"{len(items)} items and {len(labels)} labels")
-    if not np.issubdtype(labels.dtype, np.integer) or labels.min() < 0 or labels.max() > 254:
-        raise ValueError("labels must be integer class ids 0..254 (mask ids are label + 1); "
-                         f"got dtype {labels.dtype}, values in [{labels.min()}, "
-                         f"{labels.max()}]")
+    check_class_ids(labels, "labels")
+    if labels.min() < 0 or labels.max() > 254:
+        raise ValueError("labels must be class ids 0..254 (mask ids are label + 1); got "
+                         f"values in [{labels.min():g}, {labels.max():g}]")
+    labels = labels.astype(np.int64)
     rng = np.random.default_rng(seed)
     counts = rng.integers(lo, hi + 1, size=num_scenes)
     picks = rng.integers(0, len(items), size=(num_scenes, hi))

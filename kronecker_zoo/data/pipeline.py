@@ -23,14 +23,14 @@ def pixel_dataset(images, labels, batch_size, shuffle=False, seed=0, augment=Non
     import numpy as np
 
     from kronecker_zoo import runtime
-    from kronecker_zoo.metrics import class_ids
+    from kronecker_zoo.validation import check_class_ids
 
     runtime.require_extra("tensorflow", "kronecker_zoo.data.pipeline (tf.data)")
     import tensorflow as tf
 
     if augment not in AUGMENTATIONS:
         raise ValueError(f"augment must be one of {AUGMENTATIONS}. Received: {augment!r}")
-    class_ids(labels, "labels")  # whole numbers: the int32 cast below keeps them
+    check_class_ids(labels, "labels")  # whole numbers: the int32 cast below keeps them
     if augment is not None:
         if np.ndim(labels) == 2 and np.shape(labels)[1] == 1:
             labels = np.reshape(labels, (-1,))  # (N, 1), as keras.datasets.cifar10 gives

@@ -14,7 +14,7 @@ import functools
 
 import numpy as np
 
-from kronecker_zoo.pixel_range import model_input_range, pixel_range_problem  # noqa: F401
+from kronecker_zoo.models.pixel_range import model_input_range, pixel_range_problem  # noqa: F401
 from kronecker_zoo.validation import positive_int
 
 DEFAULT_CALIBRATION_EXAMPLES = 256
@@ -84,7 +84,7 @@ def pretraining_calibration_data(name, tag=None, count=DEFAULT_CALIBRATION_EXAMP
 
 def check_calibration_range(model, batches):
     """ValueError when the values of ``batches`` cannot be inputs of ``model``
-    (`kronecker_zoo.pixel_range.pixel_range_problem`: outside its known raw pixel range,
+    (`kronecker_zoo.models.pixel_range.pixel_range_problem`: outside its known raw pixel range,
     or all in [-1, 1] while that range reaches 255)."""
     problem = pixel_range_problem(model, batches)
     if problem is None:

@@ -197,8 +197,10 @@ def get(name, /, weights=None, input_shape=None, num_classes=None, include_top=T
     include_top, fresh_head = bool(include_top), bool(fresh_head)
     kwargs = dict(s.size_args, **overrides)
     if input_shape is not None:
-        kwargs["input_shape"] = (tuple(input_shape) if np.ndim(input_shape) == 1
-                                 else input_shape)  # (others: the builder names the problem)
+        try:
+            kwargs["input_shape"] = tuple(input_shape)
+        except TypeError:  # not a sequence: the builder names the problem
+            kwargs["input_shape"] = input_shape
     if num_classes is not None:
         kwargs["num_classes"] = positive_int(num_classes, "num_classes")
     if weights is None:

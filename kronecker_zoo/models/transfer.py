@@ -6,9 +6,9 @@ the context module, which runs on the class scores) is copied when its shape mat
 initialised when its shape differs (another ``num_classes``), when asked
 (``fresh_head=True``) or absent (``include_top=False``); a first convolution
 whose input channels differ is adapted instead of discarded:
-``W_new[:, :, j] = W_old[:, :, j mod c_old] * c_old / c_new``, so an image whose
-``c_new`` channels repeat the ``c_old`` ones (e.g. grey copied to RGB) gives the
-pretrained features exactly.
+more channels share each old one's weights (``W_new[:, :, j] = W_old[:, :, j mod c_old] /
+repeats``), fewer add them up, so an image whose channels are all equal (e.g. grey copied
+to RGB, or grey given to an RGB model) gives the pretrained features exactly.
 """
 
 import numpy as np

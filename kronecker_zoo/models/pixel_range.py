@@ -7,6 +7,8 @@ give near-chance predictions. Evaluation and int8 calibration refuse them.
 
 import numpy as np
 
+from kronecker_zoo.models import blocks
+
 __all__ = ["model_input_range", "pixel_range_problem"]
 
 
@@ -23,8 +25,6 @@ def model_input_range(model):
     `kronecker_zoo.optimize`) normalises its input with a ``Rescaling`` by the
     zoo's pixel scale and offset; its range is then ``ModelSpec.input_range``.
     """
-    from kronecker_zoo.models import blocks
-
     for layer in getattr(model, "layers", ()):
         layer = _unwrap(layer)
         if type(layer).__name__ != "Rescaling":
