@@ -4,7 +4,7 @@ import numpy as np
 
 from kronecker_zoo.metrics import confusion_matrix, mean_iou  # noqa: F401 (public here too)
 from kronecker_zoo.models.pixel_range import pixel_range_problem
-from kronecker_zoo.validation import check_class_ids
+from kronecker_zoo.validation import check_class_ids, looks_scaled_to_unit
 
 def _known_shape(model, attribute):
     """``model.input_shape`` / ``output_shape`` as a tuple, or `None` if not one known."""
@@ -111,8 +111,7 @@ def trivial_segmentation_baselines(images, masks, num_classes, threshold=32):
     if images.shape != masks.shape:
         raise ValueError(f"images {images.shape} and masks {masks.shape} must have the same "
                          "(N, H, W) shape")
-    if threshold >= 1 and images.size and not np.issubdtype(images.dtype, np.integer) \
-            and images.max() <= 1.0:
+    if threshold >= 1 and looks_scaled_to_unit(images):
         raise ValueError(f"images lie in [{images.min():g}, {images.max():g}], as if scaled "
                          f"to [0, 1], but threshold={threshold!r} is on raw pixels 0..255: "
                          "pass raw pixels, or a threshold on the images' scale")

@@ -4,7 +4,8 @@ import numbers
 
 import numpy as np
 
-__all__ = ["check_class_ids", "check_image_input", "positive_int", "positive_pair"]
+__all__ = ["check_class_ids", "check_image_input", "looks_scaled_to_unit", "positive_int",
+           "positive_pair"]
 
 
 def positive_int(value, name):
@@ -46,6 +47,14 @@ def positive_pair(value, name):
     if len(pair) != 2 or any(v is None or v < 1 for v in pair):
         raise ValueError(message)
     return tuple(pair)
+
+
+def looks_scaled_to_unit(images):
+    """Whether ``images`` (an array meant to hold raw pixels 0..255) look scaled to
+    [0, 1]: non-integer values, all at most 1 (an empty array does not)."""
+    images = np.asarray(images)
+    return bool(images.size) and not np.issubdtype(images.dtype, np.integer) and \
+        images.max() <= 1
 
 
 def check_class_ids(values, what="labels"):

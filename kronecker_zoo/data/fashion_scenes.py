@@ -16,7 +16,7 @@ import numpy as np
 
 from kronecker_zoo.data.fashion_mnist import fashion_mnist
 from kronecker_zoo.data.pipeline import pixel_dataset
-from kronecker_zoo.validation import check_class_ids
+from kronecker_zoo.validation import check_class_ids, looks_scaled_to_unit
 
 ITEM_SIZE = 28
 NUM_CLASSES = 11  # background + 10 Fashion-MNIST classes
@@ -42,8 +42,7 @@ def compose_scenes(items, labels, num_scenes, canvas_size=64, items_per_scene=(2
     _check("items_per_scene[0]", lo, 1)
     _check("items_per_scene[1]", hi, lo)
     items = np.asarray(items)
-    if items.size and (items.min() < 0 or items.max() > 255 or (
-            not np.issubdtype(items.dtype, np.integer) and items.max() <= 1)):
+    if looks_scaled_to_unit(items) or items.size and (items.min() < 0 or items.max() > 255):
         raise ValueError("items must be raw pixels 0..255 (uint8), as `threshold` is; got "
                          f"dtype {items.dtype}, values in [{items.min():g}, "
                          f"{items.max():g}]" + (" (scaled to [0, 1]?)" if items.max() <= 1
