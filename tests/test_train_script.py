@@ -118,6 +118,28 @@ def test_resume_continues_from_the_interrupted_epoch_with_the_optimizer_state(tm
         np.testing.assert_allclose(np.asarray(u), np.asarray(v), rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("steps_per_epoch", [None, 2])
+def test_resumed_run_sees_the_batches_of_the_uninterrupted_run(tmp_path, monkeypatch,
+                                                               steps_per_epoch):
+    """Two shuffled, augmented batches per epoch: the run resumed after epoch 2 trains
+    epoch 3 on the same batches (order and crops) as the uninterrupted run, so both end
+    with the same weights; without moving the data on it would see epoch 1's."""
+    monkeypatch.setattr(train_script, "load_data", _tiny_data)
+    recipe = {**RECIPE, "epochs": 3, "batch_size": 8, "optimizer": "sgd",
+              "learning_rate": 0.05, "augment": "crop_flip",
+              "steps_per_epoch": steps_per_epoch}
+    whole = train_script.train(recipe, str(tmp_path / "whole"), verbose=0)
+    _interrupted_after_epoch_2(recipe, tmp_path / "cut", monkeypatch)
+    resumed = train_script.train(None, str(tmp_path / "cut"), verbose=0, resume=True)
+    assert resumed["test_loss"] == pytest.approx(whole["test_loss"], rel=1e-5)
+    a = models.get("resnet_8")
+    a.load_weights(tmp_path / "whole" / "resnet_8.weights.h5")
+    b = models.get("resnet_8")
+    b.load_weights(tmp_path / "cut" / "resnet_8.weights.h5")
+    for u, v in zip(a.weights, b.weights):
+        np.testing.assert_allclose(np.asarray(u), np.asarray(v), rtol=1e-5, atol=1e-6)
+
+
 def test_resume_without_an_interrupted_run_says_so(tmp_path):
     with pytest.raises(FileNotFoundError, match="no interrupted run"):
         train_script.train(None, str(tmp_path / "r1"), verbose=0, resume=True)

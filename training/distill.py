@@ -143,9 +143,7 @@ def _run(config, work, verbose):
     train_ds = data.pixel_dataset(x, y, config["batch_size"], shuffle=True,
                                   seed=config["seed"], augment=config["augment"],
                                   crop_padding=config["crop_padding"])
-    recipe.fit_with_checkpoints(
-        trainee, train_ds.repeat() if config["steps_per_epoch"] else train_ds, config, work,
-        verbose)
+    recipe.fit_with_checkpoints(trainee, train_ds, config, work, verbose)
     test_ds = data.pixel_dataset(xt, yt, 256)
     accuracy = {}
     for role, model in (("teacher", teacher), ("student", student)):

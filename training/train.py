@@ -14,9 +14,10 @@ only when it succeeds, so ``--out`` is never half-written. While it trains,
 last finished epoch (``keras.callbacks.BackupAndRestore``); an interrupted or failed run
 continues from there with the same command plus ``--resume`` (the recipe is read back from
 ``<out>.partial/config.json``; a different one is refused). A run that fails before its
-first epoch ends leaves nothing. An uninterrupted run is deterministic (the data order
-and the augmentation follow the seed); a resumed run restarts them from the seed, so its
-later epochs see other orders and crops than an uninterrupted run's.
+first epoch ends leaves nothing. The data order and the augmentation follow the seed,
+and a resumed run first moves the data pipeline on past the epochs it has finished, so it
+sees the batches an uninterrupted run would have seen (with the same seed and kernels, it
+ends with the same weights).
 Imports only the public kronecker_zoo API.
 """
 
@@ -342,10 +343,17 @@ class _TrimLog(keras.callbacks.Callback):
 
 
 def fit_with_checkpoints(model, train_ds, config, out, verbose):
-    """``model.fit`` for ``config["epochs"]``, logging every epoch to ``out/log.csv`` and
+    """``model.fit`` for ``config["epochs"]`` passes over ``train_ds`` (finite, batched; or
+    ``config["steps_per_epoch"]`` batches of it repeated), logging every epoch to ``out/log.csv`` and
     checkpointing weights, optimizer state and epoch in ``out/checkpoint`` (restored from
     there first when it exists: a resumed run)."""
     checkpoint = os.path.join(out, CHECKPOINT)
+    # One iterator over the repeated data for the whole run: epoch e sees the e-th
+    # reshuffle and the crops drawn next, whatever fit does between epochs, and a resumed
+    # run skips (computes and drops) the batches of the epochs it has finished, so it
+    # trains on the batches the uninterrupted run would have.
+    steps = config["steps_per_epoch"] or int(train_ds.cardinality())
+    train_ds = train_ds.repeat().skip(_restored_epochs(checkpoint) * steps)
     callbacks = [
         _TrimLog(checkpoint, os.path.join(out, "log.csv")),
         _EpochSeconds(),  # before CSVLogger, which writes the logs it leaves
@@ -358,7 +366,7 @@ def fit_with_checkpoints(model, train_ds, config, out, verbose):
         keras.callbacks.BackupAndRestore(checkpoint, delete_checkpoint=False,
                                          double_checkpoint=True),
     ]
-    model.fit(train_ds, epochs=config["epochs"], steps_per_epoch=config["steps_per_epoch"],
+    model.fit(train_ds, epochs=config["epochs"], steps_per_epoch=steps,
               callbacks=callbacks, shuffle=False, verbose=verbose)
 
 
@@ -391,8 +399,7 @@ def _run(config, out, strategy_name, segmentation, verbose):
         initialised = (init_from_run(model, config["init_from"]) if config["init_from"]
                        else None)
         compile_model(model, config, steps, segmentation)
-    fit_with_checkpoints(model, train_ds.repeat() if config["steps_per_epoch"] else train_ds,
-                         config, out, verbose)
+    fit_with_checkpoints(model, train_ds, config, out, verbose)
     seconds = _logged_seconds(os.path.join(out, "log.csv"))
     metrics = model.evaluate(test_ds, return_dict=True, verbose=0)
     weights = os.path.join(out, f"{config['model']}.weights.h5")
