@@ -76,7 +76,8 @@ def evaluate(model, images, labels, batch_size=256):
     ``labels``: class ids in ``[0, num_classes)``, one per image ``(N,)`` or per pixel
     ``(N, H, W)`` (a trailing axis of size 1 is dropped). Lengths and shapes are checked
     first; ``(N, H, W)`` images get the channel axis of a one-channel model; images outside
-    a zoo model's raw pixel range (e.g. scaled to [0, 1]) are refused.
+    the raw pixel range of a zoo model, or of a model whose first layer rescales 8-bit
+    pixels (`pixel_range.model_input_range`), e.g. scaled to [0, 1], are refused.
     """
     images, labels = np.asarray(images), np.asarray(labels)
     check_class_ids(labels)  # whole numbers, before predicting

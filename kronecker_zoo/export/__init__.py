@@ -26,6 +26,7 @@ from kronecker_zoo import runtime
 runtime.require_extra("export", "kronecker_zoo.export")
 
 from kronecker_zoo.export.calibration import (
+    MAX_CALIBRATION_EXAMPLES,
     calibration_images,
     check_calibration_range,
     model_input_range,
@@ -63,15 +64,23 @@ from kronecker_zoo.export.tflite import (
     representative_batches,
     to_tflite,
 )
-from kronecker_zoo.export.verify import MAX_REL_ERROR, MIN_AGREEMENT, VerificationReport, verify_tflite
+from kronecker_zoo.export.verify import (
+    MAX_REL_ERROR,
+    MIN_AGREEMENT,
+    MIN_SQNR_DB,
+    VerificationReport,
+    verify_tflite,
+)
 from kronecker_zoo.export.xla import XLAExport, to_xla
 
 __all__ = [
     "FORCED_EXECUTIONS",
     "FORBIDDEN_OPS",
     "FloatOpGain",
+    "MAX_CALIBRATION_EXAMPLES",
     "MAX_REL_ERROR",
     "MIN_AGREEMENT",
+    "MIN_SQNR_DB",
     "OpNoise",
     "QUANTIZATIONS",
     "ROUNDING_FLOOR_STEPS",

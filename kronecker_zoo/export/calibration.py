@@ -6,8 +6,9 @@ zoo model keeps its name). `pretraining_calibration_data` gives the pretraining
 images of published weights; `calibration_images` those of a zoo data set.
 
 `check_calibration_range` refuses data whose range cannot be the model's: a zoo
-model (one with the zoo's pixel normalisation, see `model_input_range`) takes raw
-pixels in [0, 255], so data scaled to [0, 1] or [-1, 1] would calibrate it wrongly.
+model (one with the zoo's pixel normalisation), or any model whose first layer is a
+``Rescaling`` of 8-bit pixels (see `model_input_range`), takes raw pixels in [0, 255],
+so data scaled to [0, 1] or [-1, 1] would calibrate it wrongly.
 """
 
 import functools
@@ -18,6 +19,8 @@ from kronecker_zoo.models.pixel_range import model_input_range, pixel_range_prob
 from kronecker_zoo.validation import positive_int
 
 DEFAULT_CALIBRATION_EXAMPLES = 256
+# How much of the user's representative_data int8 export reads by default.
+MAX_CALIBRATION_EXAMPLES = 1024
 CALIBRATION_SEED = 0
 DATASETS = ("fashion_mnist", "fashion_scenes")
 

@@ -151,6 +151,8 @@ def tflite_quantization(path):
     model = _load(path)
     types = set()
     for graph, op, name in _operators(model):
+        if name == "CAST":  # a model's own dtype casts (e.g. a uint8 Input): not quantization
+            continue
         tensors = [graph.Tensors(i) for i in op.InputsAsNumpy() if i >= 0] if (
             op.InputsLength()) else []
         kinds = [_TENSOR_TYPES.get(t.Type()) for t in tensors]

@@ -68,7 +68,7 @@ def int8_op_noise(model, representative_data, images, batch_size=1, input_shape=
     """
     with prepared_converter(model, "int8", representative_data, batch_size, input_shape,
                             execution) as (converter, shape):
-        batches = list(representative_batches(np.asarray(images, np.float32), shape))
+        batches = list(representative_batches(np.asarray(images, np.float32), shape, None))
         debugger = tf.lite.experimental.QuantizationDebugger(
             converter=converter, debug_dataset=lambda: ([b] for b in batches))
         debugger.run()

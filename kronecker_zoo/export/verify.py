@@ -29,6 +29,11 @@ from kronecker_zoo.models.registry import TASKS
 # (top-1, or per pixel) for quantized ones.
 MAX_REL_ERROR = {"float32": 1e-4, "float16": 1e-2}
 MIN_AGREEMENT = {"classification": 0.99, "segmentation": 0.98}
+# ... and for quantized files an SQNR floor on the outputs themselves: agreement alone
+# passes a file whose logits are scaled wrong but keep their argmax (a badly calibrated
+# output, a lost rescale). Zoo int8 files sit at 20-32 dB; 15 dB is noise at 18% of the
+# outputs' RMS.
+MIN_SQNR_DB = {"dynamic": 15.0, "int8": 15.0}
 QUANTIZATION_KINDS = ("float32", "float16", "dynamic", "int8")  # as `tflite_quantization` reads
 
 
@@ -67,6 +72,7 @@ class VerificationReport:
     tflite_miou: float = None
     max_rel_error: float = None  # the threshold applied, if any
     min_agreement: float = None  # the threshold applied, if any
+    min_sqnr_db: float = None  # the threshold applied, if any
     passed: bool = False
 
     def __str__(self):
@@ -78,7 +84,9 @@ class VerificationReport:
             f"  max |tflite - keras| = {self.max_abs_error:.3g} over output scale "
             f"{self.output_scale:.3g}: relative error {self.rel_error:.3g}"
             + (f" (threshold {self.max_rel_error:g})" if self.max_rel_error is not None else "")
-            + f"; SQNR {self.sqnr_db:.1f} dB",
+            + f"; SQNR {self.sqnr_db:.1f} dB"
+            + (f" (threshold {self.min_sqnr_db:g} dB)" if self.min_sqnr_db is not None
+               else ""),
             f"  {what} agreement {100 * self.agreement:.2f}%"
             + (f" (threshold {100 * self.min_agreement:g}%)"
                if self.min_agreement is not None else ""),
@@ -112,18 +120,19 @@ def _as_batch(images, sample_shape):
     return images
 
 
-def _thresholds(quantization, task, max_rel_error, min_agreement):
-    if max_rel_error is None and min_agreement is None:
+def _thresholds(quantization, task, max_rel_error, min_agreement, min_sqnr_db):
+    if max_rel_error is None and min_agreement is None and min_sqnr_db is None:
         if quantization in MAX_REL_ERROR:
             max_rel_error = MAX_REL_ERROR[quantization]
         else:
             min_agreement = MIN_AGREEMENT[task]
-    return max_rel_error, min_agreement
+            min_sqnr_db = MIN_SQNR_DB[quantization]
+    return max_rel_error, min_agreement, min_sqnr_db
 
 
 def verify_tflite(model, path, images, labels=None, quantization=None, task=None,
-                  max_rel_error=None, min_agreement=None, num_threads=1, chunk_size=256,
-                  reference_execution="as_built"):
+                  max_rel_error=None, min_agreement=None, min_sqnr_db=None, num_threads=1,
+                  chunk_size=256, reference_execution="as_built"):
     """Compare the .tflite file at ``path`` with ``model`` on ``images``.
 
     Args:
@@ -139,9 +148,10 @@ def verify_tflite(model, path, images, labels=None, quantization=None, task=None
             argmax over classes; with a single output unit (a binary classifier or
             mask) it compares ``output > 0.5`` where the Keras outputs lie in [0, 1]
             (probabilities), else ``output > 0`` (logits).
-        max_rel_error, min_agreement: thresholds overriding the defaults (float32
-            rel error <= 1e-4, float16 <= 1e-2; int8/dynamic top-1 agreement >= 99%,
-            per-pixel >= 98%). Passing either replaces both defaults.
+        max_rel_error, min_agreement, min_sqnr_db: thresholds overriding the defaults
+            (float32 rel error <= 1e-4, float16 <= 1e-2; int8/dynamic top-1 agreement
+            >= 99%, per-pixel >= 98%, and the outputs' SQNR against Keras >= 15 dB).
+            Passing any of them replaces all the defaults.
         num_threads: interpreter threads. Defaults to `1`.
         chunk_size: images compared at a time.
         reference_execution: execution of the Keras reference (see
@@ -185,6 +195,10 @@ def verify_tflite(model, path, images, labels=None, quantization=None, task=None
         x = images[start:start + chunk_size].astype(np.float32)
         expected = reference(tf.constant(x)).numpy()
         got = runner(x)
+        if got.shape != expected.shape:
+            raise ValueError(f"the file's output has shape {got.shape[1:]} per example, the "
+                             f"model's {expected.shape[1:]}: {os.fspath(path)!r} was not "
+                             "exported from this model")
         if task is None:
             task = "classification" if expected.ndim == 2 else "segmentation"
         max_abs = max(max_abs, float(np.max(np.abs(got - expected))))
@@ -207,9 +221,12 @@ def verify_tflite(model, path, images, labels=None, quantization=None, task=None
 
     rel = max_abs / scale if scale > 0 else (0.0 if max_abs == 0 else float("inf"))
     agreement = agree / count
-    max_rel_error, min_agreement = _thresholds(quantization, task, max_rel_error, min_agreement)
+    max_rel_error, min_agreement, min_sqnr_db = _thresholds(
+        quantization, task, max_rel_error, min_agreement, min_sqnr_db)
+    sqnr = power_ratio_db(signal, noise)
     passed = ((max_rel_error is None or rel <= max_rel_error)
-              and (min_agreement is None or agreement >= min_agreement))
+              and (min_agreement is None or agreement >= min_agreement)
+              and (min_sqnr_db is None or sqnr >= min_sqnr_db))
     return VerificationReport(
         path=os.fspath(path),
         quantization=quantization,
@@ -220,12 +237,13 @@ def verify_tflite(model, path, images, labels=None, quantization=None, task=None
         output_scale=scale,
         rel_error=rel,
         agreement=agreement,
-        sqnr_db=power_ratio_db(signal, noise),
+        sqnr_db=sqnr,
         keras_accuracy=None if labels is None else keras_correct / count,
         tflite_accuracy=None if labels is None else tflite_correct / count,
         keras_miou=mean_iou_from_confusion(confusion["keras"]) if confusion else None,
         tflite_miou=mean_iou_from_confusion(confusion["tflite"]) if confusion else None,
         max_rel_error=max_rel_error,
         min_agreement=min_agreement,
+        min_sqnr_db=min_sqnr_db,
         passed=bool(passed),
     )

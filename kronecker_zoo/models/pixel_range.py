@@ -18,24 +18,43 @@ def _unwrap(layer):
     return layer
 
 
+def _scale_offset(layer):
+    """``(scale, offset)`` of a ``Rescaling`` layer with scalar ones, else `None`."""
+    if type(layer).__name__ != "Rescaling":
+        return None
+    config = layer.get_config()
+    try:
+        return tuple(float(np.asarray(config.get(k))) for k in ("scale", "offset"))
+    except (TypeError, ValueError):  # per-channel or serialized values
+        return None
+
+
+def _maps_bytes_to_unit(scale, offset):
+    """Whether ``x * scale + offset`` is ``x / 255`` or ``x / 127.5 - 1``: the
+    normalisations of 8-bit pixels (0..255) to [0, 1] or [-1, 1]."""
+    return ((np.isclose(scale * 255, 1) and np.isclose(offset, 0))
+            or (np.isclose(scale * 255, 2) and np.isclose(offset, -1)))
+
+
 def model_input_range(model):
     """``(min, max)`` raw pixel values ``model`` takes, or `None` if it cannot tell.
 
     A model built by the zoo (Keras 3, or its tf_keras twin from
     `kronecker_zoo.optimize`) normalises its input with a ``Rescaling`` by the
-    zoo's pixel scale and offset; its range is then ``ModelSpec.input_range``.
+    zoo's pixel scale and offset; its range is then ``ModelSpec.input_range``. Any
+    other model whose first layer is a ``Rescaling`` of 8-bit pixels to [0, 1] or
+    [-1, 1] (``x / 255``, ``x / 127.5 - 1``) takes raw pixels in [0, 255] too.
     """
-    for layer in getattr(model, "layers", ()):
-        layer = _unwrap(layer)
-        if type(layer).__name__ != "Rescaling":
-            continue
-        config = layer.get_config()
-        try:
-            scale, offset = (float(np.asarray(config.get(k))) for k in ("scale", "offset"))
-        except (TypeError, ValueError):  # per-channel or serialized values: not the zoo's
-            continue
-        if np.isclose(scale, blocks.PIXEL_SCALE) and np.isclose(offset, blocks.PIXEL_OFFSET):
+    layers = [_unwrap(layer) for layer in getattr(model, "layers", ())
+              if type(_unwrap(layer)).__name__ != "InputLayer"]
+    for layer in layers:
+        rescaling = _scale_offset(layer)
+        if rescaling is not None and np.allclose(rescaling,
+                                                 (blocks.PIXEL_SCALE, blocks.PIXEL_OFFSET)):
             return blocks.PIXEL_RANGE
+    first = _scale_offset(layers[0]) if layers else None
+    if first is not None and _maps_bytes_to_unit(*first):
+        return blocks.PIXEL_RANGE
     return None
 
 
