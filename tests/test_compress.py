@@ -622,3 +622,110 @@ def test_factorized_student_distils_from_its_teacher_with_keras_distiller():
     assert history.history["loss"][-1] < history.history["loss"][0]
     for a, w in zip(before, teacher.weights):  # the teacher stays frozen
         np.testing.assert_array_equal(a, np.array(w))
+
+
+class _ChannelScale(keras.layers.Layer):
+    """A user layer whose config leaves out its name (as Keras' automatic get_config does
+    for some user layers)."""
+
+    def __init__(self, start=2.0, **kwargs):
+        super().__init__(**kwargs)
+        self.start = start
+
+    def build(self, shape):
+        self.scale = self.add_weight(shape=(shape[-1],), initializer="ones")
+
+    def call(self, x):
+        return x * self.scale
+
+    def get_config(self):
+        config = super().get_config()
+        config.pop("name", None)
+        return config
+
+
+@pytest.mark.parametrize("method", ["kronecker", "lowrank"])
+def test_a_user_layer_without_its_own_config_is_copied_with_its_weights(method):
+    inputs = keras.Input((8, 8, 3))
+    x = _ChannelScale(3.0, name="my_scale")(keras.layers.Conv2D(6, 3, name="conv")(inputs))
+    model = _randomise(keras.Model(inputs, keras.layers.Dense(4, name="head")(
+        keras.layers.Flatten()(x))))
+    assert "name" not in model.get_layer("my_scale").get_config()
+    student = compress.factorize(model, ratio=None, method=method,
+                                 layer_overrides=_full_rank_overrides(model, method))
+    np.testing.assert_array_equal(student.get_layer("my_scale").scale,
+                                  model.get_layer("my_scale").scale)
+    x = np.random.default_rng(1).normal(size=(2, 8, 8, 3)).astype("float32")
+    np.testing.assert_allclose(student(x), model(x), rtol=1e-4, atol=1e-4)
+
+
+def _nested_backbone_model():
+    backbone = keras.Sequential([
+        keras.Input((12, 12, 3)),
+        keras.layers.Conv2D(16, 3, padding="same", name="backbone_stem_convolution"),
+        keras.layers.Conv2D(16, 3, padding="same", name="backbone_block_1_convolution"),
+    ], name="pretrained_backbone")
+    inputs = keras.Input((12, 12, 3))
+    x = keras.layers.GlobalAveragePooling2D()(backbone(inputs))
+    return _randomise(keras.Model(inputs, keras.layers.Dense(10, name="head")(x)))
+
+
+def test_the_report_prints_whole_layer_paths_and_factor_shapes():
+    model = _nested_backbone_model()
+    text = str(compress.plan_factorization(model, ratio=2.0))
+    for path in ("pretrained_backbone/backbone_stem_convolution",
+                 "pretrained_backbone/backbone_block_1_convolution"):
+        assert path in text
+    plan = compress.plan_factorization(model, ratio=None, layer_overrides={
+        "head": {"factors": [(2, 1), (2, 5), (4, 2)], "rank": 1}})
+    assert "2x1 (x) 2x5 (x) 4x2" in str(plan)
+
+
+def test_excluding_a_nested_model_keeps_all_its_layers():
+    model = _nested_backbone_model()
+    plan = compress.plan_factorization(model, ratio=1.02, exclude=["pretrained_backbone"])
+    assert [c.name for c in plan.layers] == ["head"]
+    assert {s.name for s in plan.skipped} == {
+        "pretrained_backbone/backbone_stem_convolution",
+        "pretrained_backbone/backbone_block_1_convolution"}
+    student = compress.factorize(model, plan=plan)
+    for a, b in zip(model.get_layer("pretrained_backbone").weights,
+                    student.get_layer("pretrained_backbone").weights):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_a_layer_run_twice_counts_its_macs_twice():
+    shared = keras.layers.Conv2D(16, 3, padding="same", name="shared")
+    inputs = keras.Input((10, 10, 16))
+    model = _randomise(keras.Model(inputs, keras.layers.GlobalAveragePooling2D()(
+        shared(shared(inputs)))))
+    plan = compress.plan_factorization(model, ratio=3.0, method="lowrank")
+    student = compress.factorize(model, plan=plan)
+    assert plan.macs_before == report.parameter_report(model).macs == 2 * 10 * 10 * 9 * 16 * 16
+    assert plan.macs_after == report.parameter_report(student).macs
+    (choice,) = plan.layers
+    assert choice.macs_before == plan.macs_before  # both runs
+
+    small = keras.layers.Conv2D(4, 3, padding="same", name="on_two_sizes")
+    a, b = keras.Input((8, 8, 4)), keras.Input((6, 6, 4))
+    pooled = [keras.layers.GlobalAveragePooling2D()(small(t)) for t in (a, b)]
+    two_sizes = keras.Model([a, b], keras.layers.Concatenate()(pooled))
+    with pytest.raises(ValueError, match="'on_two_sizes' is called on inputs of different"):
+        compress.plan_factorization(two_sizes, ratio=2.0)
+
+
+def test_the_plan_names_layers_its_mac_totals_leave_out():
+    inputs = keras.Input((12, 12, 4))
+    x = keras.layers.Conv2D(8, 3, padding="same", name="conv")(inputs)
+    y = keras.layers.Conv1D(8, 3, name="c1")(keras.layers.Reshape((144, 8))(x))
+    model = keras.Model(inputs, keras.layers.Flatten()(y))
+    plan = compress.plan_factorization(model, ratio=1.2)
+    assert plan.macs_uncounted == ("c1",)
+    assert "not counted: c1" in str(plan)
+
+
+def test_an_override_above_full_rank_is_refused():
+    model = _randomise(_residual())
+    with pytest.raises(ValueError, match=r"rank 1000 exceeds the full rank 12"):
+        compress.plan_factorization(model, ratio=None, layer_overrides={
+            "stem": {"factors": [(3, 1, 4, 1), (1, 3, 1, 8)], "rank": 1000}})

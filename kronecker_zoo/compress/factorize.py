@@ -33,7 +33,8 @@ NOT_A_KERNEL = "not a Conv2D or Dense layer"
 
 class LayerChoice(NamedTuple):
     """How one layer is factorized (``params_*`` include the bias; ``macs_*`` per
-    example, the executed count after: `KroneckerConv2D` runs the cheaper execution; a
+    example, over all the layer's calls (a shared layer, or one in a nested model called
+    twice, counts each run), the executed count after: `KroneckerConv2D` runs the cheaper execution; a
     convolution whose input size the model leaves open (``None``) is counted at the
     nominal 64x64 `KroneckerConv2D` plans for, a Dense layer over axes of open size per
     vector)."""
@@ -65,6 +66,7 @@ class FactorizationPlan(NamedTuple):
     params_after: int
     macs_before: int  # None: the model's MACs are not countable (open input size,
     macs_after: int   # several inputs); the layers' are, see LayerChoice
+    macs_uncounted: tuple = ()  # layers whose MACs the totals leave out (Conv1D, ...)
 
     def layer_overrides(self):
         """The plan as ``layer_overrides`` (JSON-friendly): ``plan_factorization(model,
@@ -83,23 +85,31 @@ class FactorizationPlan(NamedTuple):
                          "rank": c.rank} for c in self.layers}
 
     def __str__(self):
-        header = (f"{'layer':22s} {'new layer':15s} {'factors (outermost first)':34s} "
+        factors = [" (x) ".join("x".join(str(v) for v in f) for f in c.factors)
+                   for c in self.layers]
+        # columns as wide as their longest entry: nested paths and 3-factor splits whole
+        name_width = max([22] + [len(c.name) for c in self.layers]
+                         + [len(s.name) for s in self.skipped])
+        factor_width = max([25] + [len(f) for f in factors])
+        header = (f"{'layer':{name_width}s} {'new layer':15s} "
+                  f"{'factors (outermost first)':{factor_width}s} "
                   f"{'rank':>4s} {'rel.err':>7s} {'params':>17s} {'MACs':>21s}")
         macs = ("not countable (open input size or several inputs)"
                 if self.macs_before is None else
-                f"{self.macs_before:,} -> {self.macs_after:,}")
+                f"{self.macs_before:,} -> {self.macs_after:,}"
+                + (f" (not counted: {', '.join(self.macs_uncounted)})"
+                   if self.macs_uncounted else ""))
         lines = [f"factorize(method={self.method!r}, ratio={self.ratio}): "
                  f"{self.params_before:,} -> {self.params_after:,} parameters "
                  f"({self.params_before / max(self.params_after, 1):.2f}x), MACs "
                  f"{macs}", header, "-" * len(header)]
-        for c in self.layers:
-            factors = " (x) ".join("x".join(str(v) for v in s) for s in c.factors)
-            lines.append(f"{c.name[:22]:22s} {c.layer_type:15s} {factors[:34]:34s} "
+        for c, f in zip(self.layers, factors):
+            lines.append(f"{c.name:{name_width}s} {c.layer_type:15s} {f:{factor_width}s} "
                          f"{c.rank:4d} {c.relative_error:7.3f} "
                          f"{c.params_before:>8,}->{c.params_after:<8,} "
                          f"{c.macs_before:>10,}->{c.macs_after:<10,}")
         for s in self.skipped:
-            lines.append(f"{s.name[:22]:22s} kept: {s.reason}")
+            lines.append(f"{s.name:{name_width}s} kept: {s.reason}")
         return "\n".join(lines)
 
 
@@ -126,8 +136,39 @@ def _input_shape(layer):
     try:
         return tuple(layer.input.shape)
     except (AttributeError, ValueError):
-        raise ValueError(f"Layer {layer.name!r} is called more than once or outside the "
-                         "model graph; its input shape is ambiguous") from None
+        raise ValueError(f"Layer {layer.name!r} is called outside the model graph; its "
+                         "input shape is unknown") from None
+
+
+def _runs(model):
+    """``({path: times the layer runs in one forward pass}, {path: its input shapes})``
+    for every layer of ``model`` (paths as `_layers` gives them): a layer called twice,
+    or a layer of a nested model called twice, runs twice."""
+    from kronecker_zoo import graph
+
+    runs, shapes = {}, collections.defaultdict(set)
+
+    def visit(m, prefix, times):
+        calls = graph.layer_calls(m)
+        for layer in m.layers:
+            path = prefix + layer.name
+            mine = [c for c in calls if c.layer is layer]
+            if isinstance(layer, keras.Model):
+                visit(layer, path + "/", times * len(mine))
+            else:
+                runs[path] = times * len(mine)
+                shapes[path].update(tuple(c.inputs[0].shape) for c in mine if c.inputs)
+
+    visit(model, "", 1)
+    return runs, shapes
+
+
+def _nested_models(model, prefix=""):
+    """The paths of the models nested in ``model`` (``"backbone"``, ``"backbone/block"``)."""
+    for layer in model.layers:
+        if isinstance(layer, keras.Model):
+            yield prefix + layer.name
+            yield from _nested_models(layer, prefix + layer.name + "/")
 
 
 def _eligibility(layer, excluded=False):
@@ -219,7 +260,8 @@ def plan_factorization(model, ratio=5.0, method="kronecker", exclude=(), layer_o
         method: ``"kronecker"`` (every two-factor shape, `KroneckerConv2D` /
             `KroneckerDense`) or ``"lowrank"`` (`LowRankConv2D`; Dense layers as the
             ``(in, 1) (x) (1, out)`` `KroneckerDense`, i.e. a rank-r product).
-        exclude: names of layers to keep as they are (e.g. the classifier head).
+        exclude: names of layers to keep as they are (e.g. the classifier head); the
+            name of a nested model keeps all its layers.
         layer_overrides: ``{name: {"factors": [...], "rank": r}}`` to fix a layer's
             choice (``"lowrank"``: ``{"rank": r}``); it counts against the budget.
         max_relative_macs: if set, a layer only takes shapes whose factored MACs are at
@@ -276,6 +318,18 @@ def plan_factorization(model, ratio=5.0, method="kronecker", exclude=(), layer_o
         exclude = (exclude,)
     layer_overrides = dict(layer_overrides or {})
     paths = dict(_layers(model))
+    # a nested model named in exclude (by path, or by its name if unique): all its layers
+    nested = list(_nested_models(model))
+    exclude = list(exclude)
+    for name in list(exclude):
+        found = [m for m in nested if m == name or m.split("/")[-1] == name]
+        if len(found) == 1:
+            exclude.remove(name)
+            exclude += [p for p in paths if p.startswith(found[0] + "/")]
+        elif len(found) > 1:
+            raise ValueError(f"Nested model name {name!r} is ambiguous in model "
+                             f"{model.name!r} ({found}): name it by path")
+    runs, call_shapes = _runs(model)
     by_name = collections.defaultdict(list)
     for path in paths:
         by_name[path.split("/")[-1]].append(path)
@@ -309,6 +363,11 @@ def plan_factorization(model, ratio=5.0, method="kronecker", exclude=(), layer_o
             if reason != NOT_A_KERNEL:  # BatchNormalization & co. are simply copied
                 skipped.append(Skipped(path, reason))
             continue
+        if len(call_shapes[path]) > 1:
+            raise ValueError(
+                f"Layer {path!r} is called on inputs of different shapes "
+                f"{sorted(call_shapes[path], key=str)}: its MACs and the choice of its "
+                "factors depend on the input size. Exclude it (exclude=[...])")
         input_shape = _input_shape(layer)
         kernel = np.asarray(keras.ops.convert_to_numpy(layer.kernel))
         conv = kernel.ndim == 4
@@ -390,16 +449,18 @@ def plan_factorization(model, ratio=5.0, method="kronecker", exclude=(), layer_o
             macs_after = min(c.macs, t.macs_before)  # execution="auto" runs the cheaper
         layers.append(LayerChoice(t.path, new_type, c.factors, c.rank, c.relative_error,
                                   t.kernel.size + bias, c.params + bias,
-                                  t.macs_before * t.positions, macs_after * t.positions))
+                                  t.macs_before * t.positions * runs[t.path],
+                                  macs_after * t.positions * runs[t.path]))
     order = list(paths)
     layers.sort(key=lambda c: order.index(c.name))
     skipped.sort(key=lambda s: order.index(s.name))
     params_after = params_before - sum(c.params_before - c.params_after for c in layers)
-    macs_total = _model_macs(model)  # as kronecker_zoo.report counts them
+    macs_total, uncounted = _model_macs(model)  # as kronecker_zoo.report counts them
     macs_after = None if macs_total is None else macs_total - sum(
         c.macs_before - c.macs_after for c in layers)
-    return FactorizationPlan(method, None if ratio is None else float(ratio), layers, skipped, params_before,
-                             params_after, macs_total, macs_after)
+    return FactorizationPlan(method, None if ratio is None else float(ratio), layers,
+                             skipped, params_before, params_after, macs_total, macs_after,
+                             uncounted)
 
 
 def _floor2(x):
@@ -461,6 +522,13 @@ def _override_choice(target, override, method):
         factors = _spectra(kernel, "lowrank")[0].factors
     else:
         factors = tuple(tuple(int(v) for v in s) for s in override["factors"])
+    rank = override["rank"]
+    if len(factors) == 2 and isinstance(rank, numbers.Integral):
+        full = min(math.prod(f) for f in factors)
+        if rank > full:
+            raise ValueError(f"layer_overrides[{target.path!r}]: rank {rank} exceeds the full "
+                             f"rank {full} of this split (rank {full} already reproduces the "
+                             "kernel exactly; more terms only add parameters)")
     result = nearest_kronecker(kernel, factors, override["rank"])
     params = override["rank"] * sum(math.prod(s) for s in factors)
     layer = target.layer
@@ -481,16 +549,18 @@ def _lowrank_macs(target, rank):
 
 
 def _model_macs(model):
-    """The model's MACs per example as `kronecker_zoo.report` counts them, or None where
-    it cannot (an input size left open, several inputs)."""
+    """``(MACs, uncounted)``: the model's MACs per example as `kronecker_zoo.report`
+    counts them (None where it cannot: an input size left open, several inputs) and the
+    layers it leaves out of them (Conv1D, Conv3D, EinsumDense, ...)."""
     from kronecker_zoo import report
 
     if any(None in tuple(t.shape[1:]) for t in model.inputs):
-        return None
+        return None, ()
     try:
-        return int(report.parameter_report(model).macs)
+        counted = report.parameter_report(model)
     except ValueError:  # several inputs
-        return None
+        return None, ()
+    return int(counted.macs), tuple(counted.uncounted)
 
 
 def factorize(model, ratio=5.0, method="kronecker", exclude=(), layer_overrides=None,

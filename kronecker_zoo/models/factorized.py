@@ -97,9 +97,12 @@ def replace_layers(model, specs, name=None):
 
     def clone(layer):
         spec = resolved.get(paths.get(id(layer)))
-        if spec is None:
-            return layer.__class__.from_config(layer.get_config())
-        return factorized_layer(layer, spec["layer"], spec.get("factors"), spec["rank"])
+        if spec is not None:
+            return factorized_layer(layer, spec["layer"], spec.get("factors"), spec["rank"])
+        copy = layer.__class__.from_config(layer.get_config())
+        if copy.name != layer.name:  # a custom layer whose config leaves its name out
+            copy.name = layer.name   # (Keras' automatic get_config): keep it
+        return copy
 
     new_model = keras.models.clone_model(model, clone_function=clone, recursive=True)
     if name is not None:
