@@ -284,6 +284,9 @@ STUDENTS = {
 # The same factorized start fine-tuned on the labels alone: the same plan
 # (training/runs/resnet_20_kron5x_plain/plan.json equals resnet_20_kron5x's).
 STUDENTS["resnet_20_kron5x_plain"] = STUDENTS["resnet_20_kron5x"]
+# ... and distilled with the lighter setup (T=2, student loss weight 0.9)
+# (training/runs/resnet_20_kron5x_t2w09/plan.json equals resnet_20_kron5x's).
+STUDENTS["resnet_20_kron5x_t2w09"] = STUDENTS["resnet_20_kron5x"]
 # resnet_20_kron10x's plan fine-tuned on labels for 30 epochs, weight decay 1e-4
 # (training/runs/resnet_20_kron10x_plain_e30/plan.json equals resnet_20_kron10x's).
 STUDENTS["resnet_20_kron10x_plain_e30"] = STUDENTS["resnet_20_kron10x"]
