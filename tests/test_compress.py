@@ -729,3 +729,26 @@ def test_an_override_above_full_rank_is_refused():
     with pytest.raises(ValueError, match=r"rank 1000 exceeds the full rank 12"):
         compress.plan_factorization(model, ratio=None, layer_overrides={
             "stem": {"factors": [(3, 1, 4, 1), (1, 3, 1, 8)], "rank": 1000}})
+
+
+@keras.saving.register_keras_serializable(package="kronecker_zoo_tests")
+def _halve(x):
+    return x * 0.5
+
+
+def test_lambda_layers_copy_when_their_function_is_registered_and_else_say_how():
+    inputs = keras.Input((8, 8, 3))
+    x = keras.layers.Conv2D(6, 3, name="conv", activation=_halve)(inputs)
+    named = keras.Model(inputs, keras.layers.Dense(4)(keras.layers.Flatten()(
+        keras.layers.Lambda(_halve, name="halve")(x))))
+    student = compress.factorize(_randomise(named), ratio=None,
+                                 layer_overrides=_full_rank_overrides(named, "kronecker"))
+    x = np.random.default_rng(2).normal(size=(2, 8, 8, 3)).astype("float32")
+    np.testing.assert_allclose(student(x), named(x), rtol=1e-4, atol=1e-4)
+    inputs = keras.Input((8, 8, 3))
+    anonymous = keras.Model(inputs, keras.layers.Dense(4)(keras.layers.Flatten()(
+        keras.layers.Conv2D(6, 3)(keras.layers.Lambda(lambda t: t / 255.0, name="scale")(
+            inputs)))))
+    with pytest.raises(ValueError, match=r"'scale' \(Lambda\) cannot be rebuilt.*"
+                                         "register_keras_serializable"):
+        compress.factorize(anonymous, ratio=1.5)

@@ -99,7 +99,17 @@ def replace_layers(model, specs, name=None):
         spec = resolved.get(paths.get(id(layer)))
         if spec is not None:
             return factorized_layer(layer, spec["layer"], spec.get("factors"), spec["rank"])
-        copy = layer.__class__.from_config(layer.get_config())
+        try:
+            copy = layer.__class__.from_config(layer.get_config())
+        except (TypeError, ValueError) as error:
+            raise ValueError(
+                f"Layer {layer.name!r} ({type(layer).__name__}) cannot be rebuilt from its "
+                "config, which copying a model needs (as keras.models.clone_model does): "
+                "a Lambda layer of a Python lambda, or an unregistered function as "
+                "activation, is refused by Keras' safe mode; give the function a name and "
+                "register it with @keras.saving.register_keras_serializable(), and a custom "
+                f"layer needs a get_config matching its __init__. Keras said: {error}"
+            ) from error
         if copy.name != layer.name:  # a custom layer whose config leaves its name out
             copy.name = layer.name   # (Keras' automatic get_config): keep it
         return copy
