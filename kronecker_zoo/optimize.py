@@ -411,7 +411,7 @@ def initialize_ranges(qat_model, model, representative_data=None, batch_size=64)
                 (name, call.inputs[0], functools.partial(_depthwise_part, separable))
                 for call in layer_calls if call.layer is separable]
     images = np.concatenate(list(representative_batches(
-        representative_data, (1,) + tuple(model.input_shape[1:]))))
+        representative_data, (1,) + tuple(model.input_shape[1:]), None)))  # every image
     low, high = {}, {}
     probe = keras.Model(model.inputs[0], [t for _, t, _ in calls]) if calls else None
     for start in range(0, len(images) if calls else 0, batch_size):

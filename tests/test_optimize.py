@@ -803,3 +803,21 @@ def test_prune_half_kron_resnet_8(fashion, tmp_path):
     assert pruned_accuracy >= float_accuracy - 0.02
     assert report.passed and abs(report.tflite_accuracy - pruned_accuracy) <= 0.001
     assert file_zeros >= every_kernel - 0.01  # the file keeps the zeros
+
+
+def test_qat_ranges_read_every_image_and_a_twin_keeps_the_pixel_range_check():
+    """initialize_ranges runs on every image given (the bright ones here come after
+    to_tflite's 1,024-image calibration limit), and the twin of a user model that
+    rescales 8-bit pixels first still refuses [0, 1]-scaled images."""
+    from kronecker_zoo.models.pixel_range import model_input_range
+
+    inputs = keras.Input((4, 4, 1))
+    x = keras.layers.Rescaling(1 / 255.0, name="r")(inputs)
+    model = keras.Model(inputs, keras.layers.Dense(2, name="d")(keras.layers.Flatten()(x)))
+    images = np.zeros((2000, 4, 4, 1), "float32")
+    images[1500:] = 255.0
+    qat = optimize.quantize_aware(model, representative_data=images)
+    ranges = {v.name: float(v.numpy()) for layer in qat.layers
+              if "quantize_layer" in layer.name for v in layer.weights}
+    assert max(ranges.values()) == 255.0, ranges
+    assert model_input_range(model) == model_input_range(qat) == (0.0, 255.0)

@@ -354,3 +354,16 @@ def test_a_config_that_cannot_be_used_is_a_usage_error(tmp_path, capsys, content
         err = capsys.readouterr().err
         assert f"cannot use --config {str(config)!r}: " in err and why in err
         assert not (tmp_path / "run").exists()
+
+
+def test_data_of_unknown_length_needs_steps_per_epoch(tmp_path):
+    import tensorflow as tf
+
+    x, y = _tiny_data(None, None)[0]
+    batches = tf.data.Dataset.from_tensor_slices((x.astype("float32"), y)).filter(
+        lambda image, label: label >= 0).batch(8)
+    model = models.get("resnet_8")
+    model.compile(optimizer="sgd", loss="sparse_categorical_crossentropy")
+    with pytest.raises(ValueError, match="set steps_per_epoch"):
+        train_script.fit_with_checkpoints(model, batches, {"epochs": 1, "steps_per_epoch": None},
+                                          str(tmp_path), 0)

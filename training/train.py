@@ -17,7 +17,8 @@ continues from there with the same command plus ``--resume`` (the recipe is read
 first epoch ends leaves nothing. The data order and the augmentation follow the seed,
 and a resumed run first moves the data pipeline on past the epochs it has finished, so it
 sees the batches an uninterrupted run would have seen (with the same seed and kernels, it
-ends with the same weights).
+ends with the same weights; with the default strategy only: under ``--strategy mirrored``
+or ``multiworker`` the resumed run's data order differs from the uninterrupted one's).
 Imports only the public kronecker_zoo API.
 """
 
@@ -351,8 +352,13 @@ def fit_with_checkpoints(model, train_ds, config, out, verbose):
     # One iterator over the repeated data for the whole run: epoch e sees the e-th
     # reshuffle and the crops drawn next, whatever fit does between epochs, and a resumed
     # run skips (computes and drops) the batches of the epochs it has finished, so it
-    # trains on the batches the uninterrupted run would have.
+    # trains on the batches the uninterrupted run would have. (Not under a tf.distribute
+    # strategy: there Keras first reads a batch of a throwaway iterator, which on a
+    # resumed run runs the skip once more and moves the shuffle and crop random state.)
     steps = config["steps_per_epoch"] or int(train_ds.cardinality())
+    if steps < 1:  # unknown (e.g. filtered) or infinite: an epoch has no end
+        raise ValueError("the training data's number of batches is unknown or infinite; "
+                         "set steps_per_epoch in the recipe")
     train_ds = train_ds.repeat().skip(_restored_epochs(checkpoint) * steps)
     callbacks = [
         _TrimLog(checkpoint, os.path.join(out, "log.csv")),

@@ -118,9 +118,9 @@ def int8_float_op_gain(model, representative_data, images, batch_size=1, input_s
 
     reference = np.asarray(model.predict(np.asarray(images, np.float32), verbose=0),
                            np.float64)
-    if not isinstance(representative_data, np.ndarray):  # read a one-shot iterable once
-        shape = static_input_shape(model, batch_size, input_shape)
-        representative_data = list(representative_batches(representative_data, shape))
+    # read a one-shot iterable once, arrays and iterables alike up to to_tflite's limit
+    shape = static_input_shape(model, batch_size, input_shape)
+    representative_data = list(representative_batches(representative_data, shape))
     ops = int8_op_noise(model, representative_data, images[:1], batch_size, input_shape,
                         execution)
     rows = []

@@ -13,7 +13,8 @@ comes out of a transpose, in the "batch" lowering; a layer with an activation; a
 whose output is read elsewhere too) it stays a MUL and an ADD by constant vectors, and an int8
 MUL quantizes its constant **per tensor**: the small per-channel scales
 ``gamma / sigma`` lose most of their bits, and each of MUL and ADD requantizes.
-Rewrites, all exact in float, are applied while an int8 file is traced:
+Rewrites, exact in float (4. but at image borders), are applied while an int8 file is
+traced:
 
 1. Such a BatchNormalization runs as ``depthwise_conv2d(x, s) + b`` with
    ``s = gamma / sqrt(var + eps)`` and ``b = beta - mean * s``: one
@@ -32,6 +33,17 @@ Rewrites, all exact in float, are applied while an int8 file is traced:
    are its second convolution's, divided (with the bias) by ``sigma_c`` exactly.
 3. In every `LowRankConv2D` the rank channels between its two convolutions are balanced
    (data-free cross-layer equalisation, `_balance_rank_channels`); restored on exit.
+4. Raw 8-bit pixels ``p`` (0..255) normalised by a ``Rescaling`` ``x = s p + o`` (the
+   zoo's ``p / 127.5 - 1``) straight into a `Conv2D`: the int8 grid of ``x`` has its zero
+   point between two steps, so every pixel is off by half a step (1/255 here; measured,
+   that alone changes 0.2-0.6% of the zoo classifiers' answers). Rewritten, the
+   ``Rescaling`` computes the centred pixels ``c = p - 128``, held exactly (scale 1, zero
+   point 0: fake-quantized to [-128, 127], the input to [0, 255]), the convolution's
+   kernel is multiplied by ``s`` and the constant ``(128 s + o) sum(w)`` per output channel
+   goes into its bias, or into the moving mean of the BatchNormalization that alone reads
+   it. Exact in float but at the borders of a "same" convolution, whose zero padding of
+   ``c`` is ``x = 128 s + o`` (1/255) instead of 0: an error of the same size as the
+   rounding it removes, on the padded taps only (`_center_pixels`).
 
 Only Keras 3 functional models are rewritten (tf_keras / tfmot models are
 exported as they are). The rewrites change the model they are given while the block
@@ -197,6 +209,65 @@ class DepthwiseAffine:
                 + tf.constant(self.shift, dtype=inputs.dtype))
 
 
+class CenteredPixels:
+    """A pixel ``Rescaling``'s ``call`` while rewritten (rewrite 4): raw pixels held on
+    the int8 grid of [0, 255], minus 128, held on the one of [-128, 127]."""
+
+    def __call__(self, inputs, training=None, mask=None):
+        pixels = tf.quantization.fake_quant_with_min_max_args(
+            tf.cast(inputs, tf.float32), min=0.0, max=255.0, num_bits=8)
+        return tf.quantization.fake_quant_with_min_max_args(
+            pixels - 128.0, min=-128.0, max=127.0, num_bits=8)
+
+
+def _pixel_rescaling_into_conv(model, consumers):
+    """``(rescaling, conv, bn)`` where rewrite 4 applies (``bn`` None: the constant goes
+    into ``conv``'s bias), else None: a ``Rescaling`` of the model's input of 8-bit pixels
+    (`pixel_range.model_input_range`) read by one plain `Conv2D` alone, float32, which has
+    a bias or whose output only a channels-last BatchNormalization reads (no activation
+    between)."""
+    from kronecker_zoo.models.pixel_range import model_input_range, rescaling_scale_offset
+
+    if model_input_range(model) != (0.0, 255.0) or len(model.inputs) != 1:
+        return None
+    for layer in model.layers:
+        if rescaling_scale_offset(layer) is None:
+            continue
+        source = graph.sole_inbound_layer(layer)
+        readers = consumers.get(layer.name, [])
+        if not isinstance(source, keras.layers.InputLayer) or len(readers) != 1:
+            return None
+        conv = readers[0]
+        if type(conv) is not keras.layers.Conv2D or conv.dtype_policy.compute_dtype != "float32":
+            return None
+        if conv.use_bias:
+            return layer, conv, None
+        bn = consumers.get(conv.name, [])
+        if (len(bn) == 1 and channels_last_batchnorm(bn[0]) and linear_activation(conv)
+                and graph.sole_inbound_layer(bn[0]) is conv):
+            return layer, conv, bn[0]
+        return None
+    return None
+
+
+def _center_pixels(rescaling, conv, bn):
+    """Apply rewrite 4 to ``rescaling`` -> ``conv`` (-> ``bn``); returns the variables it
+    changed with their values, to restore."""
+    from kronecker_zoo.models.pixel_range import rescaling_scale_offset
+
+    scale, offset = rescaling_scale_offset(rescaling)
+    kernel = np.asarray(conv.kernel, np.float64)
+    constant = (128.0 * scale + offset) * kernel.sum(axis=(0, 1, 2))
+    changed = [(conv.kernel, np.array(conv.kernel))]
+    conv.kernel.assign((kernel * scale).astype(conv.kernel.dtype))
+    target = conv.bias if bn is None else bn.moving_mean
+    changed.append((target, np.array(target)))
+    value = np.asarray(target, np.float64)
+    target.assign((value + constant if bn is None else value - constant).astype(target.dtype))
+    rescaling.call = CenteredPixels()
+    return changed
+
+
 def rewritten_affine(bn):
     """The `DepthwiseAffine` ``bn`` runs as within `int8_rewrites`, or None."""
     call = bn.__dict__.get("call")
@@ -215,9 +286,13 @@ def int8_rewrites(model):
         return
     from kronecker_zoo.layers import KroneckerConv2D, LowRankConv2D
 
-    saved, patched = [], []
+    saved, patched, centered = [], [], []
     consumers = graph.consumers(model)
     try:
+        found = _pixel_rescaling_into_conv(model, consumers)
+        if found is not None:  # first: a BatchNormalization rewritten below reads its mean
+            saved.append(_center_pixels(*found))
+            centered.append(found[0])
         for layer in model.layers:
             if isinstance(layer, LowRankConv2D):
                 saved.append([(v, np.array(v)) for v in (layer.vertical, layer.horizontal)])
@@ -243,8 +318,8 @@ def int8_rewrites(model):
             patched.append(bn)
         yield [bn.name for bn in patched]
     finally:
-        for bn in patched:
-            bn.__dict__.pop("call", None)
+        for layer in patched + centered:
+            layer.__dict__.pop("call", None)
         for pairs in reversed(saved):  # a variable rewritten twice gets its first value
             for variable, value in pairs:
                 variable.assign(value)

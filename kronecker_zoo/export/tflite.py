@@ -357,8 +357,13 @@ def prepared_converter(model, quantization=None, representative_data=None, batch
     Convert within the block: the converter reads the variables of a private, rewritten
     copy of ``model`` (the user's model is never touched). ``bias_correction`` is a bool
     here (`int8_bias_correction` applied or not); "auto" is `convert_tflite`'s.
-    ``output_range``: as `to_tflite`'s.
+    ``output_range``: as `to_tflite`'s. ``representative_data``: its first
+    `MAX_CALIBRATION_EXAMPLES` examples, as `to_tflite` reads it by default.
     """
+    if _check_quantization(quantization) == "int8" and representative_data is not None:
+        check_tensorflow_model(model)
+        representative_data = list(representative_batches(
+            representative_data, static_input_shape(model, batch_size, input_shape)))
     with _prepared_converter(model, None, quantization, representative_data, batch_size,
                              input_shape, execution, bias_correction,
                              output_range) as (converter, shape, _):

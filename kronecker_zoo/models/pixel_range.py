@@ -9,7 +9,7 @@ import numpy as np
 
 from kronecker_zoo.models import blocks
 
-__all__ = ["model_input_range", "pixel_range_problem"]
+__all__ = ["model_input_range", "pixel_range_problem", "rescaling_scale_offset"]
 
 
 def _unwrap(layer):
@@ -18,7 +18,7 @@ def _unwrap(layer):
     return layer
 
 
-def _scale_offset(layer):
+def rescaling_scale_offset(layer):
     """``(scale, offset)`` of a ``Rescaling`` layer with scalar ones, else `None`."""
     if type(layer).__name__ != "Rescaling":
         return None
@@ -45,14 +45,15 @@ def model_input_range(model):
     other model whose first layer is a ``Rescaling`` of 8-bit pixels to [0, 1] or
     [-1, 1] (``x / 255``, ``x / 127.5 - 1``) takes raw pixels in [0, 255] too.
     """
+    # (tfmot's QuantizeLayer, which a QAT twin starts with, quantizes the input as it is)
     layers = [_unwrap(layer) for layer in getattr(model, "layers", ())
-              if type(_unwrap(layer)).__name__ != "InputLayer"]
+              if type(_unwrap(layer)).__name__ not in ("InputLayer", "QuantizeLayer")]
     for layer in layers:
-        rescaling = _scale_offset(layer)
+        rescaling = rescaling_scale_offset(layer)
         if rescaling is not None and np.allclose(rescaling,
                                                  (blocks.PIXEL_SCALE, blocks.PIXEL_OFFSET)):
             return blocks.PIXEL_RANGE
-    first = _scale_offset(layers[0]) if layers else None
+    first = rescaling_scale_offset(layers[0]) if layers else None
     if first is not None and _maps_bytes_to_unit(*first):
         return blocks.PIXEL_RANGE
     return None
