@@ -326,11 +326,11 @@ def test_rewrites_follow_the_dtype_of_a_mixed_precision_model():
     assert np.abs(during - before).max() <= 1e-2 * np.abs(before).max()  # float16 rounding
 
 
-def _pixel_stem(padding, use_bias, seed=0):
+def _pixel_stem(padding, use_bias, seed=0, scale=1 / 127.5, offset=-1.0):
     """Raw pixels -> the zoo's Rescaling -> Conv2D (-> BatchNormalization when no bias)."""
     rng = np.random.default_rng(seed)
     inputs = keras.Input((10, 10, 1))
-    x = keras.layers.Rescaling(1 / 127.5, offset=-1.0, name="pixels")(inputs)
+    x = keras.layers.Rescaling(scale, offset=offset, name="pixels")(inputs)
     conv = keras.layers.Conv2D(4, 3, padding=padding, use_bias=use_bias, name="stem")
     x = conv(x)
     if not use_bias:
@@ -384,3 +384,11 @@ def test_int8_file_holds_the_pixels_on_an_exact_grid(tmp_path):
              if d["dtype"] == np.int8 and tuple(d["shape"]) == (1, 10, 10, 1)}
     assert (1.0, 0) in grids and (1.0, -128) in grids, grids  # centred pixels; raw pixels
     assert not any(abs(s - 2 / 255) < 1e-6 for s, _ in grids), grids
+
+
+def test_pixels_scaled_to_unit_are_not_centred():
+    """x / 255 holds every pixel exactly on its own grid (zero point -128); centring it
+    would move its zero padding by half the range: left as it is."""
+    model = _pixel_stem("same", False, scale=1 / 255.0, offset=0.0)
+    with int8_rewrites(model):
+        assert "call" not in model.get_layer("pixels").__dict__

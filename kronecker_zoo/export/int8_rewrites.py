@@ -33,9 +33,9 @@ traced:
    are its second convolution's, divided (with the bias) by ``sigma_c`` exactly.
 3. In every `LowRankConv2D` the rank channels between its two convolutions are balanced
    (data-free cross-layer equalisation, `_balance_rank_channels`); restored on exit.
-4. Raw 8-bit pixels ``p`` (0..255) normalised by a ``Rescaling`` ``x = s p + o`` (the
-   zoo's ``p / 127.5 - 1``) straight into a `Conv2D`: the int8 grid of ``x`` has its zero
-   point between two steps, so every pixel is off by half a step (1/255 here; measured,
+4. Raw 8-bit pixels ``p`` (0..255) normalised by a centring ``Rescaling`` ``x = s p + o``
+   (the zoo's ``p / 127.5 - 1``; ``|128 s + o| <= |s|``) straight into a `Conv2D`: the int8
+   grid of ``x`` has its zero point between two steps, so every pixel is off by half a step (1/255 here; measured,
    that alone changes 0.2-0.6% of the zoo classifiers' answers). Rewritten, the
    ``Rescaling`` computes the centred pixels ``c = p - 128``, held exactly (scale 1, zero
    point 0: fake-quantized to [-128, 127], the input to [0, 255]), the convolution's
@@ -222,8 +222,8 @@ class CenteredPixels:
 
 def _pixel_rescaling_into_conv(model, consumers):
     """``(rescaling, conv, bn)`` where rewrite 4 applies (``bn`` None: the constant goes
-    into ``conv``'s bias), else None: a ``Rescaling`` of the model's input of 8-bit pixels
-    (`pixel_range.model_input_range`) read by one plain `Conv2D` alone, float32, which has
+    into ``conv``'s bias), else None: a centring ``Rescaling`` of the model's input of
+    8-bit pixels (`pixel_range.model_input_range`) read by one plain `Conv2D` alone, float32, which has
     a bias or whose output only a channels-last BatchNormalization reads (no activation
     between)."""
     from kronecker_zoo.models.pixel_range import model_input_range, rescaling_scale_offset
@@ -231,8 +231,14 @@ def _pixel_rescaling_into_conv(model, consumers):
     if model_input_range(model) != (0.0, 255.0) or len(model.inputs) != 1:
         return None
     for layer in model.layers:
-        if rescaling_scale_offset(layer) is None:
+        rescaling = rescaling_scale_offset(layer)
+        if rescaling is None:
             continue
+        scale, offset = rescaling
+        if abs(128.0 * scale + offset) > abs(scale):
+            # not centred (x / 255: its own grid holds every pixel exactly already), and
+            # the zero padding of p - 128 would be far from the model's
+            return None
         source = graph.sole_inbound_layer(layer)
         readers = consumers.get(layer.name, [])
         if not isinstance(source, keras.layers.InputLayer) or len(readers) != 1:
