@@ -95,6 +95,17 @@ def _interrupted_after_epoch_2(recipe, out, monkeypatch):
     monkeypatch.setattr(keras.Model, "fit", fit)
 
 
+def _assert_same_run(whole, resumed, whole_dir, resumed_dir):
+    """The resumed run ended as the uninterrupted one: test loss and every weight."""
+    assert resumed["test_loss"] == pytest.approx(whole["test_loss"], rel=1e-5)
+    a = models.get("resnet_8")
+    a.load_weights(whole_dir / "resnet_8.weights.h5")
+    b = models.get("resnet_8")
+    b.load_weights(resumed_dir / "resnet_8.weights.h5")
+    for u, v in zip(a.weights, b.weights):
+        np.testing.assert_allclose(np.asarray(u), np.asarray(v), rtol=1e-5, atol=1e-6)
+
+
 def test_resume_continues_from_the_interrupted_epoch_with_the_optimizer_state(tmp_path,
                                                                              monkeypatch):
     """A run killed after epoch 2 of 3 and resumed ends with the weights of the run that
@@ -109,13 +120,7 @@ def test_resume_continues_from_the_interrupted_epoch_with_the_optimizer_state(tm
     resumed = train_script.train(None, str(tmp_path / "cut"), verbose=0, resume=True)
     with open(tmp_path / "cut" / "log.csv") as f:
         assert [row.split(",")[0] for row in f.read().splitlines()] == ["epoch", "0", "1", "2"]
-    assert resumed["test_loss"] == pytest.approx(whole["test_loss"], rel=1e-5)
-    a = models.get("resnet_8")
-    a.load_weights(tmp_path / "whole" / "resnet_8.weights.h5")
-    b = models.get("resnet_8")
-    b.load_weights(tmp_path / "cut" / "resnet_8.weights.h5")
-    for u, v in zip(a.weights, b.weights):
-        np.testing.assert_allclose(np.asarray(u), np.asarray(v), rtol=1e-5, atol=1e-6)
+    _assert_same_run(whole, resumed, tmp_path / "whole", tmp_path / "cut")
 
 
 @pytest.mark.parametrize("steps_per_epoch", [None, 2])
@@ -131,13 +136,7 @@ def test_resumed_run_sees_the_batches_of_the_uninterrupted_run(tmp_path, monkeyp
     whole = train_script.train(recipe, str(tmp_path / "whole"), verbose=0)
     _interrupted_after_epoch_2(recipe, tmp_path / "cut", monkeypatch)
     resumed = train_script.train(None, str(tmp_path / "cut"), verbose=0, resume=True)
-    assert resumed["test_loss"] == pytest.approx(whole["test_loss"], rel=1e-5)
-    a = models.get("resnet_8")
-    a.load_weights(tmp_path / "whole" / "resnet_8.weights.h5")
-    b = models.get("resnet_8")
-    b.load_weights(tmp_path / "cut" / "resnet_8.weights.h5")
-    for u, v in zip(a.weights, b.weights):
-        np.testing.assert_allclose(np.asarray(u), np.asarray(v), rtol=1e-5, atol=1e-6)
+    _assert_same_run(whole, resumed, tmp_path / "whole", tmp_path / "cut")
 
 
 def test_resume_without_an_interrupted_run_says_so(tmp_path):

@@ -226,9 +226,10 @@ def _pixel_rescaling_into_conv(model, consumers):
     8-bit pixels (`pixel_range.model_input_range`) read by one plain `Conv2D` alone, float32, which has
     a bias or whose output only a channels-last BatchNormalization reads (no activation
     between)."""
+    from kronecker_zoo.models.blocks import PIXEL_RANGE
     from kronecker_zoo.models.pixel_range import model_input_range, rescaling_scale_offset
 
-    if model_input_range(model) != (0.0, 255.0) or len(model.inputs) != 1:
+    if model_input_range(model) != PIXEL_RANGE or len(model.inputs) != 1:
         return None
     for layer in model.layers:
         rescaling = rescaling_scale_offset(layer)

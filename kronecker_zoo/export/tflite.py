@@ -287,17 +287,14 @@ def _convert(model, quantization, representative_data, batch_size, input_shape, 
     if _check_quantization(quantization) != "int8":
         bias_correction = False
     elif representative_data is not None:
-        check_tensorflow_model(model)
-        # read once, up to the limit (may be one-shot, or endless)
-        representative_data = list(representative_batches(
-            representative_data, static_input_shape(model, batch_size, input_shape),
-            max_calibration_examples))
+        representative_data = _calibration_batches(model, representative_data, batch_size,
+                                                   input_shape, max_calibration_examples)
     if bias_correction == "auto":
         if representative_data is not None and isinstance(model, keras.Model):
             copy = private_copy(model) if copy is None else copy
             if _has_targets(copy, execution):
                 shape = static_input_shape(model, batch_size, input_shape)
-                batches = list(representative_batches(representative_data, shape, None))
+                batches = representative_data  # already read, in batches of ``shape``
                 files = [_convert(model, quantization, batches, batch_size, input_shape,
                                   execution, choice, output_range, copy)[0]
                          for choice in (False, True)]
@@ -313,6 +310,15 @@ def _convert(model, quantization, representative_data, batch_size, input_shape, 
         content = converter.convert()
     check_tflite_ops(content)
     return content, shape, bool(bias_correction) and _has_targets(copy, execution)
+
+
+def _calibration_batches(model, representative_data, batch_size, input_shape, max_examples):
+    """The list of batches of the file's fixed input shape that int8 calibration reads:
+    the first ``max_examples`` examples of ``representative_data`` (`None`: all), read
+    once (it may be one-shot, or endless)."""
+    check_tensorflow_model(model)
+    shape = static_input_shape(model, batch_size, input_shape)
+    return list(representative_batches(representative_data, shape, max_examples))
 
 
 def _has_targets(copy, execution):
@@ -361,9 +367,8 @@ def prepared_converter(model, quantization=None, representative_data=None, batch
     `MAX_CALIBRATION_EXAMPLES` examples, as `to_tflite` reads it by default.
     """
     if _check_quantization(quantization) == "int8" and representative_data is not None:
-        check_tensorflow_model(model)
-        representative_data = list(representative_batches(
-            representative_data, static_input_shape(model, batch_size, input_shape)))
+        representative_data = _calibration_batches(model, representative_data, batch_size,
+                                                   input_shape, MAX_CALIBRATION_EXAMPLES)
     with _prepared_converter(model, None, quantization, representative_data, batch_size,
                              input_shape, execution, bias_correction,
                              output_range) as (converter, shape, _):

@@ -46,8 +46,8 @@ def model_input_range(model):
     [-1, 1] (``x / 255``, ``x / 127.5 - 1``) takes raw pixels in [0, 255] too.
     """
     # (tfmot's QuantizeLayer, which a QAT twin starts with, quantizes the input as it is)
-    layers = [_unwrap(layer) for layer in getattr(model, "layers", ())
-              if type(_unwrap(layer)).__name__ not in ("InputLayer", "QuantizeLayer")]
+    layers = [layer for layer in map(_unwrap, getattr(model, "layers", ()))
+              if type(layer).__name__ not in ("InputLayer", "QuantizeLayer")]
     for layer in layers:
         rescaling = rescaling_scale_offset(layer)
         if rescaling is not None and np.allclose(rescaling,
