@@ -275,10 +275,12 @@ def test_context_module_lr_probe_measures_from_the_shared_front_end():
 def test_context_ablation_table_reads_the_runs(tmp_path, monkeypatch):
     from training import context_ablation_table as ablation
 
-    def run(name, miou, lr=2e-3, front="training/runs/context_front_end"):
+    def run(name, miou, lr=2e-3, front="training/runs/context_front_end", epochs=4, model=None):
         os.makedirs(tmp_path / name)
-        result = {"epochs": 4, "params": 1000, "macs": 2e6, "test_accuracy": 0.9,
+        result = {"epochs": epochs, "params": 1000, "macs": 2e6, "test_accuracy": 0.9,
                   "test_miou": miou, "init_from": {"run": front, "layers": []}}
+        if model:
+            result["model"] = model
         (tmp_path / name / "result.json").write_text(json.dumps(result))
         (tmp_path / name / "config.json").write_text(json.dumps({"learning_rate": lr}))
 
@@ -294,6 +296,17 @@ def test_context_ablation_table_reads_the_runs(tmp_path, monkeypatch):
     assert rows["`study_basic`"][3:] == ["0.0002", "90.00%", "54.00%", "+19.00"]
     assert rows["`context_net_large`"][-1] == "training (resumable)"
     assert rows["`kron_context_net_basic`"][-1] == "not run"
+    # each row against the front end trained as long (12 joint epochs here), else "-"
+    run("study_frontend_e12", 0.37, epochs=12, model="context_net_frontend")
+    run("study_basic_e12", 0.58, epochs=12)
+    run("study_basic_e8", 0.57, epochs=8)
+    rows = {line.split("|")[1].strip(): [c.strip() for c in line.split("|")[2:-1]]
+            for line in ablation.table(["study_frontend_e12", "study_basic_e12", "study_basic_e8",
+                                        "study_basic"]).splitlines() if line.startswith("| `")}
+    assert rows["`study_basic_e12`"][-1] == "+21.00"
+    assert rows["`study_frontend_e12`"][-1] == "-"
+    assert rows["`study_basic_e8`"][-1] == "-"
+    assert rows["`study_basic`"][-1] == "+19.00"
     run("kron_context_net_basic", 0.5, front="training/runs/elsewhere")
     with pytest.raises(ValueError, match="not an ablation row"):
         ablation.table()

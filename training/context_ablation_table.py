@@ -10,8 +10,10 @@ trains for the same epochs (``init_from``), so the front-end row is that front e
 on for as long as the others; the learning rate column says where a recipe differs.
 Reads each run's ``result.json`` and ``config.json`` (whole test split) and prints
 parameters, MACs, learning rate, pixel accuracy, mIoU and the mIoU change against the
-front end alone; rows whose run has not finished say so. ``--extra`` appends other runs
-from the same front end (e.g. a study at another learning rate).
+front end alone trained for as many joint epochs (a ``context_net_frontend`` run among the
+rows, e.g. ``--extra study_context_net_frontend_e4`` for 4-epoch rows; "-" where none is
+listed); rows whose run has not finished say so. ``--extra`` appends other runs from the
+same front end (e.g. a study at another learning rate).
 """
 
 import argparse
@@ -36,14 +38,24 @@ def _result(run, file="result.json"):
         return json.load(f)
 
 
+def _is_front_end(run, result):
+    return result.get("model", run) == ROWS[0]
+
+
 def table(extra=()):
-    front = _result(ROWS[0])
     header = ["model", "epochs (front end + joint)", "params", "MACs", "learning rate",
-              "pixel accuracy", "mIoU", "mIoU vs front end"]
+              "pixel accuracy", "mIoU", "mIoU vs front end (same epochs)"]
     shared = _result(SHARED_FRONT_END)
+    runs = ROWS + tuple(extra)
+    results = {run: _result(run) for run in runs}
+    front_miou = {}  # joint epochs -> mIoU of the front end alone trained that long
+    for run in runs:
+        r = results[run]
+        if r is not None and _is_front_end(run, r):
+            front_miou.setdefault(r["epochs"], r["test_miou"])
     lines = []
-    for run in ROWS + tuple(extra):
-        r = _result(run)
+    for run in runs:
+        r = results[run]
         if r is None:
             partial = os.path.isdir(os.path.join(RUNS, run + ".partial"))
             if run in extra and not partial:
@@ -53,8 +65,9 @@ def table(extra=()):
             continue
         if r.get("init_from", {}).get("run", "").rstrip("/").split("/")[-1] != SHARED_FRONT_END:
             raise ValueError(f"{run} did not start from {SHARED_FRONT_END}: not an ablation row")
-        delta = ("-" if run == ROWS[0] or front is None
-                 else f"{100 * (r['test_miou'] - front['test_miou']):+.2f}")
+        front = front_miou.get(r["epochs"])
+        delta = ("-" if _is_front_end(run, r) or front is None
+                 else f"{100 * (r['test_miou'] - front):+.2f}")
         epochs = f"{shared['epochs'] if shared else '?'} + {r['epochs']}"
         config = _result(run, "config.json")
         if config is None:
