@@ -275,14 +275,18 @@ def test_context_module_lr_probe_measures_from_the_shared_front_end():
 def test_context_ablation_table_reads_the_runs(tmp_path, monkeypatch):
     from training import context_ablation_table as ablation
 
-    def run(name, miou, lr=2e-3, front="training/runs/context_front_end", epochs=4, model=None):
+    def run(name, miou, lr=2e-3, front="training/runs/context_front_end", epochs=4, model=None,
+            seed=0, recipe_model=None):
         os.makedirs(tmp_path / name)
         result = {"epochs": epochs, "params": 1000, "macs": 2e6, "test_accuracy": 0.9,
                   "test_miou": miou, "init_from": {"run": front, "layers": []}}
         if model:
             result["model"] = model
+        config = {"learning_rate": lr, "seed": seed}
+        if recipe_model:
+            config["model"] = recipe_model
         (tmp_path / name / "result.json").write_text(json.dumps(result))
-        (tmp_path / name / "config.json").write_text(json.dumps({"learning_rate": lr}))
+        (tmp_path / name / "config.json").write_text(json.dumps(config))
 
     monkeypatch.setattr(ablation, "RUNS", str(tmp_path))
     run("context_front_end", 0.3)
@@ -307,6 +311,19 @@ def test_context_ablation_table_reads_the_runs(tmp_path, monkeypatch):
     assert rows["`study_frontend_e12`"][-1] == "-"
     assert rows["`study_basic_e8`"][-1] == "-"
     assert rows["`study_basic`"][-1] == "+19.00"
+    # a front end named by its recipe only; of the same seed where one is listed
+    run("study_frontend_e12_seed1", 0.38, epochs=12, seed=1, recipe_model="context_net_frontend")
+    run("study_basic_e12_seed1", 0.60, epochs=12, seed=1)
+    run("study_basic_e12_seed2", 0.59, epochs=12, seed=2)
+    rows = {line.split("|")[1].strip(): [c.strip() for c in line.split("|")[2:-1]]
+            for line in ablation.table(["study_frontend_e12", "study_frontend_e12_seed1",
+                                        "study_basic_e12", "study_basic_e12_seed1",
+                                        "study_basic_e12_seed2"]).splitlines()
+            if line.startswith("| `")}
+    assert rows["`study_frontend_e12_seed1`"][-1] == "-"
+    assert rows["`study_basic_e12`"][-1] == "+21.00"
+    assert rows["`study_basic_e12_seed1`"][-1] == "+22.00"
+    assert rows["`study_basic_e12_seed2`"][-1] == "+22.00"
     run("kron_context_net_basic", 0.5, front="training/runs/elsewhere")
     with pytest.raises(ValueError, match="not an ablation row"):
         ablation.table()

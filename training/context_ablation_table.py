@@ -11,8 +11,8 @@ on for as long as the others; the learning rate column says where a recipe diffe
 Reads each run's ``result.json`` and ``config.json`` (whole test split) and prints
 parameters, MACs, learning rate, pixel accuracy, mIoU and the mIoU change against the
 front end alone trained for as many joint epochs (a ``context_net_frontend`` run among the
-rows, e.g. ``--extra study_context_net_frontend_e4`` for 4-epoch rows; "-" where none is
-listed); rows whose run has not finished say so. ``--extra`` appends other runs from the
+rows, e.g. ``--extra study_context_net_frontend_e4`` for 4-epoch rows; of the same seed
+where one is listed, else the first listed; "-" where none is); rows whose run has not finished say so. ``--extra`` appends other runs from the
 same front end (e.g. a study at another learning rate).
 """
 
@@ -38,8 +38,9 @@ def _result(run, file="result.json"):
         return json.load(f)
 
 
-def _is_front_end(run, result):
-    return result.get("model", run) == ROWS[0]
+def _is_front_end(run, result, config):
+    """A run of the front end alone: by its result's model, else its recipe's, else its name."""
+    return (result.get("model") or (config or {}).get("model") or run) == ROWS[0]
 
 
 def table(extra=()):
@@ -48,10 +49,14 @@ def table(extra=()):
     shared = _result(SHARED_FRONT_END)
     runs = ROWS + tuple(extra)
     results = {run: _result(run) for run in runs}
-    front_miou = {}  # joint epochs -> mIoU of the front end alone trained that long
+    configs = {run: _result(run, "config.json") for run in runs}
+    # The front end alone trained as long (joint epochs): of the same seed where such a run
+    # is listed, else the first listed.
+    front_miou = {}
     for run in runs:
-        r = results[run]
-        if r is not None and _is_front_end(run, r):
+        r, config = results[run], configs[run]
+        if r is not None and _is_front_end(run, r, config):
+            front_miou.setdefault((r["epochs"], (config or {}).get("seed")), r["test_miou"])
             front_miou.setdefault(r["epochs"], r["test_miou"])
     lines = []
     for run in runs:
@@ -65,13 +70,13 @@ def table(extra=()):
             continue
         if r.get("init_from", {}).get("run", "").rstrip("/").split("/")[-1] != SHARED_FRONT_END:
             raise ValueError(f"{run} did not start from {SHARED_FRONT_END}: not an ablation row")
-        front = front_miou.get(r["epochs"])
-        delta = ("-" if _is_front_end(run, r) or front is None
-                 else f"{100 * (r['test_miou'] - front):+.2f}")
-        epochs = f"{shared['epochs'] if shared else '?'} + {r['epochs']}"
-        config = _result(run, "config.json")
+        config = configs[run]
         if config is None:
             raise ValueError(f"{run} has a result.json but no config.json: not a train.py run")
+        front = front_miou.get((r["epochs"], config.get("seed")), front_miou.get(r["epochs"]))
+        delta = ("-" if _is_front_end(run, r, config) or front is None
+                 else f"{100 * (r['test_miou'] - front):+.2f}")
+        epochs = f"{shared['epochs'] if shared else '?'} + {r['epochs']}"
         lr = config["learning_rate"]
         lines.append([f"`{run}`", epochs, f"{r['params']:,}", f"{r['macs'] / 1e6:.2f}M",
                       f"{lr:g}", f"{100 * r['test_accuracy']:.2f}%", f"{100 * r['test_miou']:.2f}%", delta])
