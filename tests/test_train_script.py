@@ -288,14 +288,17 @@ def test_context_ablation_table_reads_the_runs(tmp_path, monkeypatch):
         (tmp_path / name / "result.json").write_text(json.dumps(result))
         (tmp_path / name / "config.json").write_text(json.dumps(config))
 
+    def rows_of(extra):
+        return {line.split("|")[1].strip(): [c.strip() for c in line.split("|")[2:-1]]
+                for line in ablation.table(extra).splitlines() if line.startswith("| `")}
+
     monkeypatch.setattr(ablation, "RUNS", str(tmp_path))
     run("context_front_end", 0.3)
     run("context_net_frontend", 0.35)
     run("context_net_basic", 0.5525)
     run("study_basic", 0.54, lr=2e-4)
     os.makedirs(tmp_path / "context_net_large.partial")
-    rows = {line.split("|")[1].strip(): [c.strip() for c in line.split("|")[2:-1]]
-            for line in ablation.table(["study_basic"]).splitlines() if line.startswith("| `")}
+    rows = rows_of(["study_basic"])
     assert rows["`context_net_basic`"][-1] == "+20.25"
     assert rows["`study_basic`"][3:] == ["0.0002", "90.00%", "54.00%", "+19.00"]
     assert rows["`context_net_large`"][-1] == "training (resumable)"
@@ -304,9 +307,7 @@ def test_context_ablation_table_reads_the_runs(tmp_path, monkeypatch):
     run("study_frontend_e12", 0.37, epochs=12, model="context_net_frontend")
     run("study_basic_e12", 0.58, epochs=12)
     run("study_basic_e8", 0.57, epochs=8)
-    rows = {line.split("|")[1].strip(): [c.strip() for c in line.split("|")[2:-1]]
-            for line in ablation.table(["study_frontend_e12", "study_basic_e12", "study_basic_e8",
-                                        "study_basic"]).splitlines() if line.startswith("| `")}
+    rows = rows_of(["study_frontend_e12", "study_basic_e12", "study_basic_e8", "study_basic"])
     assert rows["`study_basic_e12`"][-1] == "+21.00"
     assert rows["`study_frontend_e12`"][-1] == "-"
     assert rows["`study_basic_e8`"][-1] == "-"
@@ -315,11 +316,8 @@ def test_context_ablation_table_reads_the_runs(tmp_path, monkeypatch):
     run("study_frontend_e12_seed1", 0.38, epochs=12, seed=1, recipe_model="context_net_frontend")
     run("study_basic_e12_seed1", 0.60, epochs=12, seed=1)
     run("study_basic_e12_seed2", 0.59, epochs=12, seed=2)
-    rows = {line.split("|")[1].strip(): [c.strip() for c in line.split("|")[2:-1]]
-            for line in ablation.table(["study_frontend_e12", "study_frontend_e12_seed1",
-                                        "study_basic_e12", "study_basic_e12_seed1",
-                                        "study_basic_e12_seed2"]).splitlines()
-            if line.startswith("| `")}
+    rows = rows_of(["study_frontend_e12", "study_frontend_e12_seed1", "study_basic_e12",
+                    "study_basic_e12_seed1", "study_basic_e12_seed2"])
     assert rows["`study_frontend_e12_seed1`"][-1] == "-"
     assert rows["`study_basic_e12`"][-1] == "+21.00"
     assert rows["`study_basic_e12_seed1`"][-1] == "+22.00"

@@ -12,8 +12,9 @@ Reads each run's ``result.json`` and ``config.json`` (whole test split) and prin
 parameters, MACs, learning rate, pixel accuracy, mIoU and the mIoU change against the
 front end alone trained for as many joint epochs (a ``context_net_frontend`` run among the
 rows, e.g. ``--extra study_context_net_frontend_e4`` for 4-epoch rows; of the same seed
-where one is listed, else the first listed; "-" where none is); rows whose run has not finished say so. ``--extra`` appends other runs from the
-same front end (e.g. a study at another learning rate).
+where one is listed, else the first listed; "-" where none is); rows whose run has not
+finished say so. ``--extra`` appends other runs from the same front end (e.g. a study at
+another learning rate).
 """
 
 import argparse
@@ -52,12 +53,12 @@ def table(extra=()):
     configs = {run: _result(run, "config.json") for run in runs}
     # The front end alone trained as long (joint epochs): of the same seed where such a run
     # is listed, else the first listed.
-    front_miou = {}
+    front_by_seed, front_by_epochs = {}, {}
     for run in runs:
         r, config = results[run], configs[run]
         if r is not None and _is_front_end(run, r, config):
-            front_miou.setdefault((r["epochs"], (config or {}).get("seed")), r["test_miou"])
-            front_miou.setdefault(r["epochs"], r["test_miou"])
+            front_by_seed.setdefault((r["epochs"], (config or {}).get("seed")), r["test_miou"])
+            front_by_epochs.setdefault(r["epochs"], r["test_miou"])
     lines = []
     for run in runs:
         r = results[run]
@@ -73,7 +74,8 @@ def table(extra=()):
         config = configs[run]
         if config is None:
             raise ValueError(f"{run} has a result.json but no config.json: not a train.py run")
-        front = front_miou.get((r["epochs"], config.get("seed")), front_miou.get(r["epochs"]))
+        front = front_by_seed.get((r["epochs"], config.get("seed")),
+                                  front_by_epochs.get(r["epochs"]))
         delta = ("-" if _is_front_end(run, r, config) or front is None
                  else f"{100 * (r['test_miou'] - front):+.2f}")
         epochs = f"{shared['epochs'] if shared else '?'} + {r['epochs']}"
