@@ -378,6 +378,8 @@ ERROR_CASES = [
           r"`widths` must be three"),
     _case("variant", lambda tmp: models.kron_context_net(variant="huge"), ValueError,
           r"`variant` must be one of \('basic', 'large'\)"),
+    _case("layer-factors", lambda tmp: models.kron_context_net(layer_factors=(1, -1)),
+          ValueError, r"`layer_factors` must be a non-empty sequence of non-negative ints"),
     _case("dilations", lambda tmp: models.dilated_fcn(dilations=()), ValueError,
           r"`dilations` must be"),
     _case("levels", lambda tmp: models.pool_segnet(levels=0), ValueError,
@@ -627,6 +629,19 @@ def test_noise_free_context_modules_are_exactly_the_identity(variant):
     np.testing.assert_allclose(run(dense, x), x, rtol=1e-5, atol=1e-6)
     if variant == "large":  # six Kronecker layers: 2C, 2C, 4C, 8C, 16C, 16C, then C
         assert [layer.filters for layer in kron.layers[1:]] == [8, 8, 16, 32, 64, 64, 4]
+
+
+@pytest.mark.parametrize("variant", ["basic", "large"])
+def test_kronecker_context_layouts_with_1x1_layers_start_as_the_identity(variant):
+    """``layer_factors`` entry n is a layer of extent 3 ** n: 0 is a 1x1 Conv2D."""
+    c = 3
+    inputs = keras.Input((None, None, c))
+    kron = keras.Model(inputs, kronecker_context(inputs, c, variant, (1, 2, 0, 3, 0),
+                                                 noise_stddev=0.0))
+    extents = [tuple(layer.kernel_size) for layer in kron.layers[1:]]
+    assert extents == [(e, e) for e in (3, 9, 1, 27, 1, 1)], extents
+    x = np.random.default_rng(23).uniform(0.0, 2.0, (2, 31, 29, c)).astype("float32")
+    np.testing.assert_allclose(run(kron, x), x, rtol=1e-5, atol=1e-6)
 
 
 def test_kronecker_identity_factors():

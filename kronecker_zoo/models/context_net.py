@@ -96,22 +96,23 @@ def kronecker_context(x, channels, variant="basic", layer_factors=KRON_CONTEXT_F
                       noise_stddev=None, execution="factored", name="context"):
     """Kronecker context module on ``channels`` maps (identity on non-negative maps at init).
 
-    Layer ``i`` is a 3x3 Conv2D (``layer_factors[i] == 1``) or a KroneckerConv2D of
-    extent ``3 ** layer_factors[i]`` with factors ``(3, 3, C, C)``, ``(3, 3, 1, 1)``
-    ..., ``(3, 3, m_in, m_out)``; all with ReLU; then a 1x1 conv back to ``C``.
+    Layer ``i`` has extent ``3 ** n`` for ``n = layer_factors[i]``: a 1x1 (``n == 0``)
+    or 3x3 (``n == 1``) Conv2D, or a KroneckerConv2D with factors ``(3, 3, C, C)``,
+    ``(3, 3, 1, 1)`` ..., ``(3, 3, m_in, m_out)`` (``n >= 2``); all with ReLU; then a
+    1x1 conv back to ``C``.
     """
     layer_factors = tuple(layer_factors)
-    if not layer_factors or any(isinstance(n, bool) or not isinstance(n, int) or n < 1
+    if not layer_factors or any(isinstance(n, bool) or not isinstance(n, int) or n < 0
                                 for n in layer_factors):
-        raise ValueError("`layer_factors` must be a non-empty sequence of positive ints. "
+        raise ValueError("`layer_factors` must be a non-empty sequence of non-negative ints. "
                          f"Received: layer_factors={layer_factors!r}")
     noise = noise_stddev if noise_stddev is not None else (1e-3 if variant == "large" else 0.0)
     widths = context_widths(channels, variant, len(layer_factors))
     width_in = channels
     for i, (n, width) in enumerate(zip(layer_factors, widths)):
-        if n == 1:
+        if n <= 1:
             x = keras.layers.Conv2D(
-                width, 3, padding="same", activation="relu",
+                width, 3 ** n, padding="same", activation="relu",
                 kernel_initializer=ContextIdentity(channels, noise, i), name=f"{name}_{i}")(x)
         else:
             factors = ([(3, 3, channels, channels)] + [(3, 3, 1, 1)] * (n - 2)
