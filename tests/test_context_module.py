@@ -167,6 +167,28 @@ def test_receptive_field_by_impulse():
     assert size == (67, 67) and module.receptive_field == 67
 
 
+@pytest.mark.parametrize("variant", ["basic", "large"])
+def test_kernel_sizes_make_1x1_layers(variant):
+    # All-ones kernels: 1x1 layers do not widen the support, 3x3 ones by 2 * dilation.
+    module = ContextModule(1, dilations=(1, 4, 2, 3), kernel_sizes=(3, 1, 3, 1),
+                           kernel_initializer="ones")
+    x = np.zeros((1, 41, 41, 1), "float32")
+    x[0, 20, 20, 0] = 1.0
+    module.build(x.shape)
+    assert [tuple(c.kernel_size) for c in module.convs] == [(3, 3), (1, 1), (3, 3), (1, 1),
+                                                            (1, 1)]
+    h, sizes = x, []
+    for conv in module.convs:
+        h = conv(h)
+        sizes.append(support_extent(to_np(h)[0, :, :, 0])[0][0])
+    assert sizes == [3, 3, 7, 7, 7] and module.receptive_field == 7
+    # Identity-initialised with 1x1 layers: still the identity on non-negative maps
+    # ("large" up to its symmetry-breaking noise).
+    fresh = ContextModule(3, variant, kernel_sizes=(3, 1, 3, 1, 3, 1, 3), noise_stddev=0.0)
+    x = non_negative_input((2, 15, 14, 3))
+    np.testing.assert_allclose(to_np(fresh(x)), x, rtol=1e-5, atol=1e-6)
+
+
 def test_output_shape_and_compute_output_shape():
     module = ContextModule(3, "basic")
     x = non_negative_input((2, 13, 9, 3))
@@ -186,6 +208,9 @@ def test_output_shape_and_compute_output_shape():
     ({"dilations": ()}, "dilations"),
     ({"dilations": (1, 0, 2)}, "dilations"),
     ({"dilations": (1, 1.5)}, "dilations"),
+    ({"kernel_sizes": (3, 3)}, r"`kernel_sizes` must be odd positive ints, one per dilation \(7\)"),
+    ({"kernel_sizes": (3, 1, 3, 1, 3, 2, 3)}, "kernel_sizes"),
+    ({"dilations": (1, 2), "kernel_sizes": (0, 3)}, "kernel_sizes"),
 ])
 def test_bad_arguments_raise(kwargs, match):
     args = {"channels": 3, **kwargs}
@@ -219,6 +244,7 @@ def test_non_4d_input_raises():
     {"channels": 2, "variant": "large", "dilations": (1, 2, 4), "noise_stddev": 1e-2,
      "seed": 5},
     {"channels": 3, "kernel_initializer": "he_normal", "dilations": (1, 3)},
+    {"channels": 2, "dilations": (1, 2, 4), "kernel_sizes": (3, 1, 5)},
 ])
 def test_config_round_trip(kwargs):
     check_config_round_trip(ContextModule, kwargs, (2, 12, 11, kwargs["channels"]))

@@ -63,6 +63,7 @@ class ContextModule(keras.layers.Layer):
 
     ``3x3`` convolutions + ReLU at ``dilations`` (default ``1, 1, 2, 4, 8, 16, 1``,
     receptive field 67), then a ``1x1`` convolution back to ``channels`` (no ReLU).
+    ``kernel_sizes`` (default all 3) can make a layer ``1x1`` (or another odd size).
     "basic": ``channels`` everywhere; "large": widths ``2C, 2C, 4C, 8C, 16C, 32C,
     32C`` (see `context_widths`). With the default identity initialisation a fresh
     module returns its input unchanged for non-negative inputs with ``channels``
@@ -73,6 +74,7 @@ class ContextModule(keras.layers.Layer):
         channels: int. ``C``: the input's and the output's channels (checked at build).
         variant: `"basic"` or `"large"`. Defaults to `"basic"`.
         dilations: sequence of int. Defaults to `(1, 1, 2, 4, 8, 16, 1)`.
+        kernel_sizes: sequence of odd ints, one per dilation, or `None` (all 3).
         kernel_initializer: `"identity"` (Yu & Koltun) or any Keras initializer.
         noise_stddev: float or `None` (variant default). Noise of the identity init.
         seed: int or `None`. Seed of that noise.
@@ -85,6 +87,7 @@ class ContextModule(keras.layers.Layer):
         channels,
         variant="basic",
         dilations=YU_KOLTUN_DILATIONS,
+        kernel_sizes=None,
         kernel_initializer="identity",
         noise_stddev=None,
         seed=None,
@@ -101,9 +104,18 @@ class ContextModule(keras.layers.Layer):
                 "`dilations` must be a non-empty sequence of positive ints. "
                 f"Received: dilations={dilations!r}"
             )
+        kernel_sizes = (3,) * len(dilations) if kernel_sizes is None else tuple(kernel_sizes)
+        if len(kernel_sizes) != len(dilations) or any(
+                isinstance(k, bool) or not isinstance(k, int) or k < 1 or k % 2 == 0
+                for k in kernel_sizes):
+            raise ValueError(
+                "`kernel_sizes` must be odd positive ints, one per dilation "
+                f"({len(dilations)}). Received: kernel_sizes={kernel_sizes!r}"
+            )
         self.channels = channels
         self.variant = variant
         self.dilations = dilations
+        self.kernel_sizes = kernel_sizes
         self.noise_stddev = noise_stddev
         self.seed = seed
         self.identity_init = kernel_initializer == "identity"
@@ -114,7 +126,8 @@ class ContextModule(keras.layers.Layer):
             1e-3 if variant == "large" else 0.0)
         widths = context_widths(channels, variant, len(dilations))
         self.convs = []
-        for i, (width, rate) in enumerate(zip(widths + [channels], dilations + (None,))):
+        for i, (width, rate, size) in enumerate(
+                zip(widths + [channels], dilations + (None,), kernel_sizes + (1,))):
             last = rate is None
             if self.identity_init:
                 init = ContextIdentity(channels, noise, None if seed is None else seed + i)
@@ -123,8 +136,8 @@ class ContextModule(keras.layers.Layer):
             self.convs.append(
                 keras.layers.Conv2D(
                     width,
-                    1 if last else 3,
-                    dilation_rate=1 if last else rate,
+                    size,
+                    dilation_rate=1 if last or size == 1 else rate,
                     padding="same",
                     activation=None if last else "relu",
                     kernel_initializer=init,
@@ -136,7 +149,7 @@ class ContextModule(keras.layers.Layer):
     @property
     def receptive_field(self):
         """Receptive field of the module, in pixels (67 for the default dilations)."""
-        return kernel_math.receptive_field([3] * len(self.dilations) + [1],
+        return kernel_math.receptive_field(list(self.kernel_sizes) + [1],
                                            list(self.dilations) + [1])
 
     def build(self, input_shape):
@@ -168,6 +181,7 @@ class ContextModule(keras.layers.Layer):
                 "channels": self.channels,
                 "variant": self.variant,
                 "dilations": list(self.dilations),
+                "kernel_sizes": list(self.kernel_sizes),
                 "kernel_initializer": (
                     "identity" if self.identity_init
                     else keras.initializers.serialize(self.kernel_initializer)),

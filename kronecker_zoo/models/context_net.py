@@ -77,18 +77,20 @@ def _context_net(inputs, logits, include_top, name):
 
 
 def context_net(variant="basic", front_channels=32, dilations=YU_KOLTUN_DILATIONS,
-                input_shape=(64, 64, 1), num_classes=11, include_top=True, name=None):
+                input_shape=(64, 64, 1), num_classes=11, include_top=True, name=None,
+                kernel_sizes=None):
     """ContextNet: front end (+ `ContextModule` at ``C = num_classes``; Yu & Koltun 2016).
 
-    ``variant``: "frontend" (no module), "basic" or "large".
+    ``variant``: "frontend" (no module), "basic" or "large"; ``dilations`` and
+    ``kernel_sizes`` (default all 3) of the module's layers.
     """
     _check_variant(variant, (FRONTEND,) + VARIANTS)
     num_classes = positive_int(num_classes, "num_classes")
     inputs = model_input(input_shape)
     x = front_end(normalize_pixels(inputs), front_channels, num_classes)
     if variant != FRONTEND:
-        x = ContextModule(num_classes, variant, dilations=tuple(dilations), seed=0,
-                          name="context")(x)
+        x = ContextModule(num_classes, variant, dilations=tuple(dilations),
+                          kernel_sizes=kernel_sizes, seed=0, name="context")(x)
     return _context_net(inputs, x, include_top, name or f"context_net_{variant}")
 
 
