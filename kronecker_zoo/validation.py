@@ -4,8 +4,8 @@ import numbers
 
 import numpy as np
 
-__all__ = ["check_class_ids", "check_image_input", "looks_scaled_to_unit", "positive_int",
-           "positive_pair"]
+__all__ = ["check_class_ids", "check_image_input", "int_sequence", "looks_scaled_to_unit",
+           "positive_int", "positive_pair"]
 
 
 def positive_int(value, name):
@@ -14,6 +14,18 @@ def positive_int(value, name):
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
         raise ValueError(f"`{name}` must be a positive int. Received: {name}={value!r}")
     return int(value)
+
+
+def int_sequence(values, name, minimum=1, odd=False):
+    """``tuple(values)`` if it is a non-empty sequence of Python ints ``>= minimum`` (odd
+    ones if ``odd``; not bools), else a ValueError naming ``name``."""
+    values = tuple(values)
+    if not values or any(isinstance(v, bool) or not isinstance(v, int) or v < minimum
+                         or (odd and v % 2 == 0) for v in values):
+        kind = {0: "non-negative", 1: "positive"}.get(minimum, f">= {minimum}")
+        raise ValueError(f"`{name}` must be a non-empty sequence of {'odd ' if odd else ''}"
+                         f"{kind} ints. Received: {name}={values!r}")
+    return values
 
 
 def _integer_scalar(value):

@@ -167,8 +167,7 @@ def test_receptive_field_by_impulse():
     assert size == (67, 67) and module.receptive_field == 67
 
 
-@pytest.mark.parametrize("variant", ["basic", "large"])
-def test_kernel_sizes_make_1x1_layers(variant):
+def test_kernel_sizes_make_1x1_layers():
     # All-ones kernels: 1x1 layers do not widen the support, 3x3 ones by 2 * dilation.
     module = ContextModule(1, dilations=(1, 4, 2, 3), kernel_sizes=(3, 1, 3, 1),
                            kernel_initializer="ones")
@@ -182,8 +181,11 @@ def test_kernel_sizes_make_1x1_layers(variant):
         h = conv(h)
         sizes.append(support_extent(to_np(h)[0, :, :, 0])[0][0])
     assert sizes == [3, 3, 7, 7, 7] and module.receptive_field == 7
-    # Identity-initialised with 1x1 layers: still the identity on non-negative maps
-    # ("large" up to its symmetry-breaking noise).
+
+
+@pytest.mark.parametrize("variant", ["basic", "large"])
+def test_fresh_module_with_1x1_layers_is_identity(variant):
+    # Noise-free identity initialisation: still the identity on non-negative maps.
     fresh = ContextModule(3, variant, kernel_sizes=(3, 1, 3, 1, 3, 1, 3), noise_stddev=0.0)
     x = non_negative_input((2, 15, 14, 3))
     np.testing.assert_allclose(to_np(fresh(x)), x, rtol=1e-5, atol=1e-6)

@@ -4,7 +4,7 @@ ValueError that names the argument."""
 import numpy as np
 import pytest
 
-from kronecker_zoo.validation import positive_int, positive_pair
+from kronecker_zoo.validation import int_sequence, positive_int, positive_pair
 
 
 def test_positive_int():
@@ -28,3 +28,17 @@ def test_positive_pair():
                 (np.True_, 2), np.True_, 2.0, (2, None)):
         with pytest.raises(ValueError, match=r"`strides` must be a positive int or a pair"):
             positive_pair(bad, "strides")
+
+
+def test_int_sequence():
+    assert int_sequence([1, 2, 4], "dilations") == (1, 2, 4)
+    assert int_sequence((0, 3), "layer_factors", minimum=0) == (0, 3)
+    assert int_sequence([3, 1, 5], "kernel_sizes", odd=True) == (3, 1, 5)
+    for bad, kwargs, kind in [((), {}, "positive"), ((1, 0), {}, "positive"),
+                              ((1, 2.0), {}, "positive"), ((True,), {}, "positive"),
+                              ((0, -1), {"minimum": 0}, "non-negative"),
+                              ((3, 2), {"odd": True}, "odd positive"),
+                              ((2, 1), {"minimum": 2}, ">= 2")]:
+        with pytest.raises(ValueError, match=rf"`xs` must be a non-empty sequence of {kind} "
+                                             r"ints\. Received: xs="):
+            int_sequence(bad, "xs", **kwargs)

@@ -4,7 +4,7 @@ import keras
 import numpy as np
 
 from kronecker_zoo import kernels as kernel_math
-from kronecker_zoo.validation import check_image_input, positive_int
+from kronecker_zoo.validation import check_image_input, int_sequence, positive_int
 
 VARIANTS = ("basic", "large")
 YU_KOLTUN_DILATIONS = (1, 1, 2, 4, 8, 16, 1)
@@ -97,17 +97,10 @@ class ContextModule(keras.layers.Layer):
         channels = positive_int(channels, "channels")
         if variant not in VARIANTS:
             raise ValueError(f"`variant` must be one of {VARIANTS}. Received: variant={variant!r}")
-        dilations = tuple(dilations)
-        if not dilations or any(
-                isinstance(d, bool) or not isinstance(d, int) or d < 1 for d in dilations):
-            raise ValueError(
-                "`dilations` must be a non-empty sequence of positive ints. "
-                f"Received: dilations={dilations!r}"
-            )
-        kernel_sizes = (3,) * len(dilations) if kernel_sizes is None else tuple(kernel_sizes)
-        if len(kernel_sizes) != len(dilations) or any(
-                isinstance(k, bool) or not isinstance(k, int) or k < 1 or k % 2 == 0
-                for k in kernel_sizes):
+        dilations = int_sequence(dilations, "dilations")
+        kernel_sizes = ((3,) * len(dilations) if kernel_sizes is None
+                        else int_sequence(kernel_sizes, "kernel_sizes", odd=True))
+        if len(kernel_sizes) != len(dilations):
             raise ValueError(
                 "`kernel_sizes` must be odd positive ints, one per dilation "
                 f"({len(dilations)}). Received: kernel_sizes={kernel_sizes!r}"
@@ -137,7 +130,7 @@ class ContextModule(keras.layers.Layer):
                 keras.layers.Conv2D(
                     width,
                     size,
-                    dilation_rate=1 if last or size == 1 else rate,
+                    dilation_rate=1 if size == 1 else rate,
                     padding="same",
                     activation=None if last else "relu",
                     kernel_initializer=init,

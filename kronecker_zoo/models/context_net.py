@@ -42,7 +42,7 @@ from kronecker_zoo.layers import (
 )
 from kronecker_zoo.layers.context_module import VARIANTS, YU_KOLTUN_DILATIONS, context_widths
 from kronecker_zoo.models.blocks import bn_relu, dense_conv, model_input, normalize_pixels
-from kronecker_zoo.validation import positive_int
+from kronecker_zoo.validation import int_sequence, positive_int
 
 KRON_CONTEXT_FACTORS = (1, 1, 2, 3, 3, 1)
 FRONTEND = "frontend"
@@ -103,11 +103,7 @@ def kronecker_context(x, channels, variant="basic", layer_factors=KRON_CONTEXT_F
     ``(3, 3, 1, 1)`` ..., ``(3, 3, m_in, m_out)`` (``n >= 2``); all with ReLU; then a
     1x1 conv back to ``C``.
     """
-    layer_factors = tuple(layer_factors)
-    if not layer_factors or any(isinstance(n, bool) or not isinstance(n, int) or n < 0
-                                for n in layer_factors):
-        raise ValueError("`layer_factors` must be a non-empty sequence of non-negative ints. "
-                         f"Received: layer_factors={layer_factors!r}")
+    layer_factors = int_sequence(layer_factors, "layer_factors", minimum=0)
     noise = noise_stddev if noise_stddev is not None else (1e-3 if variant == "large" else 0.0)
     widths = context_widths(channels, variant, len(layer_factors))
     width_in = channels

@@ -21,6 +21,7 @@ from kronecker_zoo.models.blocks import (
     model_input,
     normalize_pixels,
 )
+from kronecker_zoo.validation import int_sequence
 
 DEFAULT_DILATIONS = (1, 2, 4, 8)
 
@@ -29,11 +30,7 @@ def dilated_fcn(width=16, dilations=DEFAULT_DILATIONS, input_shape=(64, 64, 1),
                 num_classes=11, include_top=True, name=None):
     """Builds the dilated FCN (see module docstring); receptive field
     ``3 + 4 * sum(dilations) + 6`` (69 by default)."""
-    dilations = tuple(dilations)
-    if not dilations or any(isinstance(d, bool) or not isinstance(d, int) or d < 1
-                            for d in dilations):
-        raise ValueError("`dilations` must be a non-empty sequence of positive ints. "
-                         f"Received: dilations={dilations!r}")
+    dilations = int_sequence(dilations, "dilations")
     inputs = model_input(input_shape)
     x = normalize_pixels(inputs)
     x = dense_conv(x, width, 3, name="stem_conv")
