@@ -17,15 +17,21 @@ def positive_int(value, name):
 
 
 def int_sequence(values, name, minimum=1, odd=False):
-    """``tuple(values)`` if it is a non-empty sequence of Python ints ``>= minimum`` (odd
-    ones if ``odd``; not bools), else a ValueError naming ``name``."""
-    values = tuple(values)
-    if not values or any(isinstance(v, bool) or not isinstance(v, int) or v < minimum
-                         or (odd and v % 2 == 0) for v in values):
-        kind = {0: "non-negative", 1: "positive"}.get(minimum, f">= {minimum}")
-        raise ValueError(f"`{name}` must be a non-empty sequence of {'odd ' if odd else ''}"
-                         f"{kind} ints. Received: {name}={values!r}")
-    return values
+    """A tuple of Python ints if ``values`` is a non-empty sequence of integers ``>= minimum``
+    (odd ones if ``odd``; Python, NumPy or a backend's integers, not floats or bools), else a
+    ValueError naming ``name``."""
+    kind = {0: "non-negative", 1: "positive"}.get(minimum, f">= {minimum}")
+    message = (f"`{name}` must be a non-empty sequence of {'odd ' if odd else ''}{kind} ints. "
+               f"Received: {name}={values!r}")
+    if isinstance(values, str) or _integer_scalar(values) is not None:
+        raise ValueError(message)
+    try:
+        ints = tuple(_integer_scalar(v) for v in values)
+    except TypeError:
+        raise ValueError(message) from None
+    if not ints or any(v is None or v < minimum or (odd and v % 2 == 0) for v in ints):
+        raise ValueError(message)
+    return ints
 
 
 def _integer_scalar(value):

@@ -252,6 +252,17 @@ def test_config_round_trip(kwargs):
     check_config_round_trip(ContextModule, kwargs, (2, 12, 11, kwargs["channels"]))
 
 
+def test_numpy_dilations_give_a_json_config():
+    """NumPy integers are taken and stored as Python ints, so the config is JSON."""
+    import json
+
+    layer = ContextModule(2, dilations=np.array([1, 2, 4]), kernel_sizes=np.array([3, 1, 3]))
+    config = json.loads(json.dumps(layer.get_config()))
+    assert config["dilations"] == [1, 2, 4] and config["kernel_sizes"] == [3, 1, 3]
+    check_config_round_trip(ContextModule, {"channels": 2, "dilations": np.array([1, 2])},
+                            (2, 8, 8, 2))
+
+
 def test_saving_round_trip(tmp_path):
     check_saving_round_trip(
         lambda: ContextModule(2, "large", dilations=(1, 2), seed=0), (2, 10, 9, 2), tmp_path)

@@ -34,11 +34,20 @@ def test_int_sequence():
     assert int_sequence([1, 2, 4], "dilations") == (1, 2, 4)
     assert int_sequence((0, 3), "layer_factors", minimum=0) == (0, 3)
     assert int_sequence([3, 1, 5], "kernel_sizes", odd=True) == (3, 1, 5)
+    import keras
+
+    for integers in (np.array([1, 2, 8]), [np.int64(1), np.int32(2), 8],
+                     keras.ops.convert_to_tensor([1, 2, 8])):  # NumPy and backend integers
+        values = int_sequence(integers, "dilations")
+        assert values == (1, 2, 8) and all(type(v) is int for v in values)
     for bad, kwargs, kind in [((), {}, "positive"), ((1, 0), {}, "positive"),
                               ((1, 2.0), {}, "positive"), ((True,), {}, "positive"),
                               ((0, -1), {"minimum": 0}, "non-negative"),
                               ((3, 2), {"odd": True}, "odd positive"),
-                              ((2, 1), {"minimum": 2}, ">= 2")]:
+                              ((2, 1), {"minimum": 2}, ">= 2"), (4, {}, "positive"),
+                              (np.int64(4), {}, "positive"), ("124", {}, "positive"),
+                              (None, {}, "positive"), (np.array([1.0, 2.0]), {}, "positive"),
+                              ((np.True_, 1), {}, "positive")]:
         with pytest.raises(ValueError, match=rf"`xs` must be a non-empty sequence of {kind} "
                                              r"ints\. Received: xs="):
             int_sequence(bad, "xs", **kwargs)
