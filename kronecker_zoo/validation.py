@@ -59,12 +59,12 @@ def positive_pair(value, name):
     if _integer_scalar(value) is not None:
         value = (value, value)
     try:
-        pair = [_integer_scalar(v) for v in value] if not isinstance(value, str) else []
-    except TypeError:
+        pair = int_sequence(value, name)
+    except ValueError:
         raise ValueError(message) from None
-    if len(pair) != 2 or any(v is None or v < 1 for v in pair):
+    if len(pair) != 2:
         raise ValueError(message)
-    return tuple(pair)
+    return pair
 
 
 def looks_scaled_to_unit(images):

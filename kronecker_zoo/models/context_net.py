@@ -89,7 +89,7 @@ def context_net(variant="basic", front_channels=32, dilations=YU_KOLTUN_DILATION
     inputs = model_input(input_shape)
     x = front_end(normalize_pixels(inputs), front_channels, num_classes)
     if variant != FRONTEND:
-        x = ContextModule(num_classes, variant, dilations=tuple(dilations),
+        x = ContextModule(num_classes, variant, dilations=dilations,
                           kernel_sizes=kernel_sizes, seed=0, name="context")(x)
     return _context_net(inputs, x, include_top, name or f"context_net_{variant}")
 
