@@ -752,3 +752,84 @@ def test_lambda_layers_copy_when_their_function_is_registered_and_else_say_how()
     with pytest.raises(ValueError, match=r"'scale' \(Lambda\) cannot be rebuilt.*"
                                          "register_keras_serializable"):
         compress.factorize(anonymous, ratio=1.5)
+
+
+def test_a_factorized_layer_with_a_lambda_activation_says_how_to_fix_it():
+    inputs = keras.Input((8, 8, 3))
+    model = keras.Model(inputs, keras.layers.Dense(4)(keras.layers.Flatten()(
+        keras.layers.Conv2D(6, 3, name="conv", activation=lambda t: t * 2.0)(inputs))))
+    with pytest.raises(ValueError, match=r"'conv' \(Conv2D\) cannot be rebuilt.*"
+                                         "register_keras_serializable"):
+        compress.factorize(model, ratio=None, layer_overrides=_full_rank_overrides(
+            model, "kronecker"))
+
+
+def test_a_plan_is_refused_for_a_layer_the_model_cannot_factorize():
+    """A plan for a plain convolution does not fit a dilated one of the same kernel shape
+    (the student would drop the dilation and change the output size)."""
+    plain = keras.Sequential([keras.Input((12, 12, 4)), keras.layers.Conv2D(6, 3, name="c")])
+    dilated = keras.Sequential([keras.Input((12, 12, 4)),
+                                keras.layers.Conv2D(6, 3, dilation_rate=2, name="c")])
+    plan = compress.plan_factorization(plain, ratio=2.0)
+    with pytest.raises(ValueError, match=r"plan does not fit .* layer 'c'.*dilated"):
+        compress.factorize(dilated, plan=plan)
+
+
+def test_frozen_models_nested_or_whole_stay_frozen(tmp_path):
+    """``trainable`` of a nested model and of the model itself carries over (Keras' own
+    clone_model keeps them too), also through a save and reload."""
+    inner_input = keras.Input((8, 8, 3))
+    h = keras.layers.Conv2D(6, 3, padding="same", name="c1")(inner_input)
+    h = keras.layers.Conv2D(6, 3, name="c2")(keras.layers.BatchNormalization(name="bn")(h))
+    backbone = keras.Model(inner_input, h, name="backbone")
+    backbone.trainable = False
+    inputs = keras.Input((8, 8, 3))
+    head = keras.layers.Dense(5, name="head")(
+        keras.layers.GlobalAveragePooling2D()(backbone(inputs)))
+    model = _randomise(keras.Model(inputs, head))
+    student = compress.factorize(model, ratio=None,
+                                 layer_overrides=_full_rank_overrides(model, "kronecker"))
+    frozen = student.get_layer("backbone")
+    assert not frozen.trainable and type(frozen.get_layer("c1")) is KroneckerConv2D
+    assert student.trainable and student.get_layer("head").trainable
+    assert {id(w) for w in student.trainable_weights} == {
+        id(w) for w in student.get_layer("head").trainable_weights}
+    path = tmp_path / "student.keras"
+    student.save(path)
+    assert not keras.saving.load_model(path).get_layer("backbone").trainable
+    model.trainable = False
+    whole = compress.factorize(model, ratio=None,
+                               layer_overrides=_full_rank_overrides(model, "kronecker"))
+    assert not whole.trainable and not whole.trainable_weights
+    assert model.get_layer("head").trainable is False  # the original's own flags unchanged
+
+
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
+def test_low_precision_layers_factorize_from_their_own_kernels(dtype):
+    """A bfloat16 kernel (an ml_dtypes type NumPy does not call floating) is decomposed
+    like a float16 one; at full rank the student's kernel is the original's to the
+    dtype's precision."""
+    inputs = keras.Input((8, 8, 4))
+    outputs = keras.layers.Conv2D(6, 3, name="c", dtype=dtype)(inputs)
+    model = _randomise(keras.Model(inputs, outputs))
+    student = compress.factorize(model, ratio=None,
+                                 layer_overrides=_full_rank_overrides(model, "kronecker"))
+    layer = student.get_layer("c")
+    assert type(layer) is KroneckerConv2D and layer.dtype_policy.name == dtype
+    original = keras.ops.convert_to_numpy(keras.ops.cast(model.get_layer("c").kernel,
+                                                         "float32"))
+    rebuilt = keras.ops.convert_to_numpy(keras.ops.cast(layer.kernel, "float32"))
+    np.testing.assert_allclose(rebuilt, original, rtol=0.05, atol=0.02)
+    assert student(np.ones((1, 8, 8, 4), "float32")).shape == (1, 6, 6, 6)
+
+
+def test_layers_with_other_weight_matrices_are_listed_as_kept():
+    inputs = keras.Input((5,), dtype="int32")
+    x = keras.layers.Embedding(20, 6, name="emb")(inputs)
+    x = keras.layers.LSTM(4, return_sequences=True, name="lstm")(x)
+    x = keras.layers.MultiHeadAttention(2, 3, name="mha")(x, x)
+    outputs = keras.layers.Dense(6, name="head")(keras.layers.Dense(8, name="d")(x))
+    plan = compress.plan_factorization(keras.Model(inputs, outputs), ratio=1.05)
+    reasons = {s.name: s.reason for s in plan.skipped}
+    for name, kind in (("emb", "Embedding"), ("lstm", "LSTM"), ("mha", "MultiHeadAttention")):
+        assert reasons[name] == f"{kind}: only Conv2D and Dense layers are factorized"

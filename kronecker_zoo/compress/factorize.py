@@ -206,7 +206,9 @@ def _eligibility(layer, excluded=False):
         return "depthwise convolution"
     if isinstance(layer, keras.layers.Wrapper):
         return f"{type(layer).__name__} wrapper: the layers it wraps are not factorized"
-    if any(hasattr(layer, a) for a in ("kernel", "factor_weights", "depthwise_kernel")):
+    if (any(hasattr(layer, a) for a in ("kernel", "factor_weights", "depthwise_kernel"))
+            or any(w.name.endswith("kernel") or w.name == "embeddings" for w in layer.weights)):
+        # LSTM's cell, MultiHeadAttention's projections, Embedding: weight matrices too
         return f"{type(layer).__name__}: only Conv2D and Dense layers are factorized"
     return NOT_A_KERNEL
 
@@ -251,7 +253,9 @@ def plan_factorization(model, ratio=5.0, method="kronecker", exclude=(), layer_o
     A Dense layer only takes shapes no dearer in MACs than its matrix (`KroneckerDense`
     always runs factored; a `KroneckerConv2D` runs materialised where that is cheaper).
     Kept with the reason in ``plan.skipped``: grouped, dilated, depthwise, quantized and
-    LoRA-enabled layers, wrappers, subclasses of Conv2D / Dense, excluded layers.
+    LoRA-enabled layers, wrappers, subclasses of Conv2D / Dense, other layers with weight
+    matrices (Conv2DTranspose, SeparableConv2D, LSTM, MultiHeadAttention, Embedding, ...),
+    excluded layers.
 
     Args:
         model: a built Sequential or functional Keras model (never modified).
@@ -574,12 +578,14 @@ def factorize(model, ratio=5.0, method="kronecker", exclude=(), layer_overrides=
     `KroneckerDense` with the same name, filters/units, kernel size, strides, padding,
     bias, activation and kernel/bias regularizers and constraints (these act on each
     factor), its factors set to `nearest_kronecker` of the trained kernel and its bias
-    copied. Every layer keeps its ``trainable`` flag (a teacher that
-    `keras.distillation.Distiller` has frozen gives a frozen copy: factorize before
-    distilling, or set ``student.trainable = True``). With every layer at full rank the
-    new model computes what the original does.
+    copied. Every layer and nested model, and the model itself, keeps its ``trainable``
+    flag (a teacher that `keras.distillation.Distiller` has frozen gives a frozen copy:
+    factorize before distilling, or set ``student.trainable = True``). With every layer
+    at full rank the new model computes what the original does.
     The original model is not modified. To see the choices first (or change them), call
-    `plan_factorization` and pass its result as ``plan``.
+    `plan_factorization` and pass its result as ``plan`` (refused if it does not fit
+    ``model``: a layer it names is missing, has another kernel shape, or is one this
+    model keeps, e.g. dilated).
     """
     if plan is None:
         plan = plan_factorization(model, ratio, method, exclude, layer_overrides,
@@ -591,6 +597,11 @@ def factorize(model, ratio=5.0, method="kronecker", exclude=(), layer_overrides=
     if missing:
         raise ValueError(f"The plan names layers {missing} that model {model.name!r} lacks")
     for c in plan.layers:
+        reason = _eligibility(paths[c.name])
+        if reason is not None:
+            raise ValueError(f"The plan does not fit model {model.name!r}: it factorizes layer "
+                             f"{c.name!r}, which this model keeps ({reason}). Plan this model "
+                             "with plan_factorization(model, ...)")
         shape = tuple(paths[c.name].kernel.shape) if hasattr(paths[c.name], "kernel") else None
         product = tuple(math.prod(f[a] for f in c.factors) for a in range(len(c.factors[0])))
         if shape != product:

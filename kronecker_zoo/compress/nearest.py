@@ -95,7 +95,7 @@ def nearest_kronecker(kernel, factor_shapes, rank=1, iterations=500, tolerance=1
         float64 computation).
     """
     kernel = np.asarray(kernel)
-    if not np.issubdtype(kernel.dtype, np.floating):
+    if not _is_real_float(kernel.dtype):
         raise ValueError(f"kernel must be a float array. Received dtype {kernel.dtype}")
     if isinstance(rank, bool) or not isinstance(rank, (int, np.integer)) or rank < 1:
         raise ValueError(f"rank must be a positive int. Received: rank={rank!r}")
@@ -117,6 +117,21 @@ def nearest_kronecker(kernel, factor_shapes, rank=1, iterations=500, tolerance=1
     if singular_values is not None:  # the same number, without round-off growth
         error = float(np.sqrt(np.sum(singular_values[rank:] ** 2)))
     return NearestKronecker(factors, error, error / norm if norm else 0.0, singular_values)
+
+
+def _is_real_float(dtype):
+    """NumPy's float dtypes and the ml_dtypes ones Keras variables hold (``bfloat16``,
+    ``float8_*``; NumPy sees them as opaque ``V`` types)."""
+    if np.issubdtype(dtype, np.floating):
+        return True
+    if dtype.kind != "V":
+        return False
+    try:
+        import ml_dtypes  # installed with Keras
+        ml_dtypes.finfo(dtype)
+    except (ImportError, TypeError, ValueError):
+        return False
+    return True
 
 
 def _cp_tensor(vectors):

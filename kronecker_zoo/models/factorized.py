@@ -48,6 +48,10 @@ def factorized_layer(layer, layer_type, factors=None, rank=1, execution="auto"):
     if layer_type != "LowRankConv2D" and not factors:
         raise ValueError(f"A {layer_type} needs its factor shapes (layer {layer.name!r})")
     config = layer.get_config()
+    try:
+        keras.activations.get(config["activation"])
+    except (TypeError, ValueError) as error:
+        raise _not_rebuildable(layer, error) from error
     common = dict(
         use_bias=config["use_bias"], activation=config["activation"],
         kernel_regularizer=config["kernel_regularizer"],
@@ -102,19 +106,39 @@ def replace_layers(model, specs, name=None):
         try:
             copy = layer.__class__.from_config(layer.get_config())
         except (TypeError, ValueError) as error:
-            raise ValueError(
-                f"Layer {layer.name!r} ({type(layer).__name__}) cannot be rebuilt from its "
-                "config, which copying a model needs (as keras.models.clone_model does): "
-                "a Lambda layer of a Python lambda, or an unregistered function as "
-                "activation, is refused by Keras' safe mode; give the function a name and "
-                "register it with @keras.saving.register_keras_serializable(), and a custom "
-                f"layer needs a get_config matching its __init__. Keras said: {error}"
-            ) from error
+            raise _not_rebuildable(layer, error) from error
         if copy.name != layer.name:  # a custom layer whose config leaves its name out
             copy.name = layer.name   # (Keras' automatic get_config): keep it
         return copy
 
     new_model = keras.models.clone_model(model, clone_function=clone, recursive=True)
+    _copy_trainable(model, new_model)
     if name is not None:
         new_model.name = name
     return new_model
+
+
+def _not_rebuildable(layer, error):
+    return ValueError(
+        f"Layer {layer.name!r} ({type(layer).__name__}) cannot be rebuilt from its "
+        "config, which copying a model needs (as keras.models.clone_model does): "
+        "a Lambda layer of a Python lambda, or an unregistered function as "
+        "activation, is refused by Keras' safe mode; give the function a name and "
+        "register it with @keras.saving.register_keras_serializable(), and a custom "
+        f"layer needs a get_config matching its __init__. Keras said: {error}")
+
+
+def _copy_trainable(source, target):
+    """Give ``target`` (a copy of ``source``) the ``trainable`` flags of ``source``, its
+    nested models' and its layers'. A model's flag is set first: Keras passes it on to
+    the layers it contains, whose own flags are then set again."""
+    if target.trainable != source.trainable:
+        target.trainable = source.trainable
+    for layer in source.layers:
+        if isinstance(layer, keras.layers.InputLayer):  # clone_model renames these
+            continue
+        twin = target.get_layer(layer.name)
+        if isinstance(layer, keras.Model):
+            _copy_trainable(layer, twin)
+        elif twin.trainable != layer.trainable:
+            twin.trainable = layer.trainable
