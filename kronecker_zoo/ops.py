@@ -446,6 +446,28 @@ def dense_conv_macs(input_hw, kernel_size, in_channels, out_channels, strides=(1
     return oh * ow * kernel_size[0] * kernel_size[1] * in_channels * out_channels
 
 
+def conv2d(x, kernel, strides=(1, 1), padding="valid"):
+    """``keras.ops.conv`` (undilated, channels last), avoiding a TensorFlow miscomputation.
+
+    TensorFlow's oneDNN Conv2D (TF 2.21 with oneDNN on) returns wrong values for one input
+    channel, a batch of two or more, strides ``(1, s)`` with ``s > 1`` and an output one
+    column wide (errors of the size of the outputs; Eigen, JAX and strides ``(s, 1)`` are
+    right). Such a convolution, one whose output width may be 1 (or is not known before
+    it runs), runs with height and width swapped, at strides ``(s, 1)``: the same result.
+    """
+    strides = tuple(int(v) for v in strides)
+    if (keras.backend.backend() == "tensorflow" and x.shape[-1] == 1 and strides[0] == 1
+            and strides[1] > 1):
+        width = x.shape[2]
+        if width is None or conv_output_length(int(width), int(kernel.shape[1]), strides[1],
+                                               padding) == 1:
+            swap = (0, 2, 1, 3)
+            y = ops.conv(ops.transpose(x, swap), ops.transpose(kernel, (1, 0, 2, 3)),
+                         strides=strides[::-1], padding=padding)
+            return ops.transpose(y, swap)
+    return ops.conv(x, kernel, strides=strides, padding=padding)
+
+
 def dilated_conv2d(x, kernel, strides=(1, 1), dilation=(1, 1)):
     """"valid" convolution; on TensorFlow a native dilated Conv2D.
 
@@ -457,6 +479,8 @@ def dilated_conv2d(x, kernel, strides=(1, 1), dilation=(1, 1)):
     if keras.backend.backend() == "tensorflow" and tuple(dilation) != (1, 1):
         return _tf_native_dilated_conv2d(x, ops.cast(kernel, x.dtype), tuple(strides),
                                          tuple(dilation))
+    if tuple(dilation) == (1, 1):
+        return conv2d(x, kernel, strides, "valid")
     return ops.conv(x, kernel, strides=strides, padding="valid", dilation_rate=dilation)
 
 
@@ -575,7 +599,7 @@ def grouped_conv2d(x, kernel, strides=(1, 1), padding="valid"):
         return ops.depthwise_conv(x, kernel, strides=strides, padding=padding)
     if keras.backend.backend() == "tensorflow" and groups > 1:
         return _tf_grouped_conv2d(x, ops.cast(kernel, x.dtype), tuple(strides), padding)
-    return ops.conv(x, kernel, strides=strides, padding=padding)
+    return conv2d(x, kernel, strides, padding)
 
 
 def _block_diagonal_kernel(kernel, groups):
@@ -638,7 +662,7 @@ def _conv_step(x, kernel, step, padding_mode="zeros"):
         if grouped:
             x = grouped_conv2d(x, kernel, step.conv_strides, "same")
         else:
-            x = ops.conv(x, kernel, strides=step.conv_strides, padding="same")
+            x = conv2d(x, kernel, step.conv_strides, "same")
     else:
         if step.padding != ((0, 0), (0, 0)):
             widths = [(0, 0), step.padding[0], step.padding[1], (0, 0)]

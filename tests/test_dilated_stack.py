@@ -354,3 +354,20 @@ def test_saving_round_trip(tmp_path):
 @pytest.mark.training
 def test_fit_step():
     check_fit_step(lambda: DilatedStack(2, dilation_rates=(1, 2)), (2, 8, 8, 2))
+
+
+@pytest.mark.parametrize("policy", ["float16", "mixed_float16", "mixed_bfloat16"])
+def test_a_per_layer_dtype_policy_reaches_every_convolution(policy):
+    """As for a Keras Conv2D given the same ``dtype=``: variables in the policy's variable
+    dtype, output in its compute dtype."""
+    from kronecker_zoo.layers import ContextModule
+
+    x = np.ones((1, 8, 8, 4), "float32")
+    reference = keras.layers.Conv2D(4, 3, dtype=policy)
+    expected = keras.backend.standardize_dtype(reference(x).dtype)
+    for layer in (DilatedStack(4, 3, [1, 2], dtype=policy),
+                  ContextModule(4, dilations=[1, 2], dtype=policy)):
+        y = layer(x)
+        assert keras.backend.standardize_dtype(y.dtype) == expected == layer.compute_dtype
+        assert {keras.backend.standardize_dtype(v.dtype) for v in layer.weights} == {
+            reference.variable_dtype}

@@ -799,3 +799,60 @@ def test_lowering_argument_is_checked_and_saved():
     three = KroneckerConv2D(8, 27, [(3, 3, 2, 2)] * 3)
     three.build((None, 30, 30, 8))
     assert three.resolved_lowering == "batch"
+
+
+# TensorFlow's oneDNN Conv2D miscomputes one input channel at strides (1, s > 1) when the
+# output is one column wide and the batch has two or more images; `ops.conv2d` avoids it.
+@pytest.mark.parametrize("width", [1, 2, 3, 4, 5, 7])
+@pytest.mark.parametrize("strides", [(1, 2), (1, 3), (2, 3)])
+@pytest.mark.parametrize("padding", ["valid", "same"])
+def test_one_channel_convolutions_with_a_width_stride_match_the_reference(width, strides,
+                                                                          padding):
+    from kronecker_zoo import ops as kz_ops
+
+    x = np.random.default_rng(width).normal(size=(3, 4, width, 1)).astype("float32")
+    kernel = np.random.default_rng(7).normal(size=(2, 3, 1, 4)).astype("float32")
+    if padding == "valid" and width < 3:
+        return
+    expected = ref.conv2d(x, kernel, strides, padding=padding)
+    got = to_numpy(kz_ops.conv2d(x, kernel, strides, padding))
+    np.testing.assert_allclose(got, expected, atol=tolerance(expected))
+    if keras.backend.backend() == "tensorflow":  # width unknown when traced
+        import tensorflow as tf
+
+        traced = tf.function(lambda t: kz_ops.conv2d(t, kernel, strides, padding),
+                             input_signature=[tf.TensorSpec((None, 4, None, 1))])
+        np.testing.assert_allclose(traced(x).numpy(), expected, atol=tolerance(expected))
+
+
+@pytest.mark.parametrize("execution", EXECUTIONS)
+def test_one_channel_factored_steps_with_a_width_stride_match_the_reference(execution):
+    """(3x1, 4 -> 1) (x) (1x3, 1 -> 4) at strides (1, 3) on a 4x4 input: the inner step is
+    a one-channel convolution with a one-column output."""
+    x = random_input((2, 4, 4, 4), seed=3)
+    layer = KroneckerConv2D(4, 3, factors=[(3, 1, 4, 1), (1, 3, 1, 4)], strides=(1, 3),
+                            padding="valid", execution=execution)
+    layer.build(x.shape)
+    for k, variable in enumerate(layer.weights):
+        variable.assign(np.random.default_rng(k).normal(size=variable.shape))
+    factors = [to_numpy(f) for f in layer.factor_weights]
+    expected = ref.conv2d(x, ref.kron_kernel(factors), (1, 3)) + to_numpy(layer.bias)
+    got = to_numpy(layer(x))
+    np.testing.assert_allclose(got, expected, atol=tolerance(expected))
+
+
+def test_factor_shapes_may_be_numpy_integers():
+    """Shapes computed with NumPy are accepted and stored as Python ints (a JSON config)."""
+    import json
+
+    from kronecker_zoo.layers import KroneckerDense
+
+    shape = tuple(np.array([3, 3, 2, 2]))
+    layer = KroneckerConv2D(4, np.int64(9), factors=[shape, shape])
+    assert layer.factors == [(3, 3, 2, 2), (3, 3, 2, 2)]
+    assert json.loads(json.dumps(layer.get_config()))["factors"] == [[3, 3, 2, 2]] * 2
+    dense = KroneckerDense(6, factors=[np.array([2, 3]), np.array([4, 2])])
+    assert dense.factors == [(2, 3), (4, 2)]
+    for bad in ([shape, (3.0, 3, 2, 2)], [shape, (True, 3, 2, 2)], "3322", [shape]):
+        with pytest.raises(ValueError, match="`factors` must be a list of two or more"):
+            KroneckerConv2D(4, 9, factors=bad)

@@ -57,6 +57,10 @@ CASES = [
     ((1, 3), 2, (3, 2), "valid", (7, 9)),
     ((4, 4), 2, 1, "same", (6, 7)),
     ((6, 3), 3, (3, 1), "same", (13, 6)),
+    # rank 1, one-column output: TensorFlow's oneDNN Conv2D miscomputes the horizontal
+    # step (one channel, strides (1, 3)) unless kronecker_zoo.ops.conv2d routes around it
+    ((3, 3), 1, 3, "valid", (7, 5)),
+    ((3, 3), 1, (1, 2), "same", (5, 2)),
 ]
 
 

@@ -134,6 +134,7 @@ class ContextModule(keras.layers.Layer):
                     padding="same",
                     activation=None if last else "relu",
                     kernel_initializer=init,
+                    dtype=self.dtype_policy,
                     name=f"context_{'out' if last else i}",
                 )
             )

@@ -133,6 +133,7 @@ class DilatedStack(keras.layers.Layer):
                 bias_initializer=bias_initializer,
                 kernel_regularizer=kernel_regularizer,
                 bias_regularizer=bias_regularizer,
+                dtype=self.dtype_policy,
                 name=f"conv{i}",
             )
             for i, (f, k, d) in enumerate(zip(self.filters, self.kernel_size, rates))

@@ -7,7 +7,7 @@ from keras import ops
 
 from kronecker_zoo import kernels as kernel_math
 from kronecker_zoo import ops as kz_ops
-from kronecker_zoo.validation import check_image_input, positive_int, positive_pair
+from kronecker_zoo.validation import check_image_input, int_sequence, positive_int, positive_pair
 from kronecker_zoo.layers.factor_init import factor_initializers
 from kronecker_zoo.layers.weight_args import WeightArgsMixin
 
@@ -20,17 +20,11 @@ NOMINAL_INPUT_SIZE = 64
 def normalize_factors(factors, ndim, name="factors"):
     """Validate a list of >= 2 factor shapes of ``ndim`` positive ints each."""
     what = "(kh, kw, in, out)" if ndim == 4 else "(in, out)"
-    try:
-        shapes = [tuple(factor) for factor in factors]
-    except TypeError:
+    try:  # Python, NumPy or backend integers, kept as Python ints (a JSON config)
+        shapes = None if isinstance(factors, str) else [int_sequence(f, name) for f in factors]
+    except (TypeError, ValueError):
         shapes = None
-    if (
-        shapes is None
-        or len(shapes) < 2
-        or any(len(s) != ndim for s in shapes)
-        or any(isinstance(v, bool) or not isinstance(v, int) or v < 1
-               for s in shapes for v in s)
-    ):
+    if shapes is None or len(shapes) < 2 or any(len(s) != ndim for s in shapes):
         raise ValueError(
             f"`{name}` must be a list of two or more {what} tuples of positive ints, "
             f"outermost factor first. Received: {name}={factors!r}"
@@ -306,11 +300,11 @@ class KroneckerConv2D(WeightArgsMixin, keras.layers.Layer):
         else:
             kernel = ops.cast(self.kernel, inputs.dtype)
             if self.padding == "same" and self.padding_mode == "zeros":
-                outputs = ops.conv(inputs, kernel, strides=self.strides, padding="same")
+                outputs = kz_ops.conv2d(inputs, kernel, self.strides, "same")
             else:
                 padded = kz_ops.pad_input(inputs, self.kernel_size, self.strides,
                                           self.padding, self.padding_mode)
-                outputs = ops.conv(padded, kernel, strides=self.strides, padding="valid")
+                outputs = kz_ops.conv2d(padded, kernel, self.strides, "valid")
         if self.use_bias:
             outputs = outputs + self.bias
         if self.activation is not None:

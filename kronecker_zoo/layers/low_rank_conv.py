@@ -96,8 +96,8 @@ class LowRankConv2D(WeightArgsMixin, keras.layers.Layer):
 
     def call(self, inputs):
         sh, sw = self.strides
-        x = ops.conv(inputs, self.vertical, strides=(sh, 1), padding=self.padding)
-        x = ops.conv(x, self.horizontal, strides=(1, sw), padding=self.padding)
+        x = kz_ops.conv2d(inputs, self.vertical, (sh, 1), self.padding)
+        x = kz_ops.conv2d(x, self.horizontal, (1, sw), self.padding)
         if self.use_bias:
             x = x + self.bias
         return self.activation(x)
