@@ -476,11 +476,11 @@ def dilated_conv2d(x, kernel, strides=(1, 1), dilation=(1, 1)):
     and rejected by mobile GPU delegates once exported. ``tf.nn.conv2d`` with
     ``dilations`` runs (and exports) as one dilated CONV_2D.
     """
-    if keras.backend.backend() == "tensorflow" and tuple(dilation) != (1, 1):
-        return _tf_native_dilated_conv2d(x, ops.cast(kernel, x.dtype), tuple(strides),
-                                         tuple(dilation))
     if tuple(dilation) == (1, 1):
         return conv2d(x, kernel, strides, "valid")
+    if keras.backend.backend() == "tensorflow":
+        return _tf_native_dilated_conv2d(x, ops.cast(kernel, x.dtype), tuple(strides),
+                                         tuple(dilation))
     return ops.conv(x, kernel, strides=strides, padding="valid", dilation_rate=dilation)
 
 

@@ -602,7 +602,7 @@ def factorize(model, ratio=5.0, method="kronecker", exclude=(), layer_overrides=
             raise ValueError(f"The plan does not fit model {model.name!r}: it factorizes layer "
                              f"{c.name!r}, which this model keeps ({reason}). Plan this model "
                              "with plan_factorization(model, ...)")
-        shape = tuple(paths[c.name].kernel.shape) if hasattr(paths[c.name], "kernel") else None
+        shape = tuple(paths[c.name].kernel.shape)  # an eligible layer: Conv2D or Dense
         product = tuple(math.prod(f[a] for f in c.factors) for a in range(len(c.factors[0])))
         if shape != product:
             raise ValueError(f"The plan does not fit model {model.name!r}: its factors for "

@@ -21,7 +21,7 @@ def normalize_factors(factors, ndim, name="factors"):
     """Validate a list of >= 2 factor shapes of ``ndim`` positive ints each."""
     what = "(kh, kw, in, out)" if ndim == 4 else "(in, out)"
     try:  # Python, NumPy or backend integers, kept as Python ints (a JSON config)
-        shapes = None if isinstance(factors, str) else [int_sequence(f, name) for f in factors]
+        shapes = [int_sequence(f, name) for f in factors]
     except (TypeError, ValueError):
         shapes = None
     if shapes is None or len(shapes) < 2 or any(len(s) != ndim for s in shapes):

@@ -48,12 +48,12 @@ def factorized_layer(layer, layer_type, factors=None, rank=1, execution="auto"):
     if layer_type != "LowRankConv2D" and not factors:
         raise ValueError(f"A {layer_type} needs its factor shapes (layer {layer.name!r})")
     config = layer.get_config()
-    try:
-        keras.activations.get(config["activation"])
+    try:  # resolved once, here, to name the problem if it cannot be rebuilt
+        activation = keras.activations.get(config["activation"])
     except (TypeError, ValueError) as error:
         raise _not_rebuildable(layer, error) from error
     common = dict(
-        use_bias=config["use_bias"], activation=config["activation"],
+        use_bias=config["use_bias"], activation=activation,
         kernel_regularizer=config["kernel_regularizer"],
         bias_regularizer=config["bias_regularizer"],
         kernel_constraint=config["kernel_constraint"],
