@@ -144,6 +144,8 @@ def collapse(kernels, dilation_rates=None):
             f"collapse needs one dilation rate per kernel. Received {len(kernels)} "
             f"kernels and {len(dilation_rates)} dilation rates."
         )
+    dilation_rates = [positive_pair(rate, f"dilation_rates[{i}]")
+                      for i, rate in enumerate(dilation_rates)]
     numpy_in = _is_numpy(*kernels)
     if numpy_in:
         kernels = [np.asarray(k) for k in kernels]
@@ -166,8 +168,7 @@ def collapse(kernels, dilation_rates=None):
                 f"shapes {[tuple(k.shape) for k in kernels]}"
             )
     total = dilate(kernels4[0], dilation_rates[0])
-    for kernel, rate in zip(kernels4[1:], dilation_rates[1:]):
-        rh, rw = positive_pair(rate, "dilation_rate")
+    for kernel, (rh, rw) in zip(kernels4[1:], dilation_rates[1:]):
         kh, kw = _shape(kernel)[:2]
         th, tw = _shape(total)[:2]
         out_h, out_w = th + (kh - 1) * rh, tw + (kw - 1) * rw

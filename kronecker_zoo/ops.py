@@ -22,6 +22,7 @@ the cascade equals the plain convolution everywhere, borders included.
 """
 
 import dataclasses
+import functools
 import itertools
 import math
 
@@ -818,16 +819,32 @@ def kronecker_matmul_order(ins, outs):
     innermost first. E.g. ``(in, 1) (x) (1, out)`` (a rank-r product ``U V``) costs
     ``in + out`` outermost first, ``2 in out`` innermost first.
     """
-    ins, outs = [int(d) for d in ins], [int(d) for d in outs]
-    best = None
-    for order in itertools.permutations(reversed(range(len(ins)))):  # innermost first first
-        sizes, macs = list(ins), 0
-        for k in order:
-            macs += math.prod(sizes[:k] + sizes[k + 1:]) * ins[k] * outs[k]
-            sizes[k] = outs[k]
-        if best is None or macs < best[1]:
-            best = (order, macs)
-    return best
+    return _kronecker_matmul_order(tuple(int(d) for d in ins), tuple(int(d) for d in outs))
+
+
+@functools.lru_cache(maxsize=256)
+def _kronecker_matmul_order(ins, outs):
+    # A step's cost depends only on which factors were contracted before it, so the
+    # least cost to finish from each such set (2^m of them) decides the order; among
+    # equal orders the first in innermost-first lexicographic order is taken.
+    m = len(ins)
+
+    def step_cost(done, k):
+        sizes = [outs[l] if done >> l & 1 else ins[l] for l in range(m)]
+        return math.prod(sizes[:k] + sizes[k + 1:]) * ins[k] * outs[k]
+
+    full = (1 << m) - 1
+    to_finish = {full: 0}
+    for done in sorted(range(full), key=lambda s: -bin(s).count("1")):
+        to_finish[done] = min(step_cost(done, k) + to_finish[done | 1 << k]
+                              for k in range(m) if not done >> k & 1)
+    order, done = [], 0
+    while done != full:
+        k = next(k for k in reversed(range(m)) if not done >> k & 1
+                 and step_cost(done, k) + to_finish[done | 1 << k] == to_finish[done])
+        order.append(k)
+        done |= 1 << k
+    return tuple(order), to_finish[0]
 
 
 def kronecker_matmul_macs(factor_shapes, rank=1):
@@ -835,6 +852,12 @@ def kronecker_matmul_macs(factor_shapes, rank=1):
     ``(in_k, out_k)`` (outermost first) and ``rank`` terms."""
     return rank * kronecker_matmul_order([s[0] for s in factor_shapes],
                                          [s[1] for s in factor_shapes])[1]
+
+
+# Axis letters of the factors' inputs and outputs; "Z" (batch) and "R" (rank) are apart.
+_EINSUM_AXES = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQSTUVWXY"
+# The order search visits every subset of the factors (2^16 for 16, about 4 s once).
+MAX_MATMUL_FACTORS = 16
 
 
 def kronecker_matmul(x, factors):
@@ -852,10 +875,13 @@ def kronecker_matmul(x, factors):
     m = len(factors)
     ins = [int(f.shape[1]) for f in factors]
     outs = [int(f.shape[2]) for f in factors]
+    if m > MAX_MATMUL_FACTORS:
+        raise ValueError(f"kronecker_matmul takes at most {MAX_MATMUL_FACTORS} factors. "
+                         f"Received: {m}")
     order, _ = kronecker_matmul_order(ins, outs)
     lead = ops.shape(x)[:-1]
     t = ops.reshape(x, [-1] + ins)
-    letters = "abcdefghijklmnopqrstuvwxyz"
+    letters = _EINSUM_AXES
     in_l, out_l = letters[:m], letters[m:2 * m]
     axes = list(in_l)
     # the rank axis 'R' appears at the first step and is summed at the last

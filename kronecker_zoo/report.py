@@ -38,6 +38,7 @@ from kronecker_zoo.layers import (
     LowRankConv2D,
 )
 from kronecker_zoo.tables import markdown_table
+from kronecker_zoo.validation import int_sequence
 
 GLOBAL = "global"
 
@@ -279,10 +280,11 @@ def _at_input_shape(model, input_shape):
             )
         return model, own
     try:
-        input_shape = tuple(int(d) for d in input_shape)
-    except (TypeError, ValueError):
-        raise ValueError(f"input_shape must be a full size (height, width, channels) of ints "
-                         f"to count MACs at. Received: input_shape={input_shape!r}") from None
+        input_shape = int_sequence(input_shape, "input_shape")
+    except ValueError:
+        raise ValueError(f"input_shape must be a full size (height, width, channels) of "
+                         f"positive ints to count MACs at. Received: input_shape="
+                         f"{input_shape!r}") from None
     if len(input_shape) != len(own) or any(
             o is not None and o != d for o, d in zip(own, input_shape)):
         raise ValueError(f"input_shape={input_shape} does not fit {model.name}, which takes "
@@ -308,8 +310,15 @@ def parameter_report(model, input_shape=None):
             receptive fields; required when the model accepts any size.
 
     Returns:
-        `ParameterReport`.
+        `ParameterReport`. Every weight counts once, on the first call of the first
+        layer that holds it (a layer shared across nested models included).
     """
+    return _report(model, input_shape, set())
+
+
+def _report(model, input_shape, counted):
+    """`parameter_report`, skipping the variables whose ``id`` is in ``counted`` (the
+    weights of the enclosing model already counted) and adding those it counts."""
     if not isinstance(model, keras.Model) or not getattr(model, "outputs", None):
         raise TypeError("parameter_report needs a built functional or Sequential keras.Model. "
                         f"Received: {type(model).__name__}")
@@ -325,26 +334,32 @@ def parameter_report(model, input_shape=None):
     originals = {layer.name: layer for layer in model.layers}
     # Per tensor: (rf_h, rf_w) or GLOBAL, and (stride_h, stride_w) in input pixels.
     fields = {id(shaped.inputs[0]): ((1, 1), (1.0, 1.0))}
-    rows, uncounted, counted_params, steps = [], [], set(), []
+    rows, uncounted, steps = [], [], []
     for layer, inputs, outputs, _, _ in graph.layer_calls(shaped):
         original = originals.get(layer.name, layer)
         in_fields = [fields[id(t)] for t in inputs]
         in_shape = tuple(inputs[0].shape)
         out_shape = tuple(outputs[0].shape)
-        inner = _nested_report(original, inputs)
+        inner = _nested_report(original, inputs, counted)
         if inner is not None:  # a nested model: its own report, composed
             macs, dense, extent, strides = _nested_costs(inner)
+            params = inner.params
             uncounted.extend(f"{layer.name}/{name}" for name in inner.uncounted)
         elif not isinstance(original, keras.layers.Layer):
             # an operation on tensors (x * 0.5, keras.ops.add): no weights, no MACs
             # counted; its extent is known only where it keeps the spatial size
-            macs, dense, extent, strides = 0, 0, (1, 1), (1, 1)
+            macs, dense, extent, strides, params = 0, 0, (1, 1), (1, 1), 0
             if len(in_shape) == 4 and in_shape[1:3] != out_shape[1:3]:
                 uncounted.append(layer.name)
         else:
             macs, dense, extent, strides, known = layer_costs(original, in_shape, out_shape)
             if not known:
                 uncounted.append(layer.name)
+            weights = _new_weights(original, counted)
+            if original.weights and not weights:  # all counted before: a shared layer
+                dense = 0
+            params = sum(math.prod(w.shape) for w in weights)
+            counted.update(id(w) for w in weights)
         if isinstance(layer, CropToMatch):
             in_fields = in_fields[:1]
         if (any(rf == GLOBAL for rf, _ in in_fields) or isinstance(layer, _GLOBAL_LAYERS)
@@ -359,12 +374,9 @@ def parameter_report(model, input_shape=None):
             field = (rf, jump)
         for t in outputs:
             fields[id(t)] = field
-        first_call = id(original) not in counted_params
-        counted_params.add(id(original))
-        params = _params(original) if first_call else 0
         stride = tuple(round(j, 3) if math.isfinite(j) else 0 for j in field[1])
         rows.append(LayerRow(layer.name, type(layer).__name__, out_shape[1:], params,
-                             dense if first_call else 0, int(macs), field[0], stride))
+                             dense, int(macs), field[0], stride))
         steps.append((layer, original, inputs, outputs, extent, strides))
     if any(s < 0 for *_unused, strides in steps for s in strides):
         # After an upsampling the recurrence gives the average field over output
@@ -464,19 +476,24 @@ def _exact_fields(model, steps, minimum_size):
     return result
 
 
-def _params(layer):
-    return layer.count_params() if isinstance(layer, keras.layers.Layer) else 0
+def _new_weights(layer, counted):
+    """``layer``'s variables whose ``id`` is not in ``counted``, each once."""
+    return list({id(w): w for w in layer.weights if id(w) not in counted}.values())
 
 
-def _nested_report(layer, inputs):
+def _nested_report(layer, inputs, counted):
     """The report of a nested functional / Sequential model called on one input, at that
-    input's shape; None for anything else."""
+    input's shape, counting only weights not in ``counted`` (which then holds them too);
+    None for anything else."""
     if not isinstance(layer, keras.Model) or len(inputs) != 1:
         return None
+    inner_counted = set(counted)
     try:
-        return parameter_report(layer, tuple(inputs[0].shape[1:]))
+        report = _report(layer, tuple(inputs[0].shape[1:]), inner_counted)
     except (TypeError, ValueError):  # a subclassed or multi-input model
         return None
+    counted.update(inner_counted)
+    return report
 
 
 def _nested_costs(report):

@@ -310,8 +310,10 @@ def test_collapse_errors():
         kernels.collapse([np.zeros((3, 3, 1))])
     with pytest.raises(ValueError, match="at least one kernel"):
         kernels.collapse([])
-    with pytest.raises(ValueError, match="dilation_rate"):
+    with pytest.raises(ValueError, match=r"dilation_rates\[1\]"):
         kernels.collapse([np.zeros((3, 3)), np.zeros((3, 3))], [1, 0])
+    with pytest.raises(ValueError, match=r"dilation_rates\[0\]"):  # the first too, by name
+        kernels.collapse([np.zeros((3, 3)), np.zeros((3, 3))], [0, 1])
 
 
 def test_kron_errors():

@@ -268,6 +268,47 @@ def test_factors_run_in_the_cheapest_order(factors, rank, per_rank):
     assert_close(layer(x), ref)
 
 
+def test_order_search_is_the_brute_force_optimum_and_fast_for_many_factors():
+    """`kronecker_matmul_order` (a search over subsets) returns the first of the cheapest
+    orders of a brute force over every permutation (innermost first first), and handles
+    nine and more factors without the factorial time of the brute force."""
+    import itertools
+    import time
+
+    from kronecker_zoo import ops as kz_ops
+
+    def brute(ins, outs):
+        best = None
+        for order in itertools.permutations(reversed(range(len(ins)))):
+            sizes, cost = list(ins), 0
+            for k in order:
+                cost += math.prod(sizes) // sizes[k] * ins[k] * outs[k]
+                sizes[k] = outs[k]
+            if best is None or cost < best[1]:
+                best = (order, cost)
+        return best
+
+    rng = np.random.default_rng(3)
+    for _ in range(300):
+        m = int(rng.integers(1, 7))
+        ins = [int(v) for v in rng.choice([1, 2, 3, 4, 8], m)]
+        outs = [int(v) for v in rng.choice([1, 2, 3, 5, 8], m)]
+        assert kz_ops.kronecker_matmul_order(ins, outs) == brute(ins, outs), (ins, outs)
+    start = time.perf_counter()
+    order, cost = kz_ops.kronecker_matmul_order([2] * 12, [2] * 11 + [3])
+    assert time.perf_counter() - start < 5.0
+    assert sorted(order) == list(range(12)) and cost > 0
+    layer = KroneckerDense(2 ** 9, factors=[(2, 2)] * 9)
+    x = rng.standard_normal((2, 2 ** 9)).astype("float32")
+    start = time.perf_counter()
+    out = layer(x)
+    ref = x.astype(np.float64) @ np_kernel(layer.get_weights()[:-1]) + layer.get_weights()[-1]
+    assert_close(out, ref)
+    assert layer.macs() == 9 * 2 ** 9 * 2
+    with pytest.raises(ValueError, match="at most 16 factors"):
+        KroneckerDense(2 ** 17, factors=[(2, 2)] * 17)
+
+
 def test_param_count():
     layer = KroneckerDense(24, factors=[(4, 3), (5, 2), (2, 4)], rank=3)
     layer.build((None, 40))

@@ -277,6 +277,41 @@ def test_shared_layer_params_counted_once_macs_twice():
         assert macs_per_example(model) == 2 * per_call
 
 
+def test_a_layer_shared_across_nested_models_is_counted_once():
+    """One Conv2D inside two nested models (and called directly too): its weights count
+    once, every call's MACs count (totals against `count_params` and hand counts)."""
+    shared = keras.layers.Conv2D(4, 3, padding="same", name="shared")
+
+    def branch(name, extra):
+        inputs = keras.Input((8, 8, 4))
+        return keras.Model(inputs, extra(shared(inputs)), name=name)
+
+    first = branch("branch_a", keras.layers.ReLU())
+    second = branch("branch_b", keras.layers.Conv2D(2, 1, name="squeeze"))
+    inputs = keras.Input((8, 8, 4))
+    model = keras.Model(inputs, second(first(shared(inputs))))
+    r = report.parameter_report(model)
+    conv_params, squeeze_params = 3 * 3 * 4 * 4 + 4, 4 * 2 + 2
+    assert model.count_params() == conv_params + squeeze_params
+    assert r.params == model.count_params()
+    assert r.dense_equivalent == model.count_params()
+    assert [(row.name, row.params) for row in r.rows] == [
+        ("shared", conv_params), ("branch_a", 0), ("branch_b", squeeze_params)]
+    per_call = 8 * 8 * 9 * 4 * 4
+    assert r.macs == 3 * per_call + 8 * 8 * 4 * 2
+    alone = report.parameter_report(keras.Model(inputs, second(first(inputs))))
+    assert alone.params == conv_params + squeeze_params  # nested first: counted there
+
+
+@pytest.mark.parametrize("input_shape", [(9.7, 9, 3), (True, 9, 3), (9, 9, 3.0), (0, 9, 3)])
+def test_input_shape_must_be_positive_ints(input_shape):
+    inputs = keras.Input((None, None, 3))
+    model = keras.Model(inputs, keras.layers.Conv2D(4, 3, padding="same")(inputs))
+    with pytest.raises(ValueError, match="input_shape must be .* positive ints"):
+        report.parameter_report(model, input_shape=input_shape)
+    assert report.parameter_report(model, np.array([9, 9, 3])).input_shape == (9, 9, 3)
+
+
 def test_layers_with_unknown_macs_are_listed_as_uncounted():
     inputs = keras.Input((16, 3))
     model = keras.Model(inputs, keras.layers.Conv1D(4, 3, name="conv1d")(inputs))

@@ -57,6 +57,11 @@ from kronecker_zoo.export.int8_rewrites import (
 _CHUNK = 16
 
 
+def _float64(variable):
+    """A layer's weight as a float64 NumPy array."""
+    return np.asarray(keras.ops.convert_to_numpy(variable), np.float64)
+
+
 def int8_rounded(kernel, axes=None):
     """``kernel`` after TFLite's symmetric int8 rounding, one scale ``max |w| / 127`` per
     slice: over ``axes`` (default: all but the last, i.e. per output channel)."""
@@ -75,7 +80,7 @@ def _kronecker_kernels(layer):
     are ``(rank, in)`` (one scale per output channel over every rank term); a middle step
     (three or more factors) is taken per rank term. Materialised, the product kernel is
     one convolution's weight."""
-    factors = [np.asarray(f, np.float64) for f in layer.factor_weights]  # (rank, kh, kw, in, out)
+    factors = [_float64(f) for f in layer.factor_weights]  # (rank, kh, kw, in, out)
     rank = factors[0].shape[0]
 
     def product(fs):
@@ -94,8 +99,8 @@ def _kronecker_kernels(layer):
 def _low_rank_kernels(layer):
     """``(K, K_int8)`` of a `LowRankConv2D`: two convolutions, each rounded per its output
     channels (the rank channels, then the filters)."""
-    vertical = np.asarray(layer.vertical, np.float64)[:, 0]  # (kh, in, rank)
-    horizontal = np.asarray(layer.horizontal, np.float64)[0]  # (kw, rank, out)
+    vertical = _float64(layer.vertical)[:, 0]  # (kh, in, rank)
+    horizontal = _float64(layer.horizontal)[0]  # (kw, rank, out)
 
     def kernel(v, h):
         return np.einsum("hcr,wro->hwco", v, h)
@@ -115,7 +120,7 @@ def _depthwise_as_dense(depthwise):
 
 def _depthwise_kernels(layer):
     """``(K, K_int8)`` of a DepthwiseConv2D: one scale per output channel ``(in, mult)``."""
-    depthwise = np.asarray(layer.kernel, np.float64)
+    depthwise = _float64(layer.kernel)
     return (_depthwise_as_dense(depthwise),
             _depthwise_as_dense(int8_rounded(depthwise, (0, 1))))
 
@@ -123,8 +128,8 @@ def _depthwise_kernels(layer):
 def _separable_kernels(layer):
     """``(K, K_int8)`` of a SeparableConv2D: a DEPTHWISE_CONV_2D then a 1x1 CONV_2D, each
     rounded per its output channels."""
-    depthwise = np.asarray(layer.depthwise_kernel, np.float64)
-    pointwise = np.asarray(layer.pointwise_kernel, np.float64)[0, 0]  # (in * mult, out)
+    depthwise = _float64(layer.depthwise_kernel)
+    pointwise = _float64(layer.pointwise_kernel)[0, 0]  # (in * mult, out)
 
     def kernel(d, p):
         return np.einsum("hwcd,do->hwco", _depthwise_as_dense(d), p)
@@ -134,7 +139,7 @@ def _separable_kernels(layer):
 
 
 def _plain_kernels(layer):
-    kernel = np.asarray(layer.kernel, np.float64)
+    kernel = _float64(layer.kernel)
     return kernel, int8_rounded(kernel)
 
 

@@ -61,6 +61,9 @@ class KroneckerDense(WeightArgsMixin, keras.layers.Layer):
         rank = positive_int(rank, "rank")
         self.units = units
         self.factors = normalize_factors(factors, 2)
+        if len(self.factors) > kz_ops.MAX_MATMUL_FACTORS:
+            raise ValueError(f"KroneckerDense takes at most {kz_ops.MAX_MATMUL_FACTORS} "
+                             f"factors. Received: {len(self.factors)}")
         self.rank = rank
         out = math.prod(s[1] for s in self.factors)
         if out != units:
@@ -127,8 +130,9 @@ class KroneckerDense(WeightArgsMixin, keras.layers.Layer):
         """Multiply-accumulates per input vector of the factored execution.
 
         Each step contracts one factor's ``in_k -> out_k`` for every combination of
-        the other axes, in the cheapest order (`kronecker_zoo.ops.kronecker_matmul_order`;
-        innermost first: ``sum_k prod_{l<k} in_l * prod_{l>k} out_l * in_k * out_k``).
+        the other axes, in the cheapest order (`kronecker_zoo.ops.kronecker_matmul_order`),
+        e.g. innermost first: ``rank * sum_k prod_{l<k} in_l * prod_{l>k} out_l * in_k *
+        out_k``.
         """
         return kz_ops.kronecker_matmul_macs(self.factors, self.rank)
 
