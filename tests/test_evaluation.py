@@ -163,6 +163,9 @@ def test_evaluate_refuses_images_scaled_for_a_zoo_model(monkeypatch):
     monkeypatch.undo()
     result = evaluation.evaluate(model, x, np.zeros(8, int))  # raw pixels: evaluated
     assert 0.0 <= result["accuracy"] <= 1.0
+    dark = np.minimum(x, 1).astype("uint8")  # 8-bit images that happen to be dark: raw
+    result = evaluation.evaluate(model, dark, np.zeros(8, int))
+    assert 0.0 <= result["accuracy"] <= 1.0
     # a user's model without the zoo's Rescaling: its range is unknown, nothing refused
     assert evaluation.evaluate(_class_model(), x[:, :8, :8] / 255.0, np.zeros(8, int))[
         "accuracy"] == 1.0

@@ -138,3 +138,25 @@ def test_adapted_first_convolution_is_exact_on_images_with_equal_channels(c_old,
         return _np(layer(np.repeat(grey, channels, axis=-1)))
 
     np.testing.assert_allclose(conv(new, c_new), conv(old, c_old), rtol=1e-4, atol=1e-3)
+
+
+def test_a_failed_transfer_leaves_the_target_as_it_was():
+    """The layers are all checked before any is written: a source without one of the
+    target's layers (or with another width) raises and changes nothing."""
+    source = models.get("resnet_8")
+    for target in (models.get("resnet_20"), models.get("resnet_8", widths=(16, 32, 32))):
+        before = [w.copy() for w in target.get_weights()]
+        with pytest.raises(ValueError):
+            models.transfer_weights(source, target)
+        for a, b in zip(target.get_weights(), before):
+            np.testing.assert_array_equal(a, b)
+
+
+def test_set_backbone_trainable_takes_a_bool():
+    model = models.get("resnet_8")
+    with pytest.raises(ValueError, match="`trainable` must be True or False"):
+        models.set_backbone_trainable(model, "False")
+    assert len(model.trainable_weights) == len(
+        [w for w in model.weights if "moving" not in w.path])  # unchanged
+    models.set_backbone_trainable(model, np.bool_(False))
+    assert {w.path.split("/")[0] for w in model.trainable_weights} == {"predictions"}

@@ -753,3 +753,36 @@ def test_fresh_module_keeps_the_front_end_prediction(name):
         np.testing.assert_allclose(logits, expected, rtol=1e-5, atol=1e-5)
     else:  # N(0, 1e-3) noise on every kernel
         assert np.linalg.norm(logits - expected) / np.linalg.norm(expected) < 0.05
+
+
+@pytest.mark.parametrize("name", ONE_PER_FAMILY)
+def test_models_are_channels_last_whatever_the_global_image_data_format(name):
+    """With `image_data_format()` set to channels_first (code or ~/.keras/keras.json), a
+    zoo model still reads ``(height, width, channels)`` images: the same parameters and
+    outputs as the model built under the default, and the setting is restored."""
+    reference = models.get(name)
+    previous = keras.config.image_data_format()
+    keras.config.set_image_data_format("channels_first")
+    try:
+        model = models.get(name)
+        assert keras.config.image_data_format() == "channels_first"
+    finally:
+        keras.config.set_image_data_format(previous)
+    assert model.count_params() == reference.count_params()
+    model.set_weights(reference.get_weights())
+    x = pixels((1,) + default_hw(name) + (1,), seed=3)
+    np.testing.assert_allclose(run(model, x), run(reference, x), rtol=1e-5, atol=1e-5)
+
+
+def test_widths_accept_numpy_ints_and_refuse_floats():
+    model = models.get("resnet_8", widths=tuple(np.array([8, 16, 32])))
+    assert model.get_layer("stem_conv").filters == 8
+    for widths in ((8.0, 16, 32), (8, 16), (8, True, 32)):
+        with pytest.raises(ValueError, match="`widths` must be three positive ints"):
+            models.get("resnet_8", widths=widths)
+
+
+def test_list_models_pretrained_must_be_a_bool():
+    with pytest.raises(ValueError, match="`pretrained` must be True or False"):
+        models.list_models(pretrained="no")
+    assert set(models.list_models(pretrained=np.bool_(True))) <= set(ALL)

@@ -4,6 +4,7 @@ Every sublayer is named from the block's name (``f"{name}_conv1"``) so weight
 files keep stable names.
 """
 
+import functools
 import math
 import numbers
 
@@ -15,6 +16,22 @@ import numpy as np
 PIXEL_RANGE = (0.0, 255.0)
 PIXEL_SCALE = 2.0 / (PIXEL_RANGE[1] - PIXEL_RANGE[0])
 PIXEL_OFFSET = -1.0 - PIXEL_RANGE[0] * PIXEL_SCALE
+
+
+def channels_last(builder):
+    """Decorates a model builder: its layers are channels_last (images ``(height, width,
+    channels)``, as ``input_shape`` says) whatever `keras.config.image_data_format()` is;
+    the global setting is restored after the build."""
+    @functools.wraps(builder)
+    def build(*args, **kwargs):
+        previous = keras.config.image_data_format()
+        keras.config.set_image_data_format("channels_last")
+        try:
+            return builder(*args, **kwargs)
+        finally:
+            keras.config.set_image_data_format(previous)
+
+    return build
 
 
 def model_input(input_shape, name="pixels"):

@@ -41,7 +41,13 @@ from kronecker_zoo.layers import (
     KroneckerIdentity,
 )
 from kronecker_zoo.layers.context_module import VARIANTS, YU_KOLTUN_DILATIONS, context_widths
-from kronecker_zoo.models.blocks import bn_relu, dense_conv, model_input, normalize_pixels
+from kronecker_zoo.models.blocks import (
+    bn_relu,
+    channels_last,
+    dense_conv,
+    model_input,
+    normalize_pixels,
+)
 from kronecker_zoo.validation import int_sequence, positive_int
 
 KRON_CONTEXT_FACTORS = (1, 1, 2, 3, 3, 1)
@@ -76,6 +82,7 @@ def _context_net(inputs, logits, include_top, name):
     return keras.Model(inputs, outputs, name=name)
 
 
+@channels_last
 def context_net(variant="basic", front_channels=32, dilations=YU_KOLTUN_DILATIONS,
                 input_shape=(64, 64, 1), num_classes=11, include_top=True, name=None,
                 kernel_sizes=None):
@@ -123,6 +130,7 @@ def kronecker_context(x, channels, variant="basic", layer_factors=KRON_CONTEXT_F
                                name=f"{name}_out")(x)
 
 
+@channels_last
 def kron_context_net(variant="basic", front_channels=32, layer_factors=KRON_CONTEXT_FACTORS,
                      input_shape=(64, 64, 1), num_classes=11, include_top=True,
                      execution="factored", name=None):

@@ -17,6 +17,7 @@ from kronecker_zoo.models import convs
 from kronecker_zoo.models.blocks import (
     basic_block,
     bn_relu,
+    channels_last,
     dense_conv,
     model_input,
     normalize_pixels,
@@ -26,6 +27,7 @@ from kronecker_zoo.validation import int_sequence
 DEFAULT_DILATIONS = (1, 2, 4, 8)
 
 
+@channels_last
 def dilated_fcn(width=16, dilations=DEFAULT_DILATIONS, input_shape=(64, 64, 1),
                 num_classes=11, include_top=True, name=None):
     """Builds the dilated FCN (see module docstring); receptive field

@@ -63,8 +63,9 @@ def pixel_range_problem(model, batches):
     """What is wrong with ``batches`` (arrays of images) as inputs of ``model``, or `None`.
 
     For a model with a known input range (`model_input_range`): data that lie outside
-    it, or that all lie in [-1, 1] while the range reaches 255 (images scaled to [0, 1]
-    or [-1, 1]). Models of unknown range: `None`.
+    it, or float data that all lie in [-1, 1] while the range reaches 255 (images scaled
+    to [0, 1] or [-1, 1]; integer images, e.g. dark uint8 ones, are raw pixels). Models
+    of unknown range: `None`.
     """
     expected = model_input_range(model)
     batches = [b for b in batches if np.size(b)]
@@ -75,7 +76,8 @@ def pixel_range_problem(model, batches):
     lo, hi = expected
     tolerance = 1e-3 * (hi - lo)
     name = getattr(model, "name", "the model")
-    if hi > 1.0 and -1.0 <= low and high <= 1.0:
+    integers = all(np.issubdtype(np.asarray(b).dtype, np.integer) for b in batches)
+    if hi > 1.0 and -1.0 <= low and high <= 1.0 and not integers:  # 8-bit dark images are raw
         return (f"they lie in [{low:g}, {high:g}], as if scaled to [0, 1] or [-1, 1], but "
                 f"{name!r} takes raw pixels in [{lo:g}, {hi:g}] and normalises them itself")
     if low < lo - tolerance or high > hi + tolerance:

@@ -15,7 +15,13 @@ features `(batch, H, W, width)`.
 import keras
 
 from kronecker_zoo.layers import BilinearUpSampling2D, CropToMatch
-from kronecker_zoo.models.blocks import bn_relu, dense_conv, model_input, normalize_pixels
+from kronecker_zoo.models.blocks import (
+    bn_relu,
+    channels_last,
+    dense_conv,
+    model_input,
+    normalize_pixels,
+)
 
 
 def _double_conv(x, filters, name):
@@ -25,6 +31,7 @@ def _double_conv(x, filters, name):
     return x
 
 
+@channels_last
 def pool_segnet(width=16, levels=2, input_shape=(64, 64, 1), num_classes=11,
                 include_top=True, name=None):
     """Builds the pooling encoder-decoder (see module docstring)."""

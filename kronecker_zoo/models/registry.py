@@ -114,6 +114,8 @@ def list_models(task=None, pretrained=False):
     """Registered model names, optionally only one ``task`` and/or only those with weights."""
     if task is not None and task not in TASKS:
         raise ValueError(f"Unknown task {task!r}. Valid tasks: {_choices(TASKS)} (or None)")
+    if not isinstance(pretrained, (bool, np.bool_)):
+        raise ValueError(f"`pretrained` must be True or False. Received: pretrained={pretrained!r}")
     names = [n for n, s in MODELS.items() if task is None or s.task == task]
     if pretrained:
         names = [n for n in names if weight_registry.published(n)]

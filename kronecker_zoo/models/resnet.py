@@ -18,10 +18,12 @@ from kronecker_zoo.models import convs
 from kronecker_zoo.models.blocks import (
     basic_block,
     bn_relu,
+    channels_last,
     dense_conv,
     model_input,
     normalize_pixels,
 )
+from kronecker_zoo.validation import int_sequence
 
 DEFAULT_WIDTHS = (16, 32, 64)
 KRON_SPATIAL_FACTORS = (3, 3)
@@ -39,10 +41,13 @@ def blocks_per_stage(depth):
 
 
 def _check_widths(widths):
-    widths = tuple(widths)
-    if len(widths) != 3 or any(isinstance(w, bool) or not isinstance(w, int) or w < 1
-                               for w in widths):
-        raise ValueError(f"`widths` must be three positive ints. Received: widths={widths!r}")
+    message = f"`widths` must be three positive ints. Received: widths={widths!r}"
+    try:
+        widths = int_sequence(widths, "widths")
+    except ValueError:
+        raise ValueError(message) from None
+    if len(widths) != 3:
+        raise ValueError(message)
     return widths
 
 
@@ -80,6 +85,7 @@ def residual_classifier(conv, depth, widths, input_shape, num_classes, include_t
     return keras.Model(inputs, x, name=name)
 
 
+@channels_last
 def resnet(depth=8, widths=DEFAULT_WIDTHS, input_shape=(28, 28, 1), num_classes=10,
            include_top=True, classifier_activation=None, name=None):
     """Dense baseline: plain 3x3 Conv2D everywhere."""
@@ -87,6 +93,7 @@ def resnet(depth=8, widths=DEFAULT_WIDTHS, input_shape=(28, 28, 1), num_classes=
                                include_top, classifier_activation, name or f"resnet_{depth}")
 
 
+@channels_last
 def kron_resnet(depth=8, widths=DEFAULT_WIDTHS, input_shape=(28, 28, 1), num_classes=10,
                 include_top=True, classifier_activation=None, spatial_factors=KRON_SPATIAL_FACTORS,
                 rank=KRON_RANK, execution="factored", name=None):
@@ -103,6 +110,7 @@ def kron_resnet(depth=8, widths=DEFAULT_WIDTHS, input_shape=(28, 28, 1), num_cla
                                classifier_activation, name or f"kron_resnet_{depth}")
 
 
+@channels_last
 def lowrank_resnet(depth=8, widths=DEFAULT_WIDTHS, input_shape=(28, 28, 1), num_classes=10,
                    include_top=True, classifier_activation=None, rank=None, kernel_size=3,
                    name=None):
@@ -116,6 +124,7 @@ def lowrank_resnet(depth=8, widths=DEFAULT_WIDTHS, input_shape=(28, 28, 1), num_
                                classifier_activation, name or f"lowrank_resnet_{depth}")
 
 
+@channels_last
 def separable_resnet(depth=8, widths=DEFAULT_WIDTHS, input_shape=(28, 28, 1), num_classes=10,
                      include_top=True, classifier_activation=None, kernel_size=3, name=None):
     """Depthwise-separable baseline: SeparableConv2D (about the Kronecker budget)."""
@@ -124,6 +133,7 @@ def separable_resnet(depth=8, widths=DEFAULT_WIDTHS, input_shape=(28, 28, 1), nu
                                classifier_activation, name or f"separable_resnet_{depth}")
 
 
+@channels_last
 def drn(depth=8, widths=DEFAULT_WIDTHS, input_shape=(28, 28, 1), num_classes=10,
         include_top=True, classifier_activation=None, degridding_layers=2, name=None):
     """Dilated residual network, DRN-C style (Yu, Koltun & Funkhouser, 2017).

@@ -13,6 +13,7 @@ at that ratio, stem and head kept dense); the published weights are the distille
 
 import inspect
 
+from kronecker_zoo.models.blocks import channels_last
 from kronecker_zoo.models.factorized import replace_layers
 from kronecker_zoo.models.transfer import HEAD_LAYERS
 
@@ -322,6 +323,7 @@ def student_builder(teacher_builder, layers, arguments):
     signature = inspect.signature(teacher_builder)
     params = [p for name, p in signature.parameters.items() if name in arguments]
 
+    @channels_last
     def build(**kwargs):
         unknown = sorted(set(kwargs) - {p.name for p in params})
         if unknown:

@@ -46,12 +46,12 @@ def transfer_weights(source, target, fresh_head=False, missing="raise"):
     ``source`` lacks raises (``missing="raise"``) or keeps its initialisation
     (``missing="keep"``: how an ablation model takes a shared front end). Returns the
     names of the target layers left as initialised. Raises ValueError when any other
-    layer cannot take the weights.
+    layer cannot take the weights; ``target`` is then left as it was.
     """
     if missing not in ("raise", "keep"):
         raise ValueError(f"missing must be 'raise' or 'keep', got {missing!r}")
     source_layers = {layer.name: layer for layer in source.layers}
-    skipped = []
+    skipped, assignments = [], []  # every layer is checked before any weight is set
     for layer in target.layers:
         if not layer.weights:
             continue
@@ -66,17 +66,19 @@ def transfer_weights(source, target, fresh_head=False, missing="raise"):
         if fresh_head and is_head_layer(layer.name):
             skipped.append(layer.name)
         elif [tuple(w.shape) for w in old] == new_shapes:
-            layer.set_weights(old)
+            assignments.append((layer, old))
         elif is_head_layer(layer.name):
             skipped.append(layer.name)
         elif (len(old) >= 1 and old[0].ndim == 4 and old[0].shape[:2] == new_shapes[0][:2]
               and old[0].shape[3] == new_shapes[0][3]
               and [w.shape for w in old[1:]] == [s for s in new_shapes[1:]]):
-            layer.set_weights([_adapt_input_channels(old[0], new_shapes[0])] + old[1:])
+            assignments.append((layer, [_adapt_input_channels(old[0], new_shapes[0])] + old[1:]))
         else:
             raise ValueError(
                 f"Pretrained weights of layer {layer.name!r} have shapes "
                 f"{[tuple(w.shape) for w in old]}, the model needs {new_shapes}")
+    for layer, weights in assignments:
+        layer.set_weights(weights)
     return skipped
 
 
@@ -86,7 +88,9 @@ def set_backbone_trainable(model, trainable):
     Frozen BatchNormalization layers run in inference mode (Keras 3), so a frozen
     backbone keeps its pretrained statistics. Recompile after changing this.
     """
+    if not isinstance(trainable, (bool, np.bool_)):
+        raise ValueError(f"`trainable` must be True or False. Received: trainable={trainable!r}")
     for layer in model.layers:
         if not is_head_layer(layer.name):
-            layer.trainable = trainable
+            layer.trainable = bool(trainable)
     return model
