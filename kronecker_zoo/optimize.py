@@ -70,6 +70,7 @@ import re
 import numpy as np
 
 from kronecker_zoo import graph, runtime
+from kronecker_zoo.export.calibration import MAX_CALIBRATION_EXAMPLES
 
 runtime.require_extra("optimize", "kronecker_zoo.optimize (tfmot QAT and pruning)")
 
@@ -276,7 +277,8 @@ def _skip_taken_auto_names(model):
                 break
 
 
-def quantize_aware(model, custom_layers=(), representative_data=None):
+def quantize_aware(model, custom_layers=(), representative_data=None,
+                   max_calibration_examples=None):
     """A tf_keras quantization-aware-training twin of a Keras 3 zoo model.
 
     Args:
@@ -292,6 +294,10 @@ def quantize_aware(model, custom_layers=(), representative_data=None):
             is [0, 0] (the untrained twin's output is constant) and grows to the data's
             in the first step; the activations' start at +-6 and move 0.1% a step, so a
             short fine-tune of a model whose logits reach 20 keeps them clipped.
+        max_calibration_examples: the ranges come from the first this many images;
+            `None` (default): all of them, and of an endless (repeated) `tf.data`
+            dataset the first `MAX_CALIBRATION_EXAMPLES`, as `to_tflite` reads it (an
+            endless Python generator needs a number).
 
     Returns:
         An uncompiled `tf_keras.Model` with fake-quantization (``QuantizeWrapperV2``
@@ -303,11 +309,20 @@ def quantize_aware(model, custom_layers=(), representative_data=None):
         fake-quant ops do not cover, so every op runs in int8.
 
     Raises:
-        UnsupportedLayerError: naming a layer that cannot be converted or quantized.
+        UnsupportedLayerError: naming a layer that cannot be converted or quantized
+            (or that computes in another dtype than float32, e.g. mixed_float16).
         ValueError: Keras does not run on the TensorFlow backend (set
             ``KERAS_BACKEND=tensorflow``).
     """
     check_tensorflow_backend("quantize_aware")
+    low = next((layer for layer in _all_layers(model)
+                if getattr(layer, "compute_dtype", "float32") not in ("float32", None)), None)
+    if low is not None:
+        raise UnsupportedLayerError(
+            f"quantize_aware: layer {low.name!r} computes in {low.compute_dtype} (dtype "
+            f"policy {low.dtype_policy.name!r}); tfmot's fake quantization runs in float32 "
+            "only. Build the model for QAT under the float32 policy and copy the weights in "
+            "(keras.config.set_dtype_policy('float32'), then model.set_weights(...)).")
     twin = to_tf_keras(model, custom_layers=custom_layers)
     consumers = graph.consumers(twin)
     registry = default_8bit_quantize_registry.Default8BitQuantizeRegistry()
@@ -322,8 +337,23 @@ def quantize_aware(model, custom_layers=(), representative_data=None):
         annotated = tf_keras.models.clone_model(twin, clone_function=annotate)
         _skip_taken_auto_names(annotated)
         qat = tfmot.quantization.keras.quantize_apply(annotated)
-    initialize_ranges(qat, model, representative_data)
+    initialize_ranges(qat, model, representative_data,
+                      max_calibration_examples=max_calibration_examples)
     return qat
+
+
+def _is_endless(data):
+    """Whether ``data`` is a `tf.data` dataset that never ends (e.g. ``.repeat()``)."""
+    import tensorflow as tf
+
+    return (isinstance(data, tf.data.Dataset)
+            and int(data.cardinality()) == int(tf.data.INFINITE_CARDINALITY))
+
+
+def _all_layers(layer):
+    for sub in graph.sublayers(layer):
+        yield sub
+        yield from _all_layers(sub)
 
 
 def _quantizer_range(low, high, quantizer):
@@ -343,7 +373,8 @@ def _assign_range(variables, low, high, quantizer):
         variables[key].assign(np.broadcast_to(value, shape).astype("float32"))
 
 
-def initialize_ranges(qat_model, model, representative_data=None, batch_size=64):
+def initialize_ranges(qat_model, model, representative_data=None, batch_size=64,
+                      max_calibration_examples=None):
     """Starts a fresh `quantize_aware` twin's quantization ranges where its tensors are
     (on a trained twin it replaces the learnt ranges).
 
@@ -351,8 +382,9 @@ def initialize_ranges(qat_model, model, representative_data=None, batch_size=64)
     each weight's quantizer once in training mode on it (tfmot's own rule, per channel
     where it is per channel). With ``representative_data``: the input's range and every
     layer's output (and post-activation) range, from the float ``model`` run on every
-    one of those images (all calls of a shared layer), the ranges a post-training
-    calibration would find (zero inside; a layer is matched by name). Kept at tfmot's
+    one of those images (up to ``max_calibration_examples``; all calls of a shared
+    layer), the ranges a post-training calibration would find (zero inside; a layer is
+    matched by name). Kept at tfmot's
     start: the pre-activation ranges of softmax, sigmoid, tanh and gelu layers, which
     ``model`` does not expose. The DepthwiseConv2D and Conv2D tfmot makes of a
     SeparableConv2D take the ranges of its depthwise step and of its output.
@@ -363,6 +395,9 @@ def initialize_ranges(qat_model, model, representative_data=None, batch_size=64)
         representative_data: images in any form `kronecker_zoo.export.to_tflite`
             takes, or `None` (weights only).
         batch_size: images per forward pass of ``model``.
+        max_calibration_examples: how many of the images to read (with a warning
+            when some were left); `None` reads them all, and of an endless `tf.data`
+            dataset the first `MAX_CALIBRATION_EXAMPLES`.
 
     Returns:
         ``qat_model``.
@@ -410,8 +445,10 @@ def initialize_ranges(qat_model, model, representative_data=None, batch_size=64)
                       for output in call.outputs] if part == "pointwise" else [
                 (name, call.inputs[0], functools.partial(_depthwise_part, separable))
                 for call in layer_calls if call.layer is separable]
+    if max_calibration_examples is None and _is_endless(representative_data):
+        max_calibration_examples = MAX_CALIBRATION_EXAMPLES
     images = np.concatenate(list(representative_batches(
-        representative_data, (1,) + tuple(model.input_shape[1:]), None)))  # every image
+        representative_data, (1,) + tuple(model.input_shape[1:]), max_calibration_examples)))
     low, high = {}, {}
     probe = keras.Model(model.inputs[0], [t for _, t, _ in calls]) if calls else None
     for start in range(0, len(images) if calls else 0, batch_size):
@@ -528,11 +565,12 @@ def prune(model, target_sparsity, begin_step=0, end_step=None, initial_sparsity=
             ``end_step`` (``PolynomialDecay``, power 3); with `None`, the target
             applies from ``begin_step`` on (``ConstantSparsity``).
         initial_sparsity: float. Start of the ramp. Defaults to `0.0`.
-        frequency: int. The masks are updated every ``frequency`` steps (and the
-            schedule only acts on those steps; the first update comes ``frequency``
-            steps after ``begin_step``, so a fine-tune shorter than that prunes
-            nothing). Defaults to `100` (tfmot's); use a fraction of the ramp's
-            length for short fine-tunings.
+        frequency: int. The masks are updated every ``frequency`` steps, at steps
+            ``begin_step, begin_step + frequency, ...`` counted from 1 (the schedule
+            only acts on those steps; with ``begin_step=0`` the first update is at
+            step ``frequency``, so a fine-tune shorter than that prunes nothing).
+            Defaults to `100` (tfmot's); use a fraction of the ramp's length for
+            short fine-tunings.
         layers: `None`, or the names of the layers to prune (a str: one name).
         keep_first_and_last: with ``layers=None``, leave the first and last
             weighted layers (those with no weighted layer before / after them:

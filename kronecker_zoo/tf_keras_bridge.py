@@ -12,8 +12,8 @@ weights:
 - every kronecker_zoo layer (KroneckerConv2D, KroneckerDense, LowRankConv2D,
   ContextModule, DilatedStack, CropToMatch, ...) becomes one generic
   `BridgedLayer`. It owns tf_keras variables shaped like the Keras 3 layer's
-  and runs *the Keras 3 layer's own* ``call`` on them through
-  ``keras.Layer.stateless_call`` (under the TensorFlow backend ``keras.ops``
+  and runs *the Keras 3 layer's own* ``call`` on them in a
+  ``keras.StatelessScope`` (under the TensorFlow backend ``keras.ops``
   takes and returns tf tensors, so gradients reach the tf_keras variables).
   The layers' math exists once, in `kronecker_zoo.layers` / `kronecker_zoo.ops`;
   the bridge has no copy of it.
@@ -137,12 +137,12 @@ class BridgedLayer(tf_keras.layers.Layer):
 
     Built, it holds one tf_keras variable per variable of the Keras 3 layer
     (same order, shapes, dtypes, trainability; regularizers and constraints are
-    delegated), and ``call`` runs ``layer.stateless_call(values, ...)``, which
-    evaluates the Keras 3 layer's own ``call`` with those values substituted for
-    its variables. The Keras 3 layer's variables are never read.
+    delegated), and ``call`` runs the Keras 3 layer in a ``keras.StatelessScope``
+    with those values substituted for its variables (its own ``__call__``, so a
+    mixed dtype policy autocasts them). The Keras 3 layer's variables are never read.
 
-    For tfmot, `kernel_variables` (its trainable variables of rank >= 2: factors,
-    kernels) are what gets fake-quantized or pruned: ``get_prunable_weights``
+    For tfmot, `kernel_variables` (its variables of rank >= 2 that train when the
+    layer does: factors, kernels) are what gets fake-quantized or pruned: ``get_prunable_weights``
     implements tfmot's ``PrunableLayer`` protocol, and `set_weight_overrides`
     substitutes tensors (e.g. fake-quantized kernels) for them in ``call``.
 
@@ -159,10 +159,11 @@ class BridgedLayer(tf_keras.layers.Layer):
         kwargs.setdefault("trainable", layer.trainable)
         kwargs.setdefault("dtype", layer.dtype_policy.name)
         super().__init__(**kwargs)
-        # Not tracked by tf_keras: its variables are placeholders for stateless_call.
+        # Not tracked by tf_keras: its variables are placeholders in a StatelessScope.
         object.__setattr__(self, "_source", layer)
         object.__setattr__(self, "_overrides", {})
         object.__setattr__(self, "_pairs", [])
+        object.__setattr__(self, "_trains", [])
         params = inspect.signature(layer.call).parameters
         self._accepts_training = "training" in params
         if layer.activity_regularizer is not None:
@@ -191,6 +192,7 @@ class BridgedLayer(tf_keras.layers.Layer):
             )
             pairs.append((variable, twin))
         object.__setattr__(self, "_pairs", pairs)
+        object.__setattr__(self, "_trains", _trains_when_unfrozen(source))
         super().build(input_shape)
 
     @property
@@ -200,9 +202,11 @@ class BridgedLayer(tf_keras.layers.Layer):
 
     @property
     def kernel_variables(self):
-        """Trainable tf_keras variables of rank >= 2 (kernels and factors, no biases)."""
-        return [twin for variable, twin in self._pairs
-                if variable.trainable and len(variable.shape) >= 2]
+        """The tf_keras variables of rank >= 2 that train when the layer does (kernels and
+        factors, no biases or statistics), a frozen layer's too (as tfmot quantizes and
+        prunes a frozen Conv2D's kernel)."""
+        return [twin for (variable, twin), trains in zip(self._pairs, self._trains)
+                if trains and len(variable.shape) >= 2]
 
     def get_prunable_weights(self):
         """tfmot ``PrunableLayer`` protocol: the kernels and factors."""
@@ -221,18 +225,19 @@ class BridgedLayer(tf_keras.layers.Layer):
         return bool(self._overrides)
 
     def call(self, inputs, training=None):
+        # The Keras 3 layer's own __call__ (which autocasts its variables under a mixed
+        # dtype policy) with the twin's values in place of its variables.
         source = self._source
-        values = {id(variable): self._overrides.get(id(twin), twin)
-                  for variable, twin in self._pairs}
-        trainable = [values[id(v)] for v in source.trainable_variables]
-        non_trainable = [values[id(v)] for v in source.non_trainable_variables]
+        mapping = [(variable, self._overrides.get(id(twin), twin))
+                   for variable, twin in self._pairs]
         kwargs = {"training": training} if self._accepts_training else {}
-        outputs, new_values = source.stateless_call(trainable, non_trainable, inputs, **kwargs)
-        if training and non_trainable:
-            twins = {id(v): t for v, t in self._pairs}
-            for variable, value in zip(source.non_trainable_variables, new_values):
-                twin = twins[id(variable)]
-                if value is not twin:
+        with keras.StatelessScope(state_mapping=mapping) as scope:
+            start = {id(v): scope.get_current_value(v) for v, _ in self._pairs}
+            outputs = source(inputs, **kwargs)
+        if training:  # what the call assigned (BatchNorm statistics), back to the twin
+            for variable, twin in self._pairs:
+                value = scope.get_current_value(variable)
+                if value is not start[id(variable)]:
                     twin.assign(value)
         return outputs
 
@@ -249,6 +254,29 @@ class BridgedLayer(tf_keras.layers.Layer):
         config.pop("dtype", None)  # the wrapped layer carries it
         config["layer"] = keras.saving.serialize_keras_object(self._source)
         return config
+
+
+def _trains_when_unfrozen(layer):
+    """``[bool per layer.variables]``: whether each variable trains once ``layer`` (and
+    every layer inside it) is trainable. Found by unfreezing them for a moment; every
+    layer's and variable's flag is then set back as it was."""
+    layers, stack = [], [layer]
+    while stack:
+        current = stack.pop()
+        layers.append(current)
+        stack.extend(graph.sublayers(current))
+    saved_layers = [sub.trainable for sub in layers]
+    saved_variables = [variable.trainable for variable in layer.variables]
+    try:
+        layer.trainable = True
+        for sub in layers:
+            sub.trainable = True
+        return [bool(variable.trainable) for variable in layer.variables]
+    finally:
+        for sub, trainable in zip(layers, saved_layers):
+            sub.trainable = trainable
+        for variable, trainable in zip(layer.variables, saved_variables):
+            variable.trainable = trainable
 
 
 def _delegate(function):

@@ -821,3 +821,62 @@ def test_qat_ranges_read_every_image_and_a_twin_keeps_the_pixel_range_check():
               if "quantize_layer" in layer.name for v in layer.weights}
     assert max(ranges.values()) == 255.0, ranges
     assert model_input_range(model) == model_input_range(qat) == (0.0, 255.0)
+
+
+def _conv_zoo_head(zoo_layer, dtype=None, frozen=False):
+    inputs = keras.Input((10, 10, 4))
+    x = keras.layers.Conv2D(4, 3, padding="same", name="conv", dtype=dtype)(inputs)
+    zoo = zoo_layer(dtype)
+    zoo.trainable = not frozen
+    x = keras.layers.GlobalAveragePooling2D(dtype=dtype)(zoo(x))
+    return keras.Model(inputs, keras.layers.Dense(3, name="logits", dtype="float32")(x))
+
+
+def _kron(dtype):
+    return KroneckerConv2D(4, 3, factors=[(3, 1, 2, 2), (1, 3, 2, 2)], name="zoo", dtype=dtype)
+
+
+def test_a_mixed_float16_zoo_layer_bridges_and_qat_names_the_policy():
+    """Under mixed_float16 (float32 variables, float16 compute) the twin runs the zoo
+    layer's own __call__, which autocasts its variables; QAT, float32 only in tfmot,
+    refuses with the layer and policy named."""
+    model = _randomize(_conv_zoo_head(_kron, dtype="mixed_float16"))
+    x = np.random.default_rng(0).normal(size=(2, 10, 10, 4)).astype("float32")
+    twin = to_tf_keras(model)
+    assert _rel_error(twin(x, training=False), model(x, training=False)) < 1e-2  # float16
+    optimize.prune(model, 0.5)
+    with pytest.raises(UnsupportedLayerError, match="'conv' computes in float16 .*float32"):
+        optimize.quantize_aware(model)
+
+
+@pytest.mark.training
+def test_a_frozen_zoo_layer_is_quantized_and_pruned_like_a_frozen_conv():
+    """tfmot fake-quantizes and prunes a frozen Conv2D's kernel; a frozen zoo layer's
+    factors likewise, and the user's trainable flags stay as they were."""
+    model = _randomize(_conv_zoo_head(_kron, frozen=True))
+    model.get_layer("conv").trainable = False
+    flags = [(w.path, w.trainable) for w in model.weights]
+    qat = optimize.quantize_aware(model)
+    weights, _ = _quantizer_vars(qat, "zoo")
+    assert len(weights) == 2 == len(_quantizer_vars(qat, "conv")[0]) + 1  # two factors
+    pruned = optimize.prune(model, 0.5, frequency=1, keep_first_and_last=False)
+    assert {"conv", "zoo"} <= set(optimize.pruned_layers(pruned))
+    assert [(w.path, w.trainable) for w in model.weights] == flags
+    assert not model.get_layer("zoo").trainable and not model.get_layer("conv").trainable
+
+
+@pytest.mark.training
+def test_quantize_aware_reads_an_endless_dataset_up_to_its_cap():
+    model = _randomize(_conv_zoo_head(_kron))
+    images = _pixels((8, 10, 10, 4)) / 255.0
+    endless = tf.data.Dataset.from_tensor_slices(images).batch(4).repeat()
+    with pytest.warns(UserWarning, match="first 16 examples"):
+        qat = optimize.quantize_aware(model, representative_data=endless,
+                                      max_calibration_examples=16)
+    with pytest.warns(UserWarning, match="first 1,024 examples"):  # to_tflite's default
+        optimize.quantize_aware(model, representative_data=endless)
+    bounded = optimize.quantize_aware(model, representative_data=images)
+    ranges, expected = _quantizer_vars(qat, "zoo")[1], _quantizer_vars(bounded, "zoo")[1]
+    assert ranges is not None and expected is not None  # the zoo layer's output range
+    for a, b in zip(ranges, expected):
+        np.testing.assert_allclose(a, b, rtol=1e-6)
