@@ -61,15 +61,14 @@ CALIBRATION_EXAMPLES = 64  # int8 calibration images in the per-model sweep (def
 # with 256 train calibration images, centred / as before (session 35): resnet_8 99.60 / 99.24%,
 # resnet_20 99.69 / 99.50%, kron_resnet_8 99.05 / 98.96%, kron_resnet_20 99.09 / 99.10%,
 # resnet_20_kron5x 99.39 / 98.89%, resnet_20_lowrank5x 99.36 / 99.00%, separable_resnet_8
-# 99.10 / 98.65%, lowrank_resnet_8 99.17 / 99.23%, separable_resnet_20 98.98 / 99.05%.
+# 99.10 / 98.65%, lowrank_resnet_8 99.17 / 99.23%, separable_resnet_20 98.98 / 99.05% (its
+# 4-epoch weights; retrained in session 42, 99.32%, it passes the bar here and is not listed).
 # On the 256 test images below, with only 64 calibration images, one flipped image is
 # 0.39%: the models listed sit 3 images under the 99% bar there (issue 13), with their
 # full-test-set agreement (256 train calibration images) next to them.
 INT8_PTQ_SHORTFALL = {
                       # full test set 99.32% (99.18% before rewrite 4); 98.83% here
                       "resnet_20_kron10x_plain_e45_lowwd": 0.98,
-                      # full test set 98.98% (99.05% before rewrite 4); 98.83% here
-                      "separable_resnet_20": 0.98,
                       # full test set 99.16% (99.09% before); 98.83% here
                       "resnet_8_lowrank5x": 0.98,
                       # full test set 99.50% (99.31% before); 98.83% here
