@@ -15,6 +15,7 @@ the report, the export rewrites, the tf_keras bridge and `optimize` go through i
     consumers(model)      -> {layer name: [layers / operations reading its output, once
                              per call; MODEL_OUTPUT where the model returns it]}
     sublayers(layer)      -> the layers a layer (or a nested model) holds directly
+    all_sublayers(layer)  -> every layer inside it, any depth
 """
 
 import collections
@@ -160,3 +161,11 @@ def sublayers(layer):
         except TypeError:  # a Keras whose _flatten_layers takes other arguments
             pass
     return list(getattr(layer, "layers", ()))
+
+
+def all_sublayers(layer):
+    """Every layer inside ``layer`` (`sublayers`, recursively, parents first), without
+    ``layer``."""
+    for sub in sublayers(layer):
+        yield sub
+        yield from all_sublayers(sub)

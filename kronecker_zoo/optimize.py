@@ -315,7 +315,7 @@ def quantize_aware(model, custom_layers=(), representative_data=None,
             ``KERAS_BACKEND=tensorflow``).
     """
     check_tensorflow_backend("quantize_aware")
-    low = next((layer for layer in _all_layers(model)
+    low = next((layer for layer in graph.all_sublayers(model)
                 if getattr(layer, "compute_dtype", "float32") not in ("float32", None)), None)
     if low is not None:
         raise UnsupportedLayerError(
@@ -350,12 +350,6 @@ def _is_endless(data):
             and int(data.cardinality()) == int(tf.data.INFINITE_CARDINALITY))
 
 
-def _all_layers(layer):
-    for sub in graph.sublayers(layer):
-        yield sub
-        yield from _all_layers(sub)
-
-
 def _quantizer_range(low, high, quantizer):
     """tfmot's stored range for values spanning ``[low, high]`` (arrays: per channel):
     zero inside it; symmetric quantizers balanced around zero as tfmot's ops do it."""
@@ -384,10 +378,10 @@ def initialize_ranges(qat_model, model, representative_data=None, batch_size=64,
     layer's output (and post-activation) range, from the float ``model`` run on every
     one of those images (up to ``max_calibration_examples``; all calls of a shared
     layer), the ranges a post-training calibration would find (zero inside; a layer is
-    matched by name). Kept at tfmot's
-    start: the pre-activation ranges of softmax, sigmoid, tanh and gelu layers, which
-    ``model`` does not expose. The DepthwiseConv2D and Conv2D tfmot makes of a
-    SeparableConv2D take the ranges of its depthwise step and of its output.
+    matched by name). Kept at tfmot's start: the pre-activation ranges of softmax,
+    sigmoid, tanh and gelu layers, which ``model`` does not expose. The DepthwiseConv2D
+    and Conv2D tfmot makes of a SeparableConv2D take the ranges of its depthwise step and
+    of its output.
 
     Args:
         qat_model: the tf_keras twin `quantize_aware` built from ``model``.

@@ -295,12 +295,6 @@ def _at_input_shape(model, input_shape):
     return clone, input_shape
 
 
-def _all_sublayers(layer):
-    for sub in graph.sublayers(layer):
-        yield sub
-        yield from _all_sublayers(sub)
-
-
 def parameter_report(model, input_shape=None):
     """Parameter/MAC/receptive-field report of a built functional or Sequential model.
 
@@ -325,7 +319,7 @@ def _report(model, input_shape, counted):
     if len(model.inputs) != 1:
         raise ValueError(f"parameter_report supports single-input models; {model.name} has "
                          f"{len(model.inputs)} inputs")
-    first = next((layer.name for layer in _all_sublayers(model)
+    first = next((layer.name for layer in graph.all_sublayers(model)
                   if getattr(layer, "data_format", "channels_last") == "channels_first"), None)
     if first is not None:
         raise ValueError(f"parameter_report counts channels_last models (the Keras default); "

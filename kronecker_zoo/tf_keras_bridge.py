@@ -142,9 +142,10 @@ class BridgedLayer(tf_keras.layers.Layer):
     mixed dtype policy autocasts them). The Keras 3 layer's variables are never read.
 
     For tfmot, `kernel_variables` (its variables of rank >= 2 that train when the
-    layer does: factors, kernels) are what gets fake-quantized or pruned: ``get_prunable_weights``
-    implements tfmot's ``PrunableLayer`` protocol, and `set_weight_overrides`
-    substitutes tensors (e.g. fake-quantized kernels) for them in ``call``.
+    layer does: factors, kernels) are what gets fake-quantized or pruned:
+    ``get_prunable_weights`` implements tfmot's ``PrunableLayer`` protocol, and
+    `set_weight_overrides` substitutes tensors (e.g. fake-quantized kernels) for them in
+    ``call``.
 
     Args:
         layer: a Keras 3 layer, or its serialized form (from `get_config`).
@@ -260,15 +261,10 @@ def _trains_when_unfrozen(layer):
     """``[bool per layer.variables]``: whether each variable trains once ``layer`` (and
     every layer inside it) is trainable. Found by unfreezing them for a moment; every
     layer's and variable's flag is then set back as it was."""
-    layers, stack = [], [layer]
-    while stack:
-        current = stack.pop()
-        layers.append(current)
-        stack.extend(graph.sublayers(current))
+    layers = [layer, *graph.all_sublayers(layer)]
     saved_layers = [sub.trainable for sub in layers]
     saved_variables = [variable.trainable for variable in layer.variables]
     try:
-        layer.trainable = True
         for sub in layers:
             sub.trainable = True
         return [bool(variable.trainable) for variable in layer.variables]
