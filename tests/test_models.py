@@ -380,6 +380,12 @@ ERROR_CASES = [
           r"`variant` must be one of \('basic', 'large'\)"),
     _case("layer-factors", lambda tmp: models.kron_context_net(layer_factors=(1, -1)),
           ValueError, r"`layer_factors` must be a non-empty sequence of non-negative ints"),
+    _case("width-multipliers", lambda tmp: models.kron_context_net(width_multipliers=(1, 0, 1,
+                                                                                   1, 1, 1)),
+          ValueError, r"`width_multipliers` must be a non-empty sequence of positive ints"),
+    _case("width-multipliers-length", lambda tmp: models.kron_context_net(
+        width_multipliers=(1, 2, 2)), ValueError,
+          r"`width_multipliers` needs one entry per layer of `layer_factors` \(6\)"),
     _case("dilations", lambda tmp: models.dilated_fcn(dilations=()), ValueError,
           r"`dilations` must be"),
     _case("levels", lambda tmp: models.pool_segnet(levels=0), ValueError,
@@ -642,6 +648,30 @@ def test_kronecker_context_layouts_with_1x1_layers_start_as_the_identity(variant
     assert extents == [(e, e) for e in (3, 9, 1, 27, 1, 1)], extents
     x = np.random.default_rng(23).uniform(0.0, 2.0, (2, 31, 29, c)).astype("float32")
     np.testing.assert_allclose(run(kron, x), x, rtol=1e-5, atol=1e-6)
+
+
+def test_widened_kronecker_context_modules_start_as_the_identity():
+    """``width_multipliers`` widens layers to ``m_i C``: still exactly the identity without
+    noise; widened modules get noise by default, so the copies of a channel differ."""
+    c, factors, multipliers = 3, (1, 2, 2, 3, 0, 2), (1, 2, 2, 4, 3, 2)
+    inputs = keras.Input((None, None, c))
+    exact = keras.Model(inputs, kronecker_context(inputs, c, "basic", factors, noise_stddev=0.0,
+                                                  width_multipliers=multipliers))
+    assert [layer.filters for layer in exact.layers[1:]] == [c * m for m in multipliers] + [c]
+    x = np.random.default_rng(24).uniform(0.0, 2.0, (2, 33, 28, c)).astype("float32")
+    np.testing.assert_allclose(run(exact, x), x, rtol=1e-5, atol=1e-6)
+    noisy = keras.Model(inputs, kronecker_context(inputs, c, "basic", factors,
+                                                  width_multipliers=multipliers))
+    y = run(noisy, x)
+    assert 0 < np.linalg.norm(y - x) / np.linalg.norm(x) < 0.05
+    kernel = to_np(noisy.get_layer("context_4").kernel)[0, 0]  # 1x1, 12 -> 9 channels
+    assert not np.array_equal(kernel[:, 0], kernel[:, 1])  # the two copies of channel 0
+    # All-ones multipliers are the basic module itself (no noise, same parameters).
+    plain = keras.Model(inputs, kronecker_context(inputs, c, "basic",
+                                                  width_multipliers=(1,) * 6))
+    np.testing.assert_allclose(run(plain, x), x, rtol=1e-5, atol=1e-6)
+    assert plain.count_params() == keras.Model(
+        inputs, kronecker_context(inputs, c, "basic")).count_params()
 
 
 def test_kronecker_identity_factors():

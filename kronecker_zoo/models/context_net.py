@@ -101,18 +101,36 @@ def context_net(variant="basic", front_channels=32, dilations=YU_KOLTUN_DILATION
     return _context_net(inputs, x, include_top, name or f"context_net_{variant}")
 
 
+def context_layer_widths(channels, variant, num_layers, width_multipliers=None):
+    """Output widths of the Kronecker module's layers: ``m_i C`` for ``width_multipliers``
+    (one positive int per layer), else the variant's (`context_widths`)."""
+    if width_multipliers is None:
+        return context_widths(channels, variant, num_layers)
+    multipliers = int_sequence(width_multipliers, "width_multipliers", minimum=1)
+    if len(multipliers) != num_layers:
+        raise ValueError(
+            f"`width_multipliers` needs one entry per layer of `layer_factors` ({num_layers}). "
+            f"Received: width_multipliers={width_multipliers!r}")
+    return [channels * m for m in multipliers]
+
+
 def kronecker_context(x, channels, variant="basic", layer_factors=KRON_CONTEXT_FACTORS,
-                      noise_stddev=None, execution="factored", name="context"):
+                      noise_stddev=None, execution="factored", name="context",
+                      width_multipliers=None):
     """Kronecker context module on ``channels`` maps (identity on non-negative maps at init).
 
-    Layer ``i`` has extent ``3 ** n`` for ``n = layer_factors[i]``: a 1x1 (``n == 0``)
-    or 3x3 (``n == 1``) Conv2D, or a KroneckerConv2D with factors ``(3, 3, C, C)``,
-    ``(3, 3, 1, 1)`` ..., ``(3, 3, m_in, m_out)`` (``n >= 2``); all with ReLU; then a
-    1x1 conv back to ``C``.
+    Layer ``i`` has extent ``3 ** n`` for ``n = layer_factors[i]`` and width
+    ``m_i C`` (``width_multipliers``, default the variant's: all 1 for basic): a 1x1
+    (``n == 0``) or 3x3 (``n == 1``) Conv2D, or a KroneckerConv2D with factors
+    ``(3, 3, C, C)``, ``(3, 3, 1, 1)`` ..., ``(3, 3, m_in, m_out)`` (``n >= 2``); all with
+    ReLU; then a 1x1 conv back to ``C``. A module with a layer wider than ``C`` starts
+    with noise (default ``1e-3``) on its identity: without it the copies of a channel
+    would stay equal.
     """
     layer_factors = int_sequence(layer_factors, "layer_factors", minimum=0)
-    noise = noise_stddev if noise_stddev is not None else (1e-3 if variant == "large" else 0.0)
-    widths = context_widths(channels, variant, len(layer_factors))
+    widths = context_layer_widths(channels, variant, len(layer_factors), width_multipliers)
+    widened = any(width != channels for width in widths)
+    noise = noise_stddev if noise_stddev is not None else (1e-3 if widened else 0.0)
     width_in = channels
     for i, (n, width) in enumerate(zip(layer_factors, widths)):
         if n <= 1:
@@ -133,11 +151,15 @@ def kronecker_context(x, channels, variant="basic", layer_factors=KRON_CONTEXT_F
 @channels_last
 def kron_context_net(variant="basic", front_channels=32, layer_factors=KRON_CONTEXT_FACTORS,
                      input_shape=(64, 64, 1), num_classes=11, include_top=True,
-                     execution="factored", name=None):
-    """Kronecker ContextNet: `context_net` with Kronecker-factored context layers."""
+                     execution="factored", name=None, width_multipliers=None):
+    """Kronecker ContextNet: `context_net` with Kronecker-factored context layers.
+
+    ``layer_factors`` and ``width_multipliers``: see `kronecker_context`.
+    """
     _check_variant(variant, VARIANTS)
     num_classes = positive_int(num_classes, "num_classes")
     inputs = model_input(input_shape)
     x = front_end(normalize_pixels(inputs), front_channels, num_classes)
-    x = kronecker_context(x, num_classes, variant, layer_factors, execution=execution)
+    x = kronecker_context(x, num_classes, variant, layer_factors, execution=execution,
+                          width_multipliers=width_multipliers)
     return _context_net(inputs, x, include_top, name or f"kron_context_net_{variant}")
