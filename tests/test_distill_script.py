@@ -153,5 +153,15 @@ def test_students_table_reads_finished_runs(tmp_path, monkeypatch):
     assert "weight decay" not in table[2]  # the recipes' default is not repeated
     assert table[5].startswith("| `resnet_8_lowrank5x`: lowrank") and "| 5.4x |" in table[5]
     assert table[6].startswith("| `kron_resnet_8` (zoo model")
+    # a zoo row names its own recipe's optimizer and epochs (the manifest's config)
+    published = students_table.weight_registry.published
+    entry = {**published("lowrank_resnet_8")["fashion_mnist"], "epochs": 30}
+    entry["config"] = {**entry.get("config", {}), "optimizer": "sgd"}
+    monkeypatch.setattr(students_table.weight_registry, "published",
+                        lambda name: ({"fashion_mnist": entry} if name == "lowrank_resnet_8"
+                                      else published(name)))
+    rows = students_table.markdown("resnet_8", "5").splitlines()
+    assert rows[7].startswith("| `lowrank_resnet_8` (zoo model, 30 epochs SGD) |")
+    assert "epochs AdamW) |" in rows[6]  # kron_resnet_8's recipe is AdamW
     with pytest.raises(SystemExit, match="no finished runs"):
         students_table.markdown("resnet_20", "5")

@@ -23,6 +23,8 @@ from kronecker_zoo import weights as weight_registry  # noqa: E402
 from kronecker_zoo.tables import markdown_table  # noqa: E402
 from training.distill import DEFAULTS  # noqa: E402
 
+# How a zoo model's recipe names its optimizer (training/train.py OPTIMIZERS).
+OPTIMIZER_NAMES = {"adamw": "AdamW", "sgd": "SGD"}
 RUNS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "runs")
 
 
@@ -73,7 +75,8 @@ def rows(teacher, ratio):
     for zoo in (f"kron_resnet_{family}", f"lowrank_resnet_{family}"):
         entry = weight_registry.published(zoo).get("fashion_mnist")
         if entry:
-            found.append((f"`{zoo}` (zoo model, {entry['epochs']} epochs AdamW)",
+            optimizer = OPTIMIZER_NAMES[entry.get("config", {}).get("optimizer", "adamw")]
+            found.append((f"`{zoo}` (zoo model, {entry['epochs']} epochs {optimizer})",
                           entry["params"], teacher_params, entry["macs"],
                           entry["test_accuracy"], teacher_accuracy))
     return found
