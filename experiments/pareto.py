@@ -59,6 +59,7 @@ DEPTHS = (8, 20)
 DATASET = "fashion_mnist"
 TINY_MODELS = ("resnet_8", "kron_resnet_8", "lowrank_resnet_8", "resnet_8_kron5x")
 COSTS = ("params", "macs", "latency_ms")
+FILLED_EPOCHS = 10  # points trained fewer epochs are drawn hollow (under-trained)
 
 # Published reference points (see /work/shared/reference/ANCHORS.md). Zhou et al. say
 # "3.6x parameter reduction with less than 1% drop in accuracy": drawn as the
@@ -361,7 +362,7 @@ def _log_ticks(ax):
 def _marker_kwargs(p):
     colour, marker, _ = STYLE[p["family"]]
     size = 160 if marker == "*" else 60
-    if p["epochs"] >= 10:
+    if p["epochs"] >= FILLED_EPOCHS:
         return {"c": colour, "marker": marker, "s": size, "edgecolors": "black",
                 "linewidths": 0.6}
     return {"facecolors": "white", "edgecolors": colour, "marker": marker, "s": size,
@@ -374,19 +375,25 @@ def _short(p):
     return f"{STYLE[p['family']][2]} {p['depth']} ({p['epochs']} ep)"
 
 
-def _legend_handles():
+def _legend_handles(points):
     from matplotlib.lines import Line2D
+
+    short = ", ".join(f"{p['name']}: {p['epochs']}" for p in points
+                      if p["epochs"] < FILLED_EPOCHS)
 
     handles = [Line2D([], [], ls="", marker=m, color=c, markersize=9 if m == "*" else 7,
                       label=f)
                for f, (c, m, _) in STYLE.items()]
     handles += [
         Line2D([], [], ls="", marker="o", color="grey", markeredgecolor="black",
-               label="filled: >= 10 epochs (teachers 30/40, students 15+, families 10 or 30)"),
-        Line2D([], [], ls="", marker="o", markerfacecolor="white", markeredgecolor="grey",
-               markeredgewidth=1.8, label="hollow: < 10 epochs (kron_resnet_20: 4, drn_20: 1)"),
+               label=f"filled: >= {FILLED_EPOCHS} epochs (teachers 30/40, students 15+, "
+                     "families 10 or 30)"),
         Line2D([], [], color="black", lw=1, ls="--", label="Pareto front (all epochs)"),
     ]
+    if short:  # the under-trained points, named with their epochs
+        handles.insert(-1, Line2D([], [], ls="", marker="o", markerfacecolor="white",
+                                  markeredgecolor="grey", markeredgewidth=1.8,
+                                  label=f"hollow: < {FILLED_EPOCHS} epochs ({short})"))
     return handles
 
 
@@ -425,7 +432,7 @@ def plot_fronts(path, points, fronts, machine, tiny=False):
                      f"{machine['rounds']} interleaved rounds x {machine['runs_per_round']} runs",
                      transform=axes[2].transAxes, ha="right", va="bottom", fontsize=6.5,
                      color="dimgrey")
-    fig.legend(handles=_legend_handles(), loc="outside lower center", ncol=4, fontsize=8.5,
+    fig.legend(handles=_legend_handles(points), loc="outside lower center", ncol=4, fontsize=8.5,
                frameon=False)
     fig.suptitle("Published Fashion-MNIST classifiers: accuracy vs cost"
                  + (" (tiny run: 3 models)" if tiny else "")
