@@ -716,6 +716,29 @@ def _channels_conv2d(x, factors, plan, padding_mode):
     return x
 
 
+def check_factors(x, factors, x_ndim, factor_ndim, function):
+    """ValueError naming the problem unless ``x`` has ``x_ndim`` axes (any when `None`)
+    and ``factors`` is a non-empty sequence of ``factor_ndim``-d tensors
+    ``(rank, ..., in_k, out_k)`` of one rank whose ``prod in_k`` is ``x``'s last axis (where
+    known)."""
+    if x_ndim is not None and len(x.shape) != x_ndim:
+        raise ValueError(f"{function} takes an input with {x_ndim} axes. Received: input of "
+                         f"shape {tuple(x.shape)}")
+    if not factors or any(len(f.shape) != factor_ndim for f in factors):
+        raise ValueError(f"{function} takes a non-empty list of {factor_ndim}-d factors "
+                         f"(rank first). Received shapes: "
+                         f"{[tuple(f.shape) for f in factors]}")
+    ranks = {int(f.shape[0]) for f in factors}
+    if len(ranks) != 1:
+        raise ValueError(f"{function}: every factor needs the same rank (first axis). "
+                         f"Received shapes: {[tuple(f.shape) for f in factors]}")
+    channels = math.prod(int(f.shape[-2]) for f in factors)
+    if x.shape[-1] is not None and int(x.shape[-1]) != channels:
+        raise ValueError(f"{function}: the input has {x.shape[-1]} channels (last axis); the "
+                         f"factors take prod in_k = {channels}. Received factor shapes: "
+                         f"{[tuple(f.shape) for f in factors]}")
+
+
 def factored_conv2d(x, factors, strides=(1, 1), order="auto", padding="valid",
                     padding_mode="zeros", lowering="batch"):
     """Factored convolution, all rank terms: "valid" (of an input padded as needed) or,
@@ -741,6 +764,7 @@ def factored_conv2d(x, factors, strides=(1, 1), order="auto", padding="valid",
     in between (three or more factors) run once per term. The MACs are those of
     ``rank`` separate cascades; the convolutions are fewer and wider.
     """
+    check_factors(x, factors, 4, 5, "factored_conv2d")
     shapes = [tuple(int(v) for v in f.shape[1:]) for f in factors]
     rank = int(factors[0].shape[0])
     m = len(shapes)
@@ -799,6 +823,7 @@ def kronecker_conv2d(x, factors, strides=(1, 1), padding="same", padding_mode="z
     Returns:
         (N, H', W', prod out_k), never forming the full kernel.
     """
+    check_factors(x, factors, 4, 5, "kronecker_conv2d")
     strides = positive_pair(strides, "strides")
     padding, padding_mode = normalize_padding(padding, padding_mode)
     extent = (math.prod(int(f.shape[1]) for f in factors),
@@ -872,6 +897,7 @@ def kronecker_matmul(x, factors):
         ``(B, in_0, ..., in_{m-1})``, in the order of least MACs
         (`kronecker_matmul_order`), the rank axis shared by all of them.
     """
+    check_factors(x, factors, None, 3, "kronecker_matmul")
     m = len(factors)
     ins = [int(f.shape[1]) for f in factors]
     outs = [int(f.shape[2]) for f in factors]

@@ -5,7 +5,7 @@ import numbers
 import numpy as np
 
 __all__ = ["check_class_ids", "check_image_input", "int_sequence", "looks_scaled_to_unit",
-           "positive_int", "positive_pair"]
+           "non_negative_float", "positive_int", "positive_pair"]
 
 
 def positive_int(value, name):
@@ -14,6 +14,15 @@ def positive_int(value, name):
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
         raise ValueError(f"`{name}` must be a positive int. Received: {name}={value!r}")
     return int(value)
+
+
+def non_negative_float(value, name):
+    """``float(value)`` if it is a finite real number ``>= 0`` (not a bool), else raise a
+    ValueError naming it."""
+    if (isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real)
+            or not np.isfinite(value) or value < 0):
+        raise ValueError(f"`{name}` must be a finite float >= 0. Received: {name}={value!r}")
+    return float(value)
 
 
 def int_sequence(values, name, minimum=1, odd=False):

@@ -213,6 +213,9 @@ def test_output_shape_and_compute_output_shape():
     ({"kernel_sizes": (3, 3)}, r"`kernel_sizes` must be odd positive ints, one per dilation \(7\)"),
     ({"kernel_sizes": (3, 1, 3, 1, 3, 2, 3)}, "kernel_sizes"),
     ({"dilations": (1, 2), "kernel_sizes": (0, 3)}, "kernel_sizes"),
+    ({"noise_stddev": -1e-3}, "noise_stddev"),
+    ({"noise_stddev": float("nan")}, "noise_stddev"),
+    ({"noise_stddev": "0.1"}, "noise_stddev"),
 ])
 def test_bad_arguments_raise(kwargs, match):
     args = {"channels": 3, **kwargs}
@@ -236,6 +239,37 @@ def test_input_channels_must_equal_channels(variant):
 def test_non_4d_input_raises():
     with pytest.raises(ValueError, match="ndim|4-D"):
         ContextModule(2)(np.zeros((8, 8, 2), "float32"))
+
+
+@pytest.mark.parametrize("variant", ["basic", "large"])
+def test_unknown_input_channels_build_at_the_module_width(variant):
+    # Before: Conv2D raised a TypeError on the unknown channel count.
+    module = ContextModule(3, variant, noise_stddev=0.0)
+    model = keras.Model(inputs := keras.Input((None, None, None)), module(inputs))
+    assert tuple(model.output.shape) == (None, None, None, 3)
+    x = non_negative_input((2, 9, 11, 3))
+    np.testing.assert_allclose(to_np(model(x)), x, rtol=0, atol=1e-5)
+
+
+def test_a_seeded_kernel_initializer_gives_each_layer_its_own_draw():
+    # A seeded Keras initializer repeats its values at every call; shared as it is, every
+    # same-shape layer of the module would start equal (all of basic's 3x3 layers).
+    variant = "basic"
+    init = keras.initializers.HeNormal(seed=3)
+    module = ContextModule(4, variant, dilations=(1, 2, 4, 1), kernel_initializer=init)
+    module.build((None, 16, 16, 4))
+    kernels = [to_np(conv.kernel) for conv in module.convs]
+    # The first layer draws what the user's initializer gives for its shape.
+    np.testing.assert_array_equal(kernels[0], to_np(init(kernels[0].shape)))
+    same_shape = [(i, j) for i in range(len(kernels)) for j in range(i)
+                  if kernels[i].shape == kernels[j].shape]
+    assert same_shape
+    for i, j in same_shape:
+        assert not np.allclose(kernels[i], kernels[j]), (i, j)
+    again = ContextModule(4, variant, dilations=(1, 2, 4, 1), kernel_initializer=init)
+    again.build((None, 16, 16, 4))
+    for got, conv in zip(kernels, again.convs):
+        np.testing.assert_array_equal(got, to_np(conv.kernel))
 
 
 # ---------------------------------------------------------------------------

@@ -322,6 +322,22 @@ def test_valid_input_too_small_raises():
         stack(np.zeros((1, 10, 30, 1), "float32"))
 
 
+def test_a_seeded_kernel_initializer_gives_each_layer_its_own_draw():
+    # A seeded Keras initializer repeats its values at every call; shared as it is, the
+    # stack's same-shape convolutions would start equal.
+    init = keras.initializers.GlorotUniform(seed=1)
+    stack = DilatedStack(4, 3, (1, 2, 4), kernel_initializer=init,
+                         bias_initializer=keras.initializers.RandomNormal(seed=2))
+    stack.build((None, 16, 16, 3))
+    kernels = [np.asarray(conv.kernel) for conv in stack.convs]
+    biases = [np.asarray(conv.bias) for conv in stack.convs]
+    np.testing.assert_array_equal(kernels[0], np.asarray(init((3, 3, 3, 4))))
+    assert kernels[1].shape == kernels[2].shape == (3, 3, 4, 4)
+    assert not np.allclose(kernels[1], kernels[2])
+    assert not np.allclose(kernels[0], kernels[1][:, :, :3])
+    assert not np.allclose(biases[0], biases[1]) and not np.allclose(biases[1], biases[2])
+
+
 def test_non_4d_input_raises():
     stack = DilatedStack(2)
     with pytest.raises(ValueError, match="ndim|4-D"):

@@ -126,3 +126,16 @@ def test_a_named_local_source_that_is_empty_says_where_it_looked(tmp_path, monke
                                                 r"datasets.fashion-mnist \(source='keras_cache'\)"
                                                 r"\. Install it"):
         data.fashion_mnist("test", source="keras_cache")
+
+
+def test_the_offline_arrays_are_the_users_to_edit(test_items):
+    # Before: the Debian files were read with np.frombuffer, read-only arrays (Keras'
+    # download gives writable ones), so an in-place shuffle or edit raised.
+    x, y = data.fashion_mnist("test")
+    assert x.flags.writeable and y.flags.writeable
+    before = y.copy()
+    np.random.default_rng(0).shuffle(y)
+    x[0, 0, 0, 0] = 255
+    assert sorted(y) == sorted(before)
+    # Each call reads afresh: an edit does not reach the next caller.
+    assert data.fashion_mnist("test")[0][0, 0, 0, 0] == test_items[0][0, 0, 0, 0]

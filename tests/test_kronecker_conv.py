@@ -309,6 +309,21 @@ def test_non_variance_scaling_initializer_applies_per_factor():
     np.testing.assert_array_equal(to_numpy(layer.kernel), 2.0)  # sum of two all-ones krons
 
 
+def test_a_seeded_non_variance_scaling_initializer_draws_each_factor_apart():
+    # A seeded Keras initializer repeats its values at every call: shared as it is, two
+    # factors of one shape would start equal. The first draws what the user's seed would.
+    init = keras.initializers.RandomNormal(stddev=1.0, seed=11)
+    layer = KroneckerConv2D(4, 9, [(3, 3, 2, 2), (3, 3, 2, 2)], kernel_initializer=init)
+    layer.build((None, 9, 9, 4))
+    first, second = (to_numpy(w) for w in layer.factor_weights)
+    assert first.shape == second.shape
+    assert not np.allclose(first, second)
+    again = KroneckerConv2D(4, 9, [(3, 3, 2, 2), (3, 3, 2, 2)], kernel_initializer=init)
+    again.build((None, 9, 9, 4))
+    for w, v in zip(layer.factor_weights, again.factor_weights):
+        np.testing.assert_array_equal(to_numpy(w), to_numpy(v))  # still reproducible
+
+
 # -- execution="auto" and MAC counts -------------------------------------------------
 
 
@@ -856,3 +871,32 @@ def test_factor_shapes_may_be_numpy_integers():
     for bad in ([shape, (3.0, 3, 2, 2)], [shape, (True, 3, 2, 2)], "3322", [shape]):
         with pytest.raises(ValueError, match="`factors` must be a list of two or more"):
             KroneckerConv2D(4, 9, factors=bad)
+
+
+@pytest.mark.parametrize("call, match", [
+    (lambda ops, x, f: ops.kronecker_conv2d(x, [f(2, 1, 1, 2, 2), f(3, 3, 3, 2, 2)]),
+     "same rank"),
+    (lambda ops, x, f: ops.factored_conv2d(x, [f(1, 1, 1, 2, 2), f(1, 3, 3, 2, 2),
+                                               f(2, 1, 1, 2, 2)]), "same rank"),
+    (lambda ops, x, f: ops.kronecker_conv2d(x, [f(1, 3, 3, 2, 2), f(1, 3, 3, 2, 2)]),
+     "prod in_k = 4"),
+    (lambda ops, x, f: ops.kronecker_conv2d(x[0], [f(1, 3, 3, 2, 4), f(1, 3, 3, 4, 2)]),
+     "4 axes"),
+    (lambda ops, x, f: ops.kronecker_conv2d(x, [f(3, 3, 2, 4), f(3, 3, 4, 2)]), "5-d factors"),
+    (lambda ops, x, f: ops.kronecker_conv2d(x, []), "non-empty"),
+    (lambda ops, x, f: ops.kronecker_matmul(x[:, 0, 0], [f(2, 2, 2), f(3, 4, 2)]),
+     "same rank"),
+])
+def test_the_functional_ops_name_factors_that_do_not_fit(call, match):
+    # Before: a rank mismatch silently dropped the extra terms; the others failed in a
+    # backend reshape that named no argument.
+    from kronecker_zoo import ops as kz_ops
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(1, 12, 12, 8)).astype("float32")
+
+    def factor(*shape):
+        return rng.normal(size=shape).astype("float32")
+
+    with pytest.raises(ValueError, match=match):
+        call(kz_ops, x, factor)

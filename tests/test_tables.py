@@ -15,3 +15,11 @@ def test_markdown_table_aligns_and_checks_rows():
                                                                    "| a | |"]
     with pytest.raises(ValueError, match="A row has 2 cells for 3 columns"):
         markdown_table(["a", "b", "c"], [[1, 2]])
+
+
+def test_a_pipe_inside_a_cell_stays_in_its_cell():
+    # GitHub splits cells at every unescaped "|" (e.g. a layer named "conv|a").
+    text = markdown_table(["layer", "params"], [["conv|a", 3]])
+    assert text.splitlines()[2] == r"| conv\|a | 3 |"
+    cells = [c for c in text.splitlines()[2].replace(r"\|", "").split("|") if c.strip()]
+    assert len(cells) == 2

@@ -37,7 +37,8 @@ INSTALL_HINT = (
 
 def _read_idx(path, header):
     with gzip.open(path, "rb") as f:
-        return np.frombuffer(f.read(), np.uint8, offset=header)
+        # A copy: frombuffer over bytes is read-only, and users shuffle or edit in place.
+        return np.frombuffer(f.read(), np.uint8, offset=header).copy()
 
 
 def _from_directory(directory, split):

@@ -4,7 +4,9 @@ import keras
 import numpy as np
 
 from kronecker_zoo import kernels as kernel_math
-from kronecker_zoo.validation import check_image_input, int_sequence, positive_int
+from kronecker_zoo.layers.factor_init import reseeded
+from kronecker_zoo.validation import (check_image_input, int_sequence, non_negative_float,
+                                      positive_int)
 
 VARIANTS = ("basic", "large")
 YU_KOLTUN_DILATIONS = (1, 1, 2, 4, 8, 16, 1)
@@ -28,7 +30,7 @@ class ContextIdentity(keras.initializers.Initializer):
 
     def __init__(self, base_channels, noise_stddev=0.0, seed=None):
         self.base_channels = int(base_channels)
-        self.noise_stddev = float(noise_stddev)
+        self.noise_stddev = non_negative_float(noise_stddev, "noise_stddev")
         self.seed = seed
 
     def __call__(self, shape, dtype=None):
@@ -109,6 +111,8 @@ class ContextModule(keras.layers.Layer):
         self.variant = variant
         self.dilations = dilations
         self.kernel_sizes = kernel_sizes
+        if noise_stddev is not None:
+            noise_stddev = non_negative_float(noise_stddev, "noise_stddev")
         self.noise_stddev = noise_stddev
         self.seed = seed
         self.identity_init = kernel_initializer == "identity"
@@ -125,7 +129,7 @@ class ContextModule(keras.layers.Layer):
             if self.identity_init:
                 init = ContextIdentity(channels, noise, None if seed is None else seed + i)
             else:
-                init = self.kernel_initializer
+                init = reseeded(self.kernel_initializer, i)
             self.convs.append(
                 keras.layers.Conv2D(
                     width,
@@ -154,7 +158,8 @@ class ContextModule(keras.layers.Layer):
                 f"{self.channels}: its input must have {self.channels} channels, got "
                 f"{input_shape[-1]}. Received input_shape={tuple(input_shape)}"
             )
-        shape = tuple(input_shape)
+        # Unknown input channels: the module's width is known, `channels`.
+        shape = tuple(input_shape[:-1]) + (self.channels,)
         for conv in self.convs:
             conv.build(shape)
             shape = conv.compute_output_shape(shape)

@@ -6,6 +6,7 @@ from keras import ops
 
 from kronecker_zoo import kernels as kernel_math
 from kronecker_zoo import ops as kz_ops
+from kronecker_zoo.layers.factor_init import reseeded
 from kronecker_zoo.validation import check_image_input, positive_int, positive_pair
 
 
@@ -129,8 +130,8 @@ class DilatedStack(keras.layers.Layer):
                 padding=layer_padding,
                 activation=self.activation,
                 use_bias=use_bias,
-                kernel_initializer=kernel_initializer,
-                bias_initializer=bias_initializer,
+                kernel_initializer=reseeded(self.kernel_initializer, i),
+                bias_initializer=reseeded(self.bias_initializer, i),
                 kernel_regularizer=kernel_regularizer,
                 bias_regularizer=bias_regularizer,
                 dtype=self.dtype_policy,

@@ -35,7 +35,7 @@ def factor_initializers(initializer, full_shape, factor_shapes, num_terms=1):
     num_factors = len(factor_shapes)
     initializer = keras.initializers.get(initializer)
     if not isinstance(initializer, keras.initializers.VarianceScaling):
-        return [initializer] * num_factors
+        return [reseeded(initializer, 7919 * (k + 1)) for k in range(num_factors)]
     # Subclasses (GlorotUniform, HeNormal, ...) keep scale/mode/distribution as
     # attributes but leave them out of get_config(); the seed is the user's.
     seed = initializer.get_config().get("seed")
@@ -57,3 +57,17 @@ def factor_initializers(initializer, full_shape, factor_shapes, num_terms=1):
         )
     return result
 
+
+
+def reseeded(initializer, offset):
+    """``initializer`` with its integer seed moved by ``offset``; itself when unseeded.
+
+    A seeded Keras initializer draws the same values at every call, so the sublayers (or
+    factors) of one layer that shared it would start equal; each gets ``seed + offset``.
+    """
+    initializer = keras.initializers.get(initializer)
+    config = initializer.get_config()
+    seed = config.get("seed")
+    if offset == 0 or isinstance(seed, bool) or not isinstance(seed, int):
+        return initializer
+    return type(initializer).from_config({**config, "seed": seed + offset})

@@ -6,6 +6,7 @@ import keras
 import numpy as np
 
 from kronecker_zoo import kernels as kernel_math
+from kronecker_zoo.validation import non_negative_float
 
 
 @keras.saving.register_keras_serializable(package="kronecker_zoo")
@@ -28,7 +29,7 @@ class KroneckerIdentity(keras.initializers.Initializer):
     """
 
     def __init__(self, noise_stddev=0.0, seed=None):
-        self.noise_stddev = float(noise_stddev)
+        self.noise_stddev = non_negative_float(noise_stddev, "noise_stddev")
         self.seed = seed
 
     def __call__(self, shape, dtype=None):
