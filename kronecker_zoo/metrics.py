@@ -8,13 +8,14 @@ labels or the predictions. Sum `confusion_matrix` over batches and call
 
 import numpy as np
 
-from kronecker_zoo.validation import check_class_ids
+from kronecker_zoo.validation import check_class_ids, positive_int
 
 __all__ = ["class_ids", "confusion_matrix", "mean_iou", "mean_iou_from_confusion"]
 
 
 def confusion_matrix(labels, predictions, num_classes):
     """``(num_classes, num_classes)`` int64 counts, rows = true class, columns = predicted."""
+    num_classes = positive_int(num_classes, "num_classes")
     labels, predictions = np.asarray(labels), np.asarray(predictions)
     if labels.shape != predictions.shape:
         raise ValueError(f"labels and predictions differ in shape: {labels.shape} vs "

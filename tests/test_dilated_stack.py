@@ -320,6 +320,8 @@ def test_valid_input_too_small_raises():
     stack = DilatedStack(2, kernel_size=3, dilation_rates=(1, 2, 4), padding="valid")
     with pytest.raises(ValueError, match="at least as large as its receptive field"):
         stack(np.zeros((1, 10, 30, 1), "float32"))
+    with pytest.raises(ValueError, match="at least as large as its receptive field"):
+        stack.compute_output_shape((1, 30, 14, 1))  # was (1, 16, 0, 2)
 
 
 def test_a_seeded_kernel_initializer_gives_each_layer_its_own_draw():

@@ -16,6 +16,11 @@ def test_confusion_matrix_counts_every_pair():
     for t, p in zip(labels.ravel(), preds.ravel()):
         expected[t, p] += 1
     np.testing.assert_array_equal(metrics.confusion_matrix(labels, preds, 5), expected)
+    np.testing.assert_array_equal(metrics.confusion_matrix(labels, preds, np.int64(5)),
+                                  expected)
+    for num_classes in (None, 5.5, 0, True):  # was a NumPy TypeError or a wrong count
+        with pytest.raises(ValueError, match="num_classes"):
+            metrics.confusion_matrix(labels, preds, num_classes)
 
 
 @pytest.mark.parametrize("seed", range(4))

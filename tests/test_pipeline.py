@@ -62,8 +62,20 @@ def test_bad_augmentation_arguments_name_the_problem():
         data.pixel_dataset(images, np.array([0.1, 0.9]), 2)  # soft labels: cast to 0, 0
     (_, y), = data.pixel_dataset(images, np.array([[True], [False]]), 2)  # bool masks: 1 / 0
     assert y.numpy().tolist() == [[1], [0]]
-    with pytest.raises(ValueError, match="crop_padding"):
-        data.pixel_dataset(images, np.zeros(2), 2, augment="crop_flip", crop_padding=-1)
+    for padding in (-1, 1.5, True):
+        with pytest.raises(ValueError, match="crop_padding"):
+            data.pixel_dataset(images, np.zeros(2), 2, augment="crop_flip", crop_padding=padding)
+
+
+def test_crop_padding_may_be_a_numpy_int():
+    # As every other int argument of the package (was refused).
+    images = np.arange(2 * 4 * 4, dtype=np.uint8).reshape(2, 4, 4)
+    got = [x.numpy() for x, _ in data.pixel_dataset(images, np.zeros(2), 2, seed=1,
+                                                    augment="crop_flip",
+                                                    crop_padding=np.int64(2))]
+    want = [x.numpy() for x, _ in data.pixel_dataset(images, np.zeros(2), 2, seed=1,
+                                                     augment="crop_flip", crop_padding=2)]
+    np.testing.assert_array_equal(got[0], want[0])
 
 
 def test_shuffle_and_augmentation_are_the_same_on_every_run_with_the_seed():

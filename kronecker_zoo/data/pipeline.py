@@ -20,6 +20,8 @@ def pixel_dataset(images, labels, batch_size, shuffle=False, seed=0, augment=Non
     Multi-worker runs shard by element (in-memory tensors have no files to
     shard); every worker shuffles with the same seed, so the shards are disjoint.
     """
+    import numbers
+
     import numpy as np
 
     from kronecker_zoo import runtime
@@ -42,8 +44,10 @@ def pixel_dataset(images, labels, batch_size, shuffle=False, seed=0, augment=Non
         if np.ndim(images) not in (3, 4):
             raise ValueError(f"augment={augment!r} needs images (N, H, W) or (N, H, W, C); "
                              f"got shape {np.shape(images)}")
-        if not isinstance(crop_padding, int) or crop_padding < 0:
+        if (isinstance(crop_padding, (bool, np.bool_))
+                or not isinstance(crop_padding, numbers.Integral) or crop_padding < 0):
             raise ValueError(f"crop_padding must be an int >= 0. Received: {crop_padding!r}")
+        crop_padding = int(crop_padding)
 
     ds = tf.data.Dataset.from_tensor_slices((images, labels))
     if shuffle:

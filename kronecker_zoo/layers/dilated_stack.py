@@ -178,6 +178,10 @@ class DilatedStack(keras.layers.Layer):
         h, w = input_shape[1], input_shape[2]
         if self.padding == "valid":
             rf = self.receptive_field
+            if (h is not None and h < rf[0]) or (w is not None and w < rf[1]):
+                raise ValueError(
+                    "DilatedStack with padding='valid' needs inputs at least as large as its "
+                    f"receptive field {rf}. Received input_shape={tuple(input_shape)}")
             h = None if h is None else h - rf[0] + 1
             w = None if w is None else w - rf[1] + 1
         return (input_shape[0], h, w, self.filters[-1])
