@@ -833,3 +833,98 @@ def test_layers_with_other_weight_matrices_are_listed_as_kept():
     reasons = {s.name: s.reason for s in plan.skipped}
     for name, kind in (("emb", "Embedding"), ("lstm", "LSTM"), ("mha", "MultiHeadAttention")):
         assert reasons[name] == f"{kind}: only Conv2D and Dense layers are factorized"
+
+
+@pytest.mark.parametrize("method", ["kronecker", "lowrank"])
+def test_a_plans_layer_overrides_rebuild_it_with_dense_layers_too(method):
+    # Before: a "lowrank" plan's Dense layers gave 'factors', which method="lowrank" refuses.
+    model = _randomise(_residual())
+    plan = compress.plan_factorization(model, ratio=3.0, method=method)
+    assert any(c.layer_type == "KroneckerDense" for c in plan.layers)
+    again = compress.plan_factorization(model, ratio=None, method=method,
+                                        layer_overrides=plan.layer_overrides())
+    assert [c._replace(relative_error=0.0) for c in again.layers] == [
+        c._replace(relative_error=0.0) for c in plan.layers]
+    for a, b in zip(again.layers, plan.layers):
+        assert a.relative_error == pytest.approx(b.relative_error, abs=1e-12)
+
+
+def _conv_macs(hw, k, cin, cout, strides):
+    """MACs of a plain "same" convolution, by hand."""
+    out = [math.ceil(n / s) for n, s in zip(hw, strides)]
+    return out[0] * out[1] * k[0] * k[1] * cin * cout
+
+
+def test_a_mac_cap_lowers_a_layers_rank_rather_than_keep_it_dense():
+    # Before: a shape over the cap at the rank the budget allowed was dropped, never tried
+    # at a lower rank, so a Dense head stayed whole ("no shape within max_relative_macs")
+    # although (192 x 1) (x) (1 x 6) at rank 1 costs 198 of its 1,152 MACs (and the other
+    # layers went down to rank 1 to make up for it).
+    inputs = keras.Input((8, 8, 3))
+    x = keras.layers.Conv2D(8, 3, padding="same", name="c1")(inputs)
+    x = keras.layers.Conv2D(12, 3, strides=2, padding="same", name="c2")(x)
+    x = keras.layers.Flatten()(x)
+    model = _randomise(keras.Model(inputs, keras.layers.Dense(6, name="out")(x)))
+    cap = 0.3
+    plan = compress.plan_factorization(model, ratio=1.5, max_relative_macs=cap)
+    assert [c.name for c in plan.layers] == ["c1", "c2", "out"], plan
+    assert not plan.skipped
+    for c in plan.layers:
+        assert c.macs_after <= cap * c.macs_before, c
+    student = compress.factorize(model, plan=plan)
+    assert student.count_params() == plan.params_after <= model.count_params() / 1.5
+
+
+def test_a_low_rank_mac_cap_prices_the_convolutions_low_rank_runs():
+    # Before: method="lowrank" checked the cap against the Kronecker cascade's MACs of a
+    # strided layer (1.66x LowRankConv2D's), so it chose ranks far under the cap.
+    inputs = keras.Input((16, 16, 16))
+    x = keras.layers.Conv2D(16, 3, strides=2, padding="same", name="s2")(inputs)
+    x = keras.layers.Conv2D(16, 3, padding="same", name="s1")(x)
+    model = _randomise(keras.Model(inputs, x))
+    cap = 0.6
+    plan = compress.plan_factorization(model, ratio=2.0, method="lowrank",
+                                       max_relative_macs=cap)
+    shapes = {"s2": ((16, 16), (2, 2)), "s1": ((8, 8), (1, 1))}
+    assert [c.name for c in plan.layers] == ["s2", "s1"]
+    for c in plan.layers:
+        hw, strides = shapes[c.name]
+        mid = (math.ceil(hw[0] / strides[0]), hw[1])
+
+        def lowrank_macs(rank):  # (3 x 1, 16 -> r) at (sh, 1), then (1 x 3, r -> 16)
+            return (_conv_macs(hw, (3, 1), 16, rank, (strides[0], 1))
+                    + _conv_macs(mid, (1, 3), rank, 16, (1, strides[1])))
+
+        original = _conv_macs(hw, (3, 3), 16, 16, strides)
+        assert c.macs_before == original and c.macs_after == lowrank_macs(c.rank)
+        assert lowrank_macs(c.rank) <= cap * original < lowrank_macs(c.rank + 1), c
+    student = compress.factorize(model, plan=plan)
+    assert student.count_params() == plan.params_after <= model.count_params() / 2.0
+
+
+def test_a_layer_shared_across_nesting_levels_is_planned_and_factorized_once():
+    # Before: planned under both paths (its kernel subtracted twice: 148 -> 68 reported
+    # for a 108-parameter student), then factorize called its own plan ambiguous.
+    shared = keras.layers.Conv2D(4, 3, padding="same", name="sh")
+    inner_inputs = keras.Input((6, 6, 4))
+    sub = keras.Model(inner_inputs, keras.layers.ReLU()(shared(inner_inputs)), name="sub")
+    inputs = keras.Input((6, 6, 4))
+    model = _randomise(keras.Model(inputs, keras.layers.Flatten()(sub(shared(inputs)))))
+    before = _snapshot(model)
+    plan = compress.plan_factorization(model, ratio=1.5)
+    assert [c.name for c in plan.layers] == ["sh"]
+    student = compress.factorize(model, plan=plan)
+    assert student.count_params() == plan.params_after <= model.count_params() / 1.5
+    assert student.get_layer("sh") is student.get_layer("sub").get_layer("sh")
+    assert plan.layers[0].macs_before == 2 * 6 * 6 * 3 * 3 * 4 * 4  # runs twice
+    # At full rank, by either path, the student computes what the original does.
+    for path in ("sh", "sub/sh"):
+        full = compress.factorize(model, ratio=None, layer_overrides={
+            path: {"factors": [(3, 1, 1, 1), (1, 3, 4, 4)], "rank": 3}})
+        x = np.random.default_rng(1).normal(size=(2, 6, 6, 4)).astype("float32")
+        np.testing.assert_allclose(full(x), model(x), rtol=1e-4, atol=1e-4)
+        assert isinstance(full.get_layer("sub").get_layer("sh"), KroneckerConv2D)
+    after = _snapshot(model)
+    assert before[1] == after[1]
+    for a, b in zip(before[0], after[0]):
+        np.testing.assert_array_equal(a, b)

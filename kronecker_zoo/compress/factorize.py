@@ -74,7 +74,7 @@ class FactorizationPlan(NamedTuple):
         rebuilds exactly this plan, e.g. to rebuild a student's architecture. Keyed by
         layer path (a layer of the model itself: its name)."""
         return {c.name: (
-            {"rank": c.rank} if c.layer_type == "LowRankConv2D" else
+            {"rank": c.rank} if self.method == "lowrank" else  # lowrank fixes the factors
             {"factors": [list(f) for f in c.factors], "rank": c.rank}) for c in self.layers}
 
     def layer_specs(self):
@@ -321,7 +321,11 @@ def plan_factorization(model, ratio=5.0, method="kronecker", exclude=(), layer_o
     if isinstance(exclude, str):  # one name
         exclude = (exclude,)
     layer_overrides = dict(layer_overrides or {})
-    paths = dict(_layers(model))
+    # A layer shared across nesting levels has several paths: it is planned once, under
+    # its first (`canonical`), and any of its paths names it.
+    all_paths, first = list(_layers(model)), {}
+    canonical = {path: first.setdefault(id(layer), path) for path, layer in all_paths}
+    paths = {path: layer for path, layer in all_paths if canonical[path] == path}
     # a nested model named in exclude (by path, or by its name if unique): all its layers
     nested = list(_nested_models(model))
     exclude = list(exclude)
@@ -329,23 +333,28 @@ def plan_factorization(model, ratio=5.0, method="kronecker", exclude=(), layer_o
         found = [m for m in nested if m == name or m.split("/")[-1] == name]
         if len(found) == 1:
             exclude.remove(name)
-            exclude += [p for p in paths if p.startswith(found[0] + "/")]
+            exclude += [canonical[p] for p, _ in all_paths if p.startswith(found[0] + "/")]
         elif len(found) > 1:
             raise ValueError(f"Nested model name {name!r} is ambiguous in model "
                              f"{model.name!r} ({found}): name it by path")
-    runs, call_shapes = _runs(model)
+    runs, call_shapes = collections.Counter(), collections.defaultdict(set)
+    path_runs, path_shapes = _runs(model)
+    for path, times in path_runs.items():
+        runs[canonical[path]] += times
+        call_shapes[canonical[path]] |= path_shapes[path]
     by_name = collections.defaultdict(list)
     for path in paths:
         by_name[path.split("/")[-1]].append(path)
     names = {name: found[0] for name, found in by_name.items() if len(found) == 1}
-    asked = (set(exclude) | set(layer_overrides)) - set(paths)
+    names.update(canonical)  # every path names its layer
+    asked = (set(exclude) | set(layer_overrides)) - set(names)
     ambiguous = sorted(n for n in asked if len(by_name.get(n, ())) > 1)
     if ambiguous:
         raise ValueError(f"Layer names {ambiguous} are ambiguous in model {model.name!r} "
                          f"(nested models hold several: "
                          f"{sorted(p for n in ambiguous for p in by_name[n])}); name them by "
                          "path")
-    unknown = sorted(asked - set(names))
+    unknown = sorted(asked)
     if unknown:
         raise ValueError(f"No layers named {unknown} in model {model.name!r}")
     excluded = {names.get(n, n) for n in exclude}
@@ -487,6 +496,9 @@ def _cost_cap(target, method, max_relative_macs, max_relative_cost, runtime):
     rank): the factored `KroneckerConv2D`'s, or for ``method="lowrank"`` the two plain
     convolutions `LowRankConv2D` runs."""
     if max_relative_macs is not None:
+        if method == "lowrank" and target.kernel.ndim == 4:  # the MACs LowRankConv2D runs
+            return max_relative_macs * target.macs_before, functools.lru_cache(maxsize=None)(
+                lambda factors, rank: _lowrank_macs(target, rank))
         return max_relative_macs * target.macs_before, None
     if max_relative_cost is None:
         # KroneckerDense always runs factored: never dearer than the dense matrix
@@ -610,11 +622,12 @@ def factorize(model, ratio=5.0, method="kronecker", exclude=(), layer_overrides=
                              f"{shape}. Plan this model with plan_factorization(model, ...)")
     new_model = replace_layers(model, {c.name: {"layer": c.layer_type, "factors": c.factors,
                                                 "rank": c.rank} for c in plan.layers})
+    chosen = {id(paths[c.name]): c for c in plan.layers}  # a shared layer: any of its paths
     for path, layer in paths.items():
         if not layer.weights:
             continue
         target = _find(new_model, path)
-        choice = next((c for c in plan.layers if c.name == path), None)
+        choice = chosen.get(id(layer))
         if choice is None:
             target.set_weights(layer.get_weights())
             if hasattr(target, "finalize_state"):  # an adapted layer: state derived from

@@ -109,9 +109,10 @@ def conv_cost(factors, rank, input_hw, strides=(1, 1), padding="same", runtime=N
 
 def best_candidate(kernel_options, budget, max_cost=None, cost=None):
     """The candidate of least relative error with at most ``budget`` kernel parameters
-    (fewer MACs break ties). ``max_cost`` excludes each shape whose ``cost(factors,
-    rank)`` (default: its MACs) at the rank the budget allows is above it. When no shape
-    fits the budget, the rank-1 candidate with the fewest parameters; ``None`` only when
+    (fewer MACs break ties). With ``max_cost``, each shape takes the highest rank the budget
+    allows whose ``cost(factors, rank)`` (default: its MACs; costs grow with the rank) is
+    at most ``max_cost``; a shape over it even at rank 1 is excluded. When no shape fits
+    the budget, the rank-1 candidate with the fewest parameters; ``None`` only when
     ``max_cost`` excludes every shape."""
     best, best_key = None, None
     smallest = min(o.params_per_rank for o in kernel_options)
@@ -121,11 +122,11 @@ def best_candidate(kernel_options, budget, max_cost=None, cost=None):
         rank = min(max(budget, smallest) // option.params_per_rank, full)
         if rank < 1:
             continue
-        macs = None if option.macs_per_rank is None else rank * option.macs_per_rank
         if max_cost is not None:
-            price = macs if cost is None else cost(spectrum.factors, rank)
-            if price is not None and price > max_cost:
+            rank = _highest_rank_within(option, rank, max_cost, cost)
+            if rank < 1:
                 continue
+        macs = None if option.macs_per_rank is None else rank * option.macs_per_rank
         norm = spectrum.norm_squared
         error = math.sqrt(max(spectrum.squared_tail[rank], 0.0) / norm) if norm else 0.0
         key = (round(error, 9), macs if macs is not None else 0, rank * option.params_per_rank)
@@ -134,3 +135,21 @@ def best_candidate(kernel_options, budget, max_cost=None, cost=None):
             best = Candidate(spectrum.factors, int(rank), int(rank * option.params_per_rank),
                              error, macs)
     return best
+
+
+def _highest_rank_within(option, rank, max_cost, cost):
+    """The highest rank ``<= rank`` of ``option`` whose price (``cost(factors, r)``, or
+    its MACs) is at most ``max_cost`` (bisection: prices grow with the rank); 0 if none.
+    A price that cannot be counted (``None``: no input size) is within any cap."""
+    def within(r):
+        price = (None if option.macs_per_rank is None else r * option.macs_per_rank) \
+            if cost is None else cost(option.spectrum.factors, r)
+        return price is None or price <= max_cost
+
+    if within(rank):
+        return rank
+    lo, hi = 0, rank  # within(lo) (or lo == 0), not within(hi)
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        lo, hi = (mid, hi) if within(mid) else (lo, mid)
+    return lo

@@ -74,23 +74,25 @@ def replace_layers(model, specs, name=None):
     """A new model: ``model`` with each layer named in ``specs`` replaced.
 
     ``specs``: ``{layer: {"layer": type, "factors": [...], "rank": r}}``, each key a
-    layer's path (``"block/conv"`` for layer ``conv`` of nested model ``block``) or, if
-    no other layer has it, its bare name. Replaced layers get fresh weights; every other
+    layer's path (``"block/conv"`` for layer ``conv`` of nested model ``block``; a layer
+    shared across nesting levels by any of its paths) or, if no other layer has it, its
+    bare name. Replaced layers get fresh weights; every other
     layer is rebuilt from its config (fresh weights too: copy them if you need them).
     ``model`` is not modified.
     """
-    paths = {}  # id(layer) -> path
-    by_name = {}
+    ids = {}  # path -> id(layer); a layer shared across nesting levels has several paths
+    by_name = {}  # name -> the first path of each layer of that name
+    first = {}
     for path, layer in layer_paths(model):
-        paths[id(layer)] = path
-        by_name.setdefault(layer.name, []).append(path)
-    known = set(paths.values())
-    resolved, missing = {}, []
+        ids[path] = id(layer)
+        if first.setdefault(id(layer), path) == path:
+            by_name.setdefault(layer.name, []).append(path)
+    resolved, missing = {}, []  # id(layer) -> spec
     for key, spec in specs.items():
-        if key in known:
-            resolved[key] = spec
+        if key in ids:
+            resolved[ids[key]] = spec
         elif len(by_name.get(key, ())) == 1:
-            resolved[by_name[key][0]] = spec
+            resolved[ids[by_name[key][0]]] = spec
         elif key in by_name:
             raise ValueError(f"Layer name {key!r} is ambiguous in model {model.name!r} "
                              f"({by_name[key]}): give its path")
@@ -100,7 +102,7 @@ def replace_layers(model, specs, name=None):
         raise ValueError(f"Model {model.name!r} has no layer(s) {sorted(missing)} to replace")
 
     def clone(layer):
-        spec = resolved.get(paths.get(id(layer)))
+        spec = resolved.get(id(layer))
         if spec is not None:
             return factorized_layer(layer, spec["layer"], spec.get("factors"), spec["rank"])
         try:
