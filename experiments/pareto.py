@@ -26,9 +26,9 @@ points, CIFAR-10) published points and the project's target region (>= 5x fewer
 parameters at >= -1.0 point) shaded.
 
 Budgets differ: the dense teachers ``resnet_8`` / ``resnet_20`` were trained 30 / 40
-epochs with augmentation, the other ``_8`` families 10 epochs, ``kron_resnet_20`` 4 and
-``drn_20`` only 1 (session budget; ``separable_resnet_20`` and ``lowrank_resnet_20`` 30
-with the teachers' recipe), the students 15 epochs of distillation from the
+epochs with augmentation, the other ``_8`` families 10 epochs, ``kron_resnet_20`` only 4
+(session budget; ``separable_resnet_20``, ``lowrank_resnet_20`` and ``drn_20`` 30 with the
+teachers' recipe), the students 15 epochs of distillation from the
 trained teacher. A low ``_20`` point is under-training, not a property of its family;
 the figures mark the epochs of every point, the JSON also holds fronts computed within
 each epoch budget, and the fair comparison of Kronecker against low rank is between the
@@ -437,7 +437,7 @@ def plot_fronts(path, points, fronts, machine, tiny=False):
     fig.suptitle("Published Fashion-MNIST classifiers: accuracy vs cost"
                  + (" (tiny run: 3 models)" if tiny else "")
                  + ".\nBudgets differ (dense teachers 30/40 epochs, students 15 epochs "
-                   "distilled from them, depth-8 families 10, depth-20 4, drn_20 1): "
+                   "distilled from them, depth-8 families 10, kron_resnet_20 4): "
                    "hollow points are under-trained, not weaker families",
                  fontsize=10.5)
     renderer = _freeze_layout(fig)
@@ -625,8 +625,8 @@ def run(out_dir, tiny=False, latency=None, rounds=7, runs=200, warmup=20):
                              "running): noisy, compare ratios, not absolute values"}
                     if machine else {"measured": False}),
         "caveat": "budgets differ: resnet_8 / resnet_20 trained 30 / 40 epochs, the other "
-                  "depth-8 families 10, kron_resnet_20 4, drn_20 1, separable_resnet_20 and "
-                  "lowrank_resnet_20 30 (teachers' recipe), the students 15 epochs of "
+                  "depth-8 families 10, kron_resnet_20 4, separable_resnet_20, "
+                  "lowrank_resnet_20 and drn_20 30 (teachers' recipe), the students 15 epochs of "
                   "distillation from their (trained) teacher; compare points with equal "
                   "epochs (fronts_by_epochs) and students with students",
         "figures": figures,
