@@ -58,7 +58,6 @@ def factor_initializers(initializer, full_shape, factor_shapes, num_terms=1):
     return result
 
 
-
 def reseeded(initializer, offset):
     """``initializer`` with its integer seed moved by ``offset``; itself when unseeded.
 
